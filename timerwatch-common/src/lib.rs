@@ -1,0 +1,217 @@
+//! The event vocabulary shared by the eBPF probes (`timerwatch-ebpf`) and the daemon (`timerwatch`).
+//!
+//! Like libbpf-tools' `*.h` headers, this is the single definition of every byte that crosses the
+//! ring buffer or the loader's globals. Both sides compile this file, so a layout change cannot
+//! drift between them; the size assertions at the bottom pin the wire format.
+#![no_std]
+
+/// `TASK_COMM_LEN` in the kernel.
+pub const COMM_LEN: usize = 16;
+/// User frames captured per callsite. Deep enough for C services and Go's scheduler-heavy stacks.
+pub const MAX_STACK_DEPTH: usize = 64;
+/// Words copied from the user stack pointer at a syscall. glibc's syscall wrappers set up no frame
+/// pointer, so the return address into the application function that called the wrapper is not in
+/// the frame-pointer chain; it sits in these words, and userspace picks it out (see `symbolize`).
+pub const STACK_SCAN_WORDS: usize = 16;
+
+/// What happened. One value per tracepoint family and transition.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A timer (hrtimer or timer_list) was armed.
+    Start = 1,
+    /// A timer was cancelled while armed.
+    Cancel = 2,
+    /// A timer's callback is about to run.
+    Expire = 3,
+    /// An address the daemon knows was re-initialised by a task we do not trace: forget it.
+    Forget = 4,
+    /// `setitimer`/`alarm` changed an interval timer (`timer` holds `which`).
+    ItimerState = 5,
+    /// An interval timer fired (`timer` holds `which`).
+    ItimerExpire = 6,
+    /// `timer_create` succeeded (`timer` holds the POSIX timer id, `arg` its hrtimer, if any).
+    PosixCreate = 7,
+    /// `timer_delete` was called (`timer` holds the POSIX timer id).
+    PosixDelete = 8,
+    /// The last thread of a process exited.
+    ProcessExit = 9,
+    /// A process called execve: its address space, symbols and comm changed.
+    ProcessExec = 10,
+}
+
+impl EventKind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Start,
+            2 => Self::Cancel,
+            3 => Self::Expire,
+            4 => Self::Forget,
+            5 => Self::ItimerState,
+            6 => Self::ItimerExpire,
+            7 => Self::PosixCreate,
+            8 => Self::PosixDelete,
+            9 => Self::ProcessExit,
+            10 => Self::ProcessExec,
+            _ => return None,
+        })
+    }
+}
+
+/// `Event::flags` bits.
+pub mod flags {
+    /// The record is a [`super::StackEvent`]: a user stack and comm follow the header.
+    pub const HAS_STACK: u8 = 1 << 0;
+    /// The timer is a `timer_list` (jiffies-based) timer, not an hrtimer.
+    pub const TIMER_LIST: u8 = 1 << 1;
+    /// First arm seen since the timer was set up (or since we attached): the daemon must drop any
+    /// state it kept for this address, which a previous owner may have used.
+    pub const NEW_OWNER: u8 = 1 << 2;
+}
+
+/// Fixed header of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel address of the hrtimer/timer_list, the POSIX timer id, or the itimer `which`.
+    pub timer: u64,
+    /// Kernel callback address (0 where the tracepoint does not carry it).
+    pub function: u64,
+    /// Absolute expiry: ns on the timer's clock (hrtimers, itimers: the value), jiffies (timer_list).
+    pub expires: u64,
+    /// Kind-specific: hrtimer mode, itimer interval ns, the hrtimer address of a POSIX timer.
+    pub arg: u64,
+    /// The process that owns the timer (not necessarily `current`, see `cur_tgid`).
+    pub tgid: u32,
+    /// The thread that armed it first.
+    pub tid: u32,
+    /// The task running when the tracepoint fired (interrupt context reports the interrupted task).
+    pub cur_tgid: u32,
+    /// An [`EventKind`].
+    pub kind: u8,
+    /// [`flags`] bits.
+    pub flags: u8,
+    /// Valid frames in [`StackEvent::stack`].
+    pub stack_len: u16,
+}
+
+/// A header followed by the owner's comm and user stack. Sent once per timer (its first arm in
+/// process context) and for POSIX timer creation, never for re-arms of a known timer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackEvent {
+    pub event: Event,
+    pub comm: [u8; COMM_LEN],
+    /// User stack pointer at the syscall (0 if unavailable).
+    pub user_sp: u64,
+    /// `STACK_SCAN_WORDS` words read from `user_sp` upwards.
+    pub scan: [u64; STACK_SCAN_WORDS],
+    /// Frame-pointer user stack, innermost first; `event.stack_len` entries are valid.
+    pub stack: [u64; MAX_STACK_DEPTH],
+}
+
+impl Default for StackEvent {
+    fn default() -> Self {
+        Self {
+            event: Event::default(),
+            comm: [0; COMM_LEN],
+            user_sp: 0,
+            scan: [0; STACK_SCAN_WORDS],
+            stack: [0; MAX_STACK_DEPTH],
+        }
+    }
+}
+
+/// What the kernel remembers per timer address, so that re-arms from interrupt or softirq context
+/// (where `current` is whoever was interrupted) keep the owner that set the timer up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Owner {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Non-zero once the daemon has the timer's callsite (a [`StackEvent`] was sent).
+    pub has_callsite: u32,
+    pub _pad: u32,
+}
+
+/// Byte offsets of the tracepoint fields the probes read, taken from each tracepoint's `format`
+/// file at start-up, because layouts differ across kernels (`hrtimer_start` gained `was_armed`,
+/// `hrtimer_init` became `hrtimer_setup`, `sched_process_exit` gained `group_dead`).
+/// 0 means "this kernel has no such field".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub hrtimer_init_hrtimer: u32,
+    pub hrtimer_start_hrtimer: u32,
+    pub hrtimer_start_function: u32,
+    pub hrtimer_start_expires: u32,
+    pub hrtimer_start_mode: u32,
+    pub hrtimer_cancel_hrtimer: u32,
+    pub hrtimer_expire_hrtimer: u32,
+    pub hrtimer_expire_function: u32,
+    pub hrtimer_expire_now: u32,
+    pub timer_init_timer: u32,
+    pub timer_start_timer: u32,
+    pub timer_start_function: u32,
+    pub timer_start_expires: u32,
+    pub timer_cancel_timer: u32,
+    pub timer_expire_timer: u32,
+    pub timer_expire_function: u32,
+    pub itimer_state_which: u32,
+    pub itimer_state_value_sec: u32,
+    pub itimer_state_value_nsec: u32,
+    pub itimer_state_interval_sec: u32,
+    pub itimer_state_interval_nsec: u32,
+    /// 1 when the kernel reports microseconds (`value_usec`, before 4.17) instead of ns.
+    pub itimer_state_usec: u32,
+    pub itimer_expire_which: u32,
+    pub itimer_expire_pid: u32,
+    pub process_exit_group_dead: u32,
+    pub timer_create_created_id: u32,
+    pub timer_create_ret: u32,
+    pub timer_delete_id: u32,
+}
+
+/// Loader-set configuration (an eBPF global, fixed for the program's lifetime).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Our own process: never traced, or the tracer would trace its own epoll/timer wake-ups.
+    pub self_tgid: u32,
+    /// Non-zero: only processes in the `TGIDS` map are traced.
+    pub filter_tgid: u32,
+    /// Non-zero: only tasks whose comm is in the `COMMS` map are traced.
+    pub filter_comm: u32,
+    /// Queued bytes above which a record wakes the reader; below it the reader polls, so a busy
+    /// timer does not wake us per event.
+    pub wakeup_bytes: u32,
+    pub offsets: Offsets,
+}
+
+/// Names of the maps and globals, shared so a rename cannot break the loader.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const OWNERS: &str = "OWNERS";
+    pub const TGIDS: &str = "TGIDS";
+    pub const COMMS: &str = "COMMS";
+    pub const LOST: &str = "LOST";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are #[repr(C)] plain integers with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::StackEvent {}
+}
+
+// The wire format: a change here is a change to both sides, on purpose.
+const _: () = assert!(core::mem::size_of::<Event>() == 56);
+const _: () = assert!(
+    core::mem::size_of::<StackEvent>() == 56 + COMM_LEN + 8 + 8 * (STACK_SCAN_WORDS + MAX_STACK_DEPTH)
+);
+const _: () = assert!(core::mem::size_of::<Owner>() == 16);

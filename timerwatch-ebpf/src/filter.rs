@@ -1,0 +1,55 @@
+//! Which tasks we trace: everything but ourselves and the idle task, narrowed by `-p`/`--comm`.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::map,
+    maps::HashMap,
+    Global,
+};
+use timerwatch_common::{Config, COMM_LEN};
+
+#[unsafe(no_mangle)]
+pub static CONFIG: Global<Config> = Global::new(unsafe { core::mem::zeroed() });
+
+#[map]
+pub static TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
+
+#[inline(always)]
+pub fn config() -> Config {
+    CONFIG.load()
+}
+
+/// (tgid, tid) of `current`.
+#[inline(always)]
+pub fn current() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
+/// Whether a process is one we trace, judged by tgid alone (for events that name a process other
+/// than `current`, such as `itimer_expire`).
+#[inline(always)]
+pub fn tgid_traced(cfg: &Config, tgid: u32) -> bool {
+    if tgid == 0 || tgid == cfg.self_tgid {
+        return false;
+    }
+    cfg.filter_tgid == 0 || unsafe { TGIDS.get(&tgid) }.is_some()
+}
+
+/// Whether `current` may become the owner of a timer.
+#[inline(always)]
+pub fn current_traced(cfg: &Config, tgid: u32) -> bool {
+    if !tgid_traced(cfg, tgid) {
+        return false;
+    }
+    if cfg.filter_comm == 0 {
+        return true;
+    }
+    match bpf_get_current_comm() {
+        Ok(comm) => unsafe { COMMS.get(&comm) }.is_some(),
+        Err(_) => false,
+    }
+}

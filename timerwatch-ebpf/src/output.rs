@@ -1,0 +1,111 @@
+//! Ring-buffer output: small records for transitions, stack records for new callsites.
+
+use aya_ebpf::{
+    bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user_buf,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+    EbpfContext,
+};
+use timerwatch_common::{flags, Event, StackEvent, MAX_STACK_DEPTH, STACK_SCAN_WORDS};
+
+use crate::filter::config;
+
+/// 8 MiB by default; the loader may resize it (`--ring-buffer-size`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Records dropped because the ring buffer was full, per CPU.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `offsetof(struct pt_regs, sp)` on x86_64, the one architecture the stack scan supports.
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_SP: usize = 19 * 8;
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(p) = LOST.get_ptr_mut(0) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// Wake the reader only once a batch is queued: a wake-up per record makes the daemon's own epoll
+/// timers dominate the trace and costs the traced thread a context switch.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    let queued = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if queued >= config().wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+pub fn emit(mut ev: Event) {
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            entry.write(ev);
+            entry.submit(wakeup_flag());
+        }
+        None => count_lost(),
+    }
+}
+
+/// Emit `ev` with `current`'s comm and user stack. Only call this in the owner's process context.
+#[inline(always)]
+pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event) {
+    let Some(mut entry) = EVENTS.reserve::<StackEvent>(0) else {
+        count_lost();
+        return;
+    };
+    let out = entry.as_mut_ptr();
+    unsafe {
+        (*out).event = ev;
+        (*out).event.ts_ns = bpf_ktime_get_ns();
+        (*out).event.flags |= flags::HAS_STACK;
+        (*out).comm = bpf_get_current_comm().unwrap_or_default();
+        let stack = &mut (*out).stack;
+        let n = bpf_get_stack(
+            ctx.as_ptr(),
+            stack.as_mut_ptr().cast(),
+            (MAX_STACK_DEPTH * 8) as u32,
+            BPF_F_USER_STACK as u64,
+        );
+        (*out).event.stack_len = if n > 0 { (n / 8) as u16 } else { 0 };
+        (*out).user_sp = 0;
+        (*out).scan = [0; STACK_SCAN_WORDS];
+        scan_user_stack(&mut (*out).user_sp, &mut (*out).scan);
+    }
+    entry.submit(wakeup_flag());
+}
+
+/// Copy the words at the user stack pointer. A frameless libc wrapper's return address into its
+/// caller lives there and nowhere in the frame-pointer chain.
+#[inline(always)]
+unsafe fn scan_user_stack(sp_out: &mut u64, scan: &mut [u64; STACK_SCAN_WORDS]) {
+    #[cfg(bpf_target_arch = "x86_64")]
+    unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as usize;
+        if regs == 0 {
+            return;
+        }
+        let Ok(sp) = bpf_probe_read_kernel((regs + PT_REGS_SP) as *const u64) else {
+            return;
+        };
+        *sp_out = sp;
+        let buf = core::slice::from_raw_parts_mut(scan.as_mut_ptr().cast::<u8>(), STACK_SCAN_WORDS * 8);
+        let _ = bpf_probe_read_user_buf(sp as *const u8, buf);
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        let _ = (sp_out, scan);
+    }
+}

@@ -1,0 +1,107 @@
+//! Timer ownership by address.
+//!
+//! The owner of a timer is the task that set it up or first armed it in process context. Later
+//! events on the same address (expiry in hardirq, re-arm from softirq or a kworker) are credited to
+//! that owner, whoever `current` is, until the address is set up again.
+
+use aya_ebpf::{macros::map, maps::LruHashMap, EbpfContext};
+use timerwatch_common::{flags, Event, EventKind, Owner};
+
+use crate::{
+    filter::{config, current, current_traced},
+    output::{emit, emit_with_stack},
+};
+
+/// LRU so that timers freed without a final cancel (the common case) age out on their own.
+#[map]
+pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(1 << 18, 0);
+
+/// `timer_init` / `hrtimer_setup`: a (re)initialised object. The address may have belonged to
+/// another timer before; whoever sets it up now owns it.
+#[inline(always)]
+pub fn on_init(addr: u64, timer_list: bool) {
+    let cfg = config();
+    let (tgid, tid) = current();
+    if current_traced(&cfg, tgid) {
+        let owner = Owner { tgid, tid, has_callsite: 0, _pad: 0 };
+        let _ = OWNERS.insert(&addr, &owner, 0);
+    } else if let Some(old) = unsafe { OWNERS.get(&addr) } {
+        // Memory a traced process used is now someone else's timer: tell the daemon to forget it.
+        let old = *old;
+        let _ = OWNERS.remove(&addr);
+        emit(Event {
+            timer: addr,
+            tgid: old.tgid,
+            tid: old.tid,
+            cur_tgid: tgid,
+            kind: EventKind::Forget as u8,
+            flags: if timer_list { flags::TIMER_LIST } else { 0 },
+            ..Event::default()
+        });
+    }
+}
+
+/// An arm. Known timers cost one lookup and a small record; a timer's first arm in its owner's
+/// process context also carries the user stack that names its callsite.
+#[inline(always)]
+pub fn on_start<C: EbpfContext>(ctx: &C, addr: u64, function: u64, expires: u64, arg: u64, timer_list: bool) {
+    let (tgid, tid) = current();
+    let mut ev = Event {
+        timer: addr,
+        function,
+        expires,
+        arg,
+        cur_tgid: tgid,
+        kind: EventKind::Start as u8,
+        flags: if timer_list { flags::TIMER_LIST } else { 0 },
+        ..Event::default()
+    };
+    if let Some(owner) = OWNERS.get_ptr_mut(&addr) {
+        let o = unsafe { &mut *owner };
+        ev.tgid = o.tgid;
+        ev.tid = o.tid;
+        if o.has_callsite != 0 {
+            emit(ev);
+            return;
+        }
+        ev.flags |= flags::NEW_OWNER;
+        if o.tgid == tgid {
+            o.has_callsite = 1;
+            emit_with_stack(ctx, ev);
+        } else {
+            // Set up by one process (e.g. a parent at fork), armed by another context: keep the
+            // owner and wait for an arm in its own context for the stack.
+            emit(ev);
+        }
+        return;
+    }
+    let cfg = config();
+    if !current_traced(&cfg, tgid) {
+        return;
+    }
+    let owner = Owner { tgid, tid, has_callsite: 1, _pad: 0 };
+    let _ = OWNERS.insert(&addr, &owner, 0);
+    ev.tgid = tgid;
+    ev.tid = tid;
+    ev.flags |= flags::NEW_OWNER;
+    emit_with_stack(ctx, ev);
+}
+
+/// Cancel or expiry: forwarded only for timers we own.
+#[inline(always)]
+pub fn on_stop(addr: u64, function: u64, kind: EventKind, timer_list: bool) {
+    let Some(owner) = (unsafe { OWNERS.get(&addr) }) else {
+        return;
+    };
+    let (cur_tgid, _) = current();
+    emit(Event {
+        timer: addr,
+        function,
+        tgid: owner.tgid,
+        tid: owner.tid,
+        cur_tgid,
+        kind: kind as u8,
+        flags: if timer_list { flags::TIMER_LIST } else { 0 },
+        ..Event::default()
+    });
+}

@@ -1,0 +1,159 @@
+//! `timer:*` tracepoints: hrtimers, timer_list timers and interval timers.
+//!
+//! Field offsets come from `CONFIG.offsets` (read from each tracepoint's `format` at load time).
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use timerwatch_common::{Event, EventKind, Owner};
+
+use crate::{
+    filter::{config, current, current_traced, tgid_traced},
+    output::{emit, emit_with_stack},
+    owner::{on_init, on_start, on_stop, OWNERS},
+    posix,
+};
+
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, off: u32) -> T
+where
+    T: Default,
+{
+    unsafe { ctx.read_at::<T>(off as usize) }.unwrap_or_default()
+}
+
+/// Attached to `timer:hrtimer_setup` (6.15+) or `timer:hrtimer_init` (older kernels).
+#[tracepoint]
+pub fn hrtimer_init(ctx: TracePointContext) -> u32 {
+    let off = config().offsets;
+    let addr: u64 = field(&ctx, off.hrtimer_init_hrtimer);
+    on_init(addr, false);
+    posix::note_hrtimer_setup(addr);
+    0
+}
+
+#[tracepoint]
+pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
+    let off = config().offsets;
+    let addr: u64 = field(&ctx, off.hrtimer_start_hrtimer);
+    let function: u64 = field(&ctx, off.hrtimer_start_function);
+    let expires: u64 = field(&ctx, off.hrtimer_start_expires);
+    let mode: u32 = field(&ctx, off.hrtimer_start_mode);
+    on_start(&ctx, addr, function, expires, mode as u64, false);
+    0
+}
+
+#[tracepoint]
+pub fn hrtimer_cancel(ctx: TracePointContext) -> u32 {
+    let addr: u64 = field(&ctx, config().offsets.hrtimer_cancel_hrtimer);
+    on_stop(addr, 0, EventKind::Cancel, false);
+    0
+}
+
+#[tracepoint]
+pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
+    let off = config().offsets;
+    let addr: u64 = field(&ctx, off.hrtimer_expire_hrtimer);
+    let function: u64 = field(&ctx, off.hrtimer_expire_function);
+    on_stop(addr, function, EventKind::Expire, false);
+    0
+}
+
+#[tracepoint]
+pub fn timer_init(ctx: TracePointContext) -> u32 {
+    let addr: u64 = field(&ctx, config().offsets.timer_init_timer);
+    on_init(addr, true);
+    0
+}
+
+#[tracepoint]
+pub fn timer_start(ctx: TracePointContext) -> u32 {
+    let off = config().offsets;
+    let addr: u64 = field(&ctx, off.timer_start_timer);
+    let function: u64 = field(&ctx, off.timer_start_function);
+    let expires: u64 = field(&ctx, off.timer_start_expires);
+    on_start(&ctx, addr, function, expires, 0, true);
+    0
+}
+
+#[tracepoint]
+pub fn timer_cancel(ctx: TracePointContext) -> u32 {
+    let addr: u64 = field(&ctx, config().offsets.timer_cancel_timer);
+    on_stop(addr, 0, EventKind::Cancel, true);
+    0
+}
+
+#[tracepoint]
+pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
+    let off = config().offsets;
+    let addr: u64 = field(&ctx, off.timer_expire_timer);
+    let function: u64 = field(&ctx, off.timer_expire_function);
+    on_stop(addr, function, EventKind::Expire, true);
+    0
+}
+
+/// Key for an interval timer in `OWNERS`. Kernel addresses have the top bits set, so a key built
+/// from small integers cannot collide with a real timer address.
+#[inline(always)]
+fn itimer_key(tgid: u32, which: u32) -> u64 {
+    ((tgid as u64) << 8) | (which as u64 & 0xff) | (1 << 48)
+}
+
+/// `setitimer`/`alarm`, always in the owner's process context.
+#[tracepoint]
+pub fn itimer_state(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let (tgid, tid) = current();
+    if !current_traced(&cfg, tgid) {
+        return 0;
+    }
+    let off = cfg.offsets;
+    let which: i32 = field(&ctx, off.itimer_state_which);
+    let unit = if off.itimer_state_usec != 0 { 1_000 } else { 1 };
+    let value_sec: i64 = field(&ctx, off.itimer_state_value_sec);
+    let value_sub: i64 = field(&ctx, off.itimer_state_value_nsec);
+    let interval_sec: i64 = field(&ctx, off.itimer_state_interval_sec);
+    let interval_sub: i64 = field(&ctx, off.itimer_state_interval_nsec);
+    let value = (value_sec as u64).wrapping_mul(1_000_000_000) + (value_sub as u64) * unit;
+    let interval = (interval_sec as u64).wrapping_mul(1_000_000_000) + (interval_sub as u64) * unit;
+    let ev = Event {
+        timer: which as u64,
+        expires: value,
+        arg: interval,
+        tgid,
+        tid,
+        cur_tgid: tgid,
+        kind: EventKind::ItimerState as u8,
+        ..Event::default()
+    };
+    let key = itimer_key(tgid, which as u32);
+    let known = unsafe { OWNERS.get(&key) }.is_some();
+    if value == 0 || known {
+        emit(ev);
+    } else {
+        let owner = Owner { tgid, tid, has_callsite: 1, _pad: 0 };
+        let _ = OWNERS.insert(&key, &owner, 0);
+        emit_with_stack(&ctx, ev);
+    }
+    0
+}
+
+/// Fires in interrupt context (ITIMER_REAL) or on the tick (VIRTUAL/PROF): the event names the
+/// process in its `pid` field, which is what we filter on.
+#[tracepoint]
+pub fn itimer_expire(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let off = cfg.offsets;
+    let pid: i32 = field(&ctx, off.itimer_expire_pid);
+    if !tgid_traced(&cfg, pid as u32) {
+        return 0;
+    }
+    let which: i32 = field(&ctx, off.itimer_expire_which);
+    let (cur_tgid, _) = current();
+    emit(Event {
+        timer: which as u64,
+        tgid: pid as u32,
+        cur_tgid,
+        kind: EventKind::ItimerExpire as u8,
+        ..Event::default()
+    });
+    0
+}
