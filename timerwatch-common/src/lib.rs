@@ -156,6 +156,7 @@ pub struct Offsets {
     pub timer_start_timer: u32,
     pub timer_start_function: u32,
     pub timer_start_expires: u32,
+    pub timer_start_flags: u32,
     pub timer_cancel_timer: u32,
     pub timer_expire_timer: u32,
     pub timer_expire_function: u32,
@@ -187,8 +188,21 @@ pub struct Config {
     /// Queued bytes above which a record wakes the reader; below it the reader polls, so a busy
     /// timer does not wake us per event.
     pub wakeup_bytes: u32,
+    /// Address of `hrtimer_wakeup` (0 if unknown): sleeps are user timers even in hard mode.
+    pub sleeper_fn: u64,
     pub offsets: Offsets,
 }
+
+/// `HRTIMER_MODE_PINNED`: a per-CPU hrtimer (the tick, watchdog, scheduler bandwidth). These
+/// belong to a CPU, not a task, and are often armed in interrupt context while some unrelated
+/// task is `current`, so they never get a process owner.
+pub const HRTIMER_MODE_PINNED: u32 = 0x02;
+/// `HRTIMER_MODE_HARD`: expiry in hardirq even on PREEMPT_RT. Only kernel-internal timers ask for
+/// it (scheduler bandwidth and deadline servers, hrtick, perf), except that PREEMPT_RT gives it
+/// to real-time tasks' sleeps, which `Config::sleeper_fn` lets through.
+pub const HRTIMER_MODE_HARD: u32 = 0x08;
+/// `TIMER_PINNED` in `timer_list::flags`, for the same reason.
+pub const TIMER_PINNED: u32 = 0x0010_0000;
 
 /// Names of the maps and globals, shared so a rename cannot break the loader.
 pub mod names {
@@ -212,6 +226,7 @@ mod pod {
 // The wire format: a change here is a change to both sides, on purpose.
 const _: () = assert!(core::mem::size_of::<Event>() == 56);
 const _: () = assert!(
-    core::mem::size_of::<StackEvent>() == 56 + COMM_LEN + 8 + 8 * (STACK_SCAN_WORDS + MAX_STACK_DEPTH)
+    core::mem::size_of::<StackEvent>()
+        == 56 + COMM_LEN + 8 + 8 * (STACK_SCAN_WORDS + MAX_STACK_DEPTH)
 );
 const _: () = assert!(core::mem::size_of::<Owner>() == 16);

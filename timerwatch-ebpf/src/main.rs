@@ -9,11 +9,11 @@
 #![no_main]
 
 mod filter;
+mod output;
 mod owner;
 mod posix;
 mod sched;
 mod timers;
-mod output;
 
 #[cfg(not(test))]
 #[panic_handler]

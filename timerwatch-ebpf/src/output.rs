@@ -101,7 +101,8 @@ unsafe fn scan_user_stack(sp_out: &mut u64, scan: &mut [u64; STACK_SCAN_WORDS]) 
             return;
         };
         *sp_out = sp;
-        let buf = core::slice::from_raw_parts_mut(scan.as_mut_ptr().cast::<u8>(), STACK_SCAN_WORDS * 8);
+        let buf =
+            core::slice::from_raw_parts_mut(scan.as_mut_ptr().cast::<u8>(), STACK_SCAN_WORDS * 8);
         let _ = bpf_probe_read_user_buf(sp as *const u8, buf);
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]

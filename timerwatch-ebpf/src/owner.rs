@@ -23,7 +23,12 @@ pub fn on_init(addr: u64, timer_list: bool) {
     let cfg = config();
     let (tgid, tid) = current();
     if current_traced(&cfg, tgid) {
-        let owner = Owner { tgid, tid, has_callsite: 0, _pad: 0 };
+        let owner = Owner {
+            tgid,
+            tid,
+            has_callsite: 0,
+            _pad: 0,
+        };
         let _ = OWNERS.insert(&addr, &owner, 0);
     } else if let Some(old) = unsafe { OWNERS.get(&addr) } {
         // Memory a traced process used is now someone else's timer: tell the daemon to forget it.
@@ -42,9 +47,18 @@ pub fn on_init(addr: u64, timer_list: bool) {
 }
 
 /// An arm. Known timers cost one lookup and a small record; a timer's first arm in its owner's
-/// process context also carries the user stack that names its callsite.
+/// process context also carries the user stack that names its callsite. `pinned` timers
+/// (per-CPU, see `HRTIMER_MODE_PINNED`) are never given a new owner.
 #[inline(always)]
-pub fn on_start<C: EbpfContext>(ctx: &C, addr: u64, function: u64, expires: u64, arg: u64, timer_list: bool) {
+pub fn on_start<C: EbpfContext>(
+    ctx: &C,
+    addr: u64,
+    function: u64,
+    expires: u64,
+    arg: u64,
+    timer_list: bool,
+    pinned: bool,
+) {
     let (tgid, tid) = current();
     let mut ev = Event {
         timer: addr,
@@ -76,10 +90,15 @@ pub fn on_start<C: EbpfContext>(ctx: &C, addr: u64, function: u64, expires: u64,
         return;
     }
     let cfg = config();
-    if !current_traced(&cfg, tgid) {
+    if pinned || !current_traced(&cfg, tgid) {
         return;
     }
-    let owner = Owner { tgid, tid, has_callsite: 1, _pad: 0 };
+    let owner = Owner {
+        tgid,
+        tid,
+        has_callsite: 1,
+        _pad: 0,
+    };
     let _ = OWNERS.insert(&addr, &owner, 0);
     ev.tgid = tgid;
     ev.tid = tid;

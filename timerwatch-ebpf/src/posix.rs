@@ -35,7 +35,8 @@ pub fn sys_enter_timer_create(ctx: TracePointContext) -> u32 {
     if !current_traced(&cfg, tgid) {
         return 0;
     }
-    let id_ptr: u64 = unsafe { ctx.read_at(cfg.offsets.timer_create_created_id as usize) }.unwrap_or(0);
+    let id_ptr: u64 =
+        unsafe { ctx.read_at(cfg.offsets.timer_create_created_id as usize) }.unwrap_or(0);
     let _ = PENDING.insert(&tid, &Pending { id_ptr, hrtimer: 0 }, 0);
     0
 }
@@ -67,7 +68,12 @@ pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
     }
     if pending.hrtimer != 0 {
         // The creation stack is the callsite: later arms of this hrtimer need no stack of their own.
-        let owner = Owner { tgid, tid, has_callsite: 1, _pad: 0 };
+        let owner = Owner {
+            tgid,
+            tid,
+            has_callsite: 1,
+            _pad: 0,
+        };
         let _ = OWNERS.insert(&pending.hrtimer, &owner, 0);
     }
     emit_with_stack(

@@ -3,7 +3,9 @@
 //! Field offsets come from `CONFIG.offsets` (read from each tracepoint's `format` at load time).
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use timerwatch_common::{Event, EventKind, Owner};
+use timerwatch_common::{
+    Event, EventKind, Owner, HRTIMER_MODE_HARD, HRTIMER_MODE_PINNED, TIMER_PINNED,
+};
 
 use crate::{
     filter::{config, current, current_traced, tgid_traced},
@@ -37,7 +39,9 @@ pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
     let function: u64 = field(&ctx, off.hrtimer_start_function);
     let expires: u64 = field(&ctx, off.hrtimer_start_expires);
     let mode: u32 = field(&ctx, off.hrtimer_start_mode);
-    on_start(&ctx, addr, function, expires, mode as u64, false);
+    let kernel_only = mode & (HRTIMER_MODE_PINNED | HRTIMER_MODE_HARD) != 0;
+    let pinned = kernel_only && function != config().sleeper_fn;
+    on_start(&ctx, addr, function, expires, mode as u64, false, pinned);
     0
 }
 
@@ -70,7 +74,20 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
     let addr: u64 = field(&ctx, off.timer_start_timer);
     let function: u64 = field(&ctx, off.timer_start_function);
     let expires: u64 = field(&ctx, off.timer_start_expires);
-    on_start(&ctx, addr, function, expires, 0, true);
+    let flags: u32 = if off.timer_start_flags != 0 {
+        field(&ctx, off.timer_start_flags)
+    } else {
+        0
+    };
+    on_start(
+        &ctx,
+        addr,
+        function,
+        expires,
+        flags as u64,
+        true,
+        flags & TIMER_PINNED != 0,
+    );
     0
 }
 
@@ -129,7 +146,12 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
     if value == 0 || known {
         emit(ev);
     } else {
-        let owner = Owner { tgid, tid, has_callsite: 1, _pad: 0 };
+        let owner = Owner {
+            tgid,
+            tid,
+            has_callsite: 1,
+            _pad: 0,
+        };
         let _ = OWNERS.insert(&key, &owner, 0);
         emit_with_stack(&ctx, ev);
     }
