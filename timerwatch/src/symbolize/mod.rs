@@ -1,0 +1,367 @@
+//! Turning addresses into names: kernel callbacks via kallsyms, user stacks via blazesym.
+//!
+//! User stacks also get back the frame that frame-pointer unwinding loses when a frameless libc
+//! syscall wrapper is innermost (see `wrapper`), so that the reported caller is the application
+//! function and not the wrapper's caller's caller.
+
+mod kallsyms;
+mod maps;
+mod mem;
+mod user;
+mod wrapper;
+
+use std::collections::HashMap;
+
+use kallsyms::Kallsyms;
+use maps::Maps;
+use mem::ProcessMemory;
+use user::{Paths, UserSymbolizer};
+
+/// One symbolized user frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub addr: u64,
+    /// Function name, demangled; `None` when nothing covers the address.
+    pub function: Option<String>,
+    /// Source file and line where debug info exists.
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Path of the binary or library the address falls in.
+    pub module: Option<String>,
+}
+
+impl Frame {
+    /// `"func (file:line)"`, `"func"`, or `"0xADDR (module)"`, as the JSON report prints frames.
+    pub fn display(&self) -> String {
+        match (&self.function, &self.file, self.line) {
+            (Some(f), Some(file), Some(line)) => format!("{f} ({file}:{line})"),
+            (Some(f), _, _) => f.clone(),
+            (None, _, _) => match &self.module {
+                Some(m) => format!("{:#x} ({m})", self.addr),
+                None => format!("{:#x}", self.addr),
+            },
+        }
+    }
+}
+
+/// A symbolized user stack and the callsite it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserStack {
+    /// Innermost first, including a frame recovered from the stack scan (see `scan`).
+    pub frames: Vec<Frame>,
+    /// First frame outside libc/ld.so (and, for Go, runtime internals): the application function.
+    pub caller: Option<String>,
+}
+
+/// Names for kernel and user addresses, with caches that live as long as the tracing session.
+///
+/// Not `Send`: blazesym's symbolizer keeps its caches in `Rc`/`RefCell`.
+pub struct Symbolizer {
+    /// Loaded on the first kernel lookup.
+    kallsyms: Option<Kallsyms>,
+    kernel_names: HashMap<u64, Option<String>>,
+    user: UserSymbolizer,
+    processes: HashMap<u32, ProcessCache>,
+}
+
+/// What is remembered about one process until `forget`.
+#[derive(Default)]
+struct ProcessCache {
+    maps: Maps,
+    paths: Option<Paths>,
+    /// Keyed by address and whether it is a return address, which is looked up one byte earlier
+    /// and so may name a different line (or function) than the same address as frame 0.
+    frames: HashMap<(u64, bool), Frame>,
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        Self {
+            kallsyms: None,
+            kernel_names: HashMap::new(),
+            user: UserSymbolizer::new(),
+            processes: HashMap::new(),
+        }
+    }
+
+    /// The kernel function at `addr` (a timer callback), without any module tag.
+    pub fn kernel(&mut self, addr: u64) -> Option<String> {
+        if let Some(name) = self.kernel_names.get(&addr) {
+            return name.clone();
+        }
+        let name = self
+            .kallsyms
+            .get_or_insert_with(Kallsyms::load)
+            .lookup(addr)
+            .map(str::to_string);
+        self.kernel_names.insert(addr, name.clone());
+        name
+    }
+
+    /// Symbolize a user stack captured at a syscall in `pid` (innermost first), restoring the
+    /// caller of a frameless libc wrapper from `scan`, the 16 words read upwards from `user_sp`.
+    pub fn user_stack(&mut self, pid: u32, stack: &[u64], user_sp: u64, scan: &[u64]) -> UserStack {
+        // `scan` already holds the words at `user_sp`; where the stack pointer was adds nothing.
+        let _ = user_sp;
+        if stack.is_empty() {
+            return UserStack::default();
+        }
+        let mut scratch = ProcessCache::default();
+        let process = match process_cache(&mut self.processes, pid, stack) {
+            Some(process) => process,
+            None => &mut scratch,
+        };
+        let mut addrs = stack.to_vec();
+        let mut memory = ProcessMemory::new(pid);
+        let mut read = |addr: u64, buf: &mut [u8]| memory.read(addr, buf);
+        if let Some((at, ret)) = wrapper::recover_caller(stack, scan, &process.maps, &mut read) {
+            addrs.insert(at, ret);
+        }
+        let frames = symbolize_frames(&mut self.user, pid, process, &addrs);
+        let caller = wrapper::choose_caller(&frames);
+        UserStack { frames, caller }
+    }
+
+    /// Drop everything known about `pid`: after exec or exit its addresses mean something else.
+    pub fn forget(&mut self, pid: u32) {
+        let process = self.processes.remove(&pid).unwrap_or_default();
+        self.user.forget(pid, &process.maps);
+    }
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The process's cache with maps covering `stack`, re-reading maps when a frame falls outside
+/// the known ones (a library loaded since). A process never seen and no longer readable gets
+/// no entry, so late events of exited processes leave nothing behind.
+fn process_cache<'a>(
+    processes: &'a mut HashMap<u32, ProcessCache>,
+    pid: u32,
+    stack: &[u64],
+) -> Option<&'a mut ProcessCache> {
+    let covers = |maps: &Maps| stack.iter().all(|&addr| maps.find(addr).is_some());
+    if processes.get(&pid).is_some_and(|p| covers(&p.maps)) {
+        return processes.get_mut(&pid);
+    }
+    match Maps::read(pid) {
+        Ok(maps) if pid != 0 => {
+            let process = processes.entry(pid).or_default();
+            process.maps = maps;
+            Some(process)
+        }
+        _ => processes.get_mut(&pid),
+    }
+}
+
+fn symbolize_frames(
+    user: &mut UserSymbolizer,
+    pid: u32,
+    process: &mut ProcessCache,
+    addrs: &[u64],
+) -> Vec<Frame> {
+    // Frame 0 is where the thread was; the others are return addresses, one past their call.
+    let keys: Vec<(u64, bool)> = addrs.iter().enumerate().map(|(i, &a)| (a, i > 0)).collect();
+    let mut missing: Vec<(u64, bool)> = keys
+        .iter()
+        .copied()
+        .filter(|key| !process.frames.contains_key(key))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+
+    let mut uncached = HashMap::new();
+    if !missing.is_empty() {
+        let paths = match process.paths {
+            Some(paths) => paths,
+            None => {
+                let paths = Paths::choose(pid, &process.maps);
+                if !process.maps.entries().is_empty() {
+                    process.paths = Some(paths);
+                }
+                paths
+            }
+        };
+        let lookups: Vec<u64> = missing
+            .iter()
+            .map(|&(addr, ret)| if ret { addr.saturating_sub(1) } else { addr })
+            .collect();
+        let resolved = user.symbolize(pid, paths, &lookups);
+        for (key, r) in missing.into_iter().zip(resolved) {
+            let frame = Frame {
+                addr: key.0,
+                function: r.function,
+                file: r.file,
+                line: r.line,
+                module: process.maps.module(key.0),
+            };
+            if r.stable {
+                process.frames.insert(key, frame);
+            } else {
+                uncached.insert(key, frame);
+            }
+        }
+    }
+
+    keys.iter()
+        .map(|key| {
+            process
+                .frames
+                .get(key)
+                .or_else(|| uncached.get(key))
+                .cloned()
+                .unwrap_or_else(|| Frame {
+                    addr: key.0,
+                    function: None,
+                    file: None,
+                    line: None,
+                    module: process.maps.module(key.0),
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[inline(never)]
+    fn marker_for_symbolize_test() -> u64 {
+        std::hint::black_box(0x5eed)
+    }
+
+    /// The address right after a real `call`, as a stack scan finds it above a wrapper.
+    #[inline(never)]
+    fn return_address_for_symbolize_test() -> u64 {
+        let ret: u64;
+        // SAFETY: the call pushes its return address and the pop takes it off again, leaving
+        // the stack as it was; nothing else is touched.
+        unsafe { std::arch::asm!("call 2f", "2:", "pop {r}", r = out(reg) ret) };
+        ret
+    }
+
+    fn addr_of_marker() -> u64 {
+        marker_for_symbolize_test as *const () as u64
+    }
+
+    fn addr_of_getpid() -> u64 {
+        libc::getpid as *const () as u64
+    }
+
+    #[test]
+    fn own_function_resolves_with_source_file() {
+        let addr = addr_of_marker();
+        let mut sym = Symbolizer::new();
+        let stack = sym.user_stack(std::process::id(), &[addr], 0, &[]);
+        assert_eq!(stack.frames.len(), 1);
+        let frame = &stack.frames[0];
+        assert_eq!(frame.addr, addr);
+        let function = frame.function.as_deref().expect("function name");
+        assert!(function.contains("marker_for_symbolize_test"), "{function}");
+        let file = frame.file.as_deref().expect("source file");
+        assert!(Path::new(file).ends_with(file!()), "{file}");
+        assert!(frame.line.is_some());
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(frame.module.as_deref(), exe.to_str());
+        assert!(stack.caller.unwrap().contains("marker_for_symbolize_test"));
+        // Served from the cache the second time, identically.
+        let again = sym.user_stack(std::process::id(), &[addr], 0, &[]);
+        assert_eq!(again.frames, stack.frames);
+    }
+
+    #[test]
+    fn libc_function_is_classified_as_libc() {
+        let mut sym = Symbolizer::new();
+        let stack = sym.user_stack(std::process::id(), &[addr_of_getpid()], 0, &[]);
+        let frame = &stack.frames[0];
+        let module = frame.module.as_deref().expect("module");
+        assert!(wrapper::is_runtime_lib(module), "{module}");
+        let function = frame.function.as_deref().unwrap_or_default();
+        assert!(function.contains("getpid"), "{function}");
+    }
+
+    #[test]
+    fn wrapper_caller_is_recovered_from_live_memory() {
+        let pid = std::process::id();
+        let ret = return_address_for_symbolize_test();
+        let outer = addr_of_marker();
+        let mut sym = Symbolizer::new();
+        let stack = sym.user_stack(pid, &[addr_of_getpid(), outer], 0, &[0, 7, ret, outer]);
+        let addrs: Vec<u64> = stack.frames.iter().map(|f| f.addr).collect();
+        assert_eq!(addrs, [addr_of_getpid(), ret, outer]);
+        let recovered = stack.frames[1].function.as_deref().unwrap_or_default();
+        assert!(
+            recovered.contains("return_address_for_symbolize_test"),
+            "{recovered}"
+        );
+        assert!(stack
+            .caller
+            .unwrap()
+            .contains("return_address_for_symbolize_test"));
+    }
+
+    #[test]
+    fn gone_process_yields_unnamed_frames() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let mut sym = Symbolizer::new();
+        let stack = sym.user_stack(pid, &[0x401000, 0x401234], 0, &[0x401100]);
+        assert_eq!(stack.frames.len(), 2);
+        assert!(stack
+            .frames
+            .iter()
+            .all(|f| f.function.is_none() && f.module.is_none()));
+        assert_eq!(stack.caller.as_deref(), Some("0x401000"));
+        assert!(sym.processes.is_empty());
+        let zero = sym.user_stack(0, &[0x401000], 0, &[]);
+        assert_eq!(zero.frames[0].function, None);
+    }
+
+    #[test]
+    fn empty_stack_has_no_caller() {
+        let mut sym = Symbolizer::default();
+        assert_eq!(
+            sym.user_stack(std::process::id(), &[], 0, &[1, 2]),
+            UserStack::default()
+        );
+    }
+
+    #[test]
+    fn forget_drops_the_process() {
+        let pid = std::process::id();
+        let mut sym = Symbolizer::new();
+        sym.user_stack(pid, &[addr_of_marker()], 0, &[]);
+        assert!(sym.processes.contains_key(&pid));
+        sym.forget(pid);
+        assert!(sym.processes.is_empty());
+        sym.forget(pid);
+    }
+
+    #[test]
+    fn kernel_names_come_from_kallsyms() {
+        let mut sym = Symbolizer::new();
+        let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let known = text.lines().find_map(|line| {
+            let mut f = line.split_whitespace();
+            let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+            let kind = f.next()?;
+            let name = f.next()?;
+            (addr != 0 && kind.eq_ignore_ascii_case("t") && name == "hrtimer_wakeup")
+                .then_some(addr)
+        });
+        match known {
+            Some(addr) => {
+                assert_eq!(sym.kernel(addr).as_deref(), Some("hrtimer_wakeup"));
+                assert_eq!(sym.kernel(addr).as_deref(), Some("hrtimer_wakeup"));
+            }
+            // Without privileges kallsyms hides addresses; nothing can be named then, and an
+            // address below every symbol never is.
+            None => assert_eq!(sym.kernel(1), None),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! User addresses to function, file and line, through blazesym's process source.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use blazesym::symbolize::source::{Process, Source};
+use blazesym::symbolize::{evict, Input, Reason, Symbolized, Symbolizer};
+use blazesym::Pid;
+
+use super::maps::Maps;
+
+/// What one address resolved to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// False when the miss may be temporary (process unreadable, address not mapped yet), so the
+    /// answer must not be remembered.
+    pub stable: bool,
+}
+
+/// How blazesym reaches a process's binaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Paths {
+    /// `/proc/PID/map_files/*`: the exact files mapped, even in another mount namespace or after
+    /// deletion; needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE).
+    MapFiles,
+    /// The paths printed in `/proc/PID/maps`, only meaningful in our own mount namespace.
+    Symbolic,
+}
+
+impl Paths {
+    /// Prefer `map_files`; fall back to symbolic paths only when `map_files` is refused and the
+    /// paths would name the same files for us, since elsewhere they could name a different binary.
+    pub fn choose(pid: u32, maps: &Maps) -> Self {
+        let Some(entry) = maps.entries().iter().find(|e| e.is_file()) else {
+            return Self::MapFiles;
+        };
+        let probe = format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            entry.range.start, entry.range.end
+        );
+        match std::fs::metadata(probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && same_mount_ns(pid) => {
+                Self::Symbolic
+            }
+            _ => Self::MapFiles,
+        }
+    }
+}
+
+fn same_mount_ns(pid: u32) -> bool {
+    let ns = |p: &str| std::fs::read_link(Path::new("/proc").join(p).join("ns/mnt")).ok();
+    matches!((ns("self"), ns(&pid.to_string())), (Some(a), Some(b)) if a == b)
+}
+
+pub(crate) struct UserSymbolizer {
+    inner: Symbolizer,
+}
+
+impl UserSymbolizer {
+    pub fn new() -> Self {
+        Self { inner: build() }
+    }
+
+    /// One result per address, in order. Addresses are absolute in `pid`; callers adjust return
+    /// addresses themselves. A process that cannot be read yields unnamed, unstable results.
+    pub fn symbolize(&mut self, pid: u32, paths: Paths, addrs: &[u64]) -> Vec<Resolved> {
+        let unknown = || vec![Resolved::default(); addrs.len()];
+        // `Pid::from(0)` would mean "this process"; no user stack belongs to pid 0.
+        if pid == 0 || addrs.is_empty() {
+            return unknown();
+        }
+        let mut source = Process::new(Pid::from(pid));
+        source.map_files = paths == Paths::MapFiles;
+        let source = Source::Process(source);
+        let inner = &self.inner;
+        // Foreign binaries are arbitrary input to an ELF/DWARF parser; a bug there must cost one
+        // stack its names, not the whole tool.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            inner
+                .symbolize(&source, Input::AbsAddr(addrs))
+                .map(|syms| syms.into_iter().map(convert).collect::<Vec<_>>())
+        }));
+        match result {
+            Ok(Ok(resolved)) if resolved.len() == addrs.len() => resolved,
+            Ok(_) => unknown(),
+            Err(_) => {
+                // The caches may be half-updated after an unwind; start them afresh.
+                self.inner = build();
+                unknown()
+            }
+        }
+    }
+
+    /// Release what blazesym holds for `pid`. With `map_files`, parsed binaries are cached under
+    /// per-process paths (`/proc/PID/map_files/START-END`), which would otherwise pile up; the
+    /// parsed data itself is shared by file identity and survives while other processes use it.
+    pub fn forget(&mut self, pid: u32, maps: &Maps) {
+        if pid == 0 {
+            return;
+        }
+        let _ = self
+            .inner
+            .evict(&evict::Process::new(Pid::from(pid)).into());
+        for entry in maps.entries().iter().filter(|e| e.is_file()) {
+            let path = format!(
+                "/proc/{pid}/map_files/{:x}-{:x}",
+                entry.range.start, entry.range.end
+            );
+            let _ = self.inner.evict(&evict::Elf::new(path).into());
+        }
+    }
+}
+
+fn build() -> Symbolizer {
+    // Inlined-function chains are not reported: the outermost function names the frame, and the
+    // line table already gives the innermost file:line.
+    Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(false)
+        .build()
+}
+
+fn convert(sym: Symbolized<'_>) -> Resolved {
+    match sym {
+        Symbolized::Sym(sym) => {
+            let (file, line) = match &sym.code_info {
+                Some(info) => (Some(info.to_path().display().to_string()), info.line),
+                None => (None, None),
+            };
+            Resolved {
+                function: Some(sym.name.into_owned()),
+                file,
+                line,
+                stable: true,
+            }
+        }
+        Symbolized::Unknown(reason) => Resolved {
+            stable: matches!(
+                reason,
+                Reason::MissingComponent
+                    | Reason::MissingSyms
+                    | Reason::Unsupported
+                    | Reason::UnknownAddr
+                    | Reason::InvalidFileOffset
+            ),
+            ..Resolved::default()
+        },
+    }
+}
