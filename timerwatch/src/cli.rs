@@ -1,0 +1,67 @@
+//! Command-line interface, in the habits of bcc/bpftrace/Inspektor Gadget tools.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "timerwatch",
+    version,
+    about = "Find timer leaks in live processes from the kernel: every live timer by process and callsite",
+    long_about = "timerwatch attaches eBPF programs to the kernel's timer:* and sched:* tracepoints and \
+                  keeps a table of live timers per process and callsite (the user function that armed \
+                  them). It never touches the traced processes. Needs root (CAP_BPF, CAP_PERFMON, \
+                  CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Live view refreshing every interval, busiest callsites first.
+    Top(TopArgs),
+    /// Trace for --duration seconds (or until Ctrl-C), then print one report.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Trace only this process (repeatable). Timers it armed before tracing started are
+    /// reported as pre-existing, without a callsite.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Trace only tasks with this command name (repeatable; exact match, first 15 bytes).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Print JSON (schema timerwatch.report/v1, see README) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Kernel→daemon ring buffer size in bytes (a power of two, at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::probe::DEFAULT_RING_BYTES)]
+    pub ring_buffer_size: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Seconds between refreshes.
+    #[arg(short = 'i', long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+    /// Stop after this many refreshes (default: until Ctrl-C).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Callsite rows to show (default: fit the terminal).
+    #[arg(long, value_name = "N")]
+    pub rows: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Seconds to trace before reporting.
+    #[arg(short = 'd', long, default_value_t = 10.0, value_name = "SECS")]
+    pub duration: f64,
+}

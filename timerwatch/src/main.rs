@@ -1,0 +1,125 @@
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use timerwatch::{
+    cli::{Cli, Command, SnapshotArgs, TopArgs},
+    failure::{one_line, Failure},
+    output,
+    session::Tracer,
+};
+use tokio::time::Instant;
+
+fn attached_note(tracer: &Tracer, what: &str) {
+    let mut err = std::io::stderr().lock();
+    for tp in tracer.missing_tracepoints() {
+        let _ = writeln!(
+            err,
+            "timerwatch: note: this kernel has no {tp}; timers it would show are not seen"
+        );
+    }
+    // Scripts and tests wait for this line before starting a workload.
+    let _ = writeln!(err, "timerwatch: attached, {what}");
+}
+
+fn terminal_rows() -> usize {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills a winsize; failure leaves it zeroed.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_row > 6 {
+        ws.ws_row as usize - 6
+    } else {
+        40
+    }
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        return Err(Failure::bad_input(format!(
+            "{name} must be a positive number of seconds, got {v}"
+        ))
+        .into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+async fn snapshot(args: SnapshotArgs) -> Result<()> {
+    let duration = seconds("--duration", args.duration)?;
+    let mut tracer = Tracer::start(&args.trace)?;
+    attached_note(
+        &tracer,
+        &format!("tracing for {:.1}s (Ctrl-C to stop early)", args.duration),
+    );
+    let report = tracer
+        .run(Some(Instant::now() + duration), None, |_| true)
+        .await?;
+    let text = if args.trace.json {
+        output::json::render(&report) + "\n"
+    } else {
+        output::text::render(&report, None)
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+async fn top(args: TopArgs) -> Result<()> {
+    let interval = seconds("--interval", args.interval)?;
+    let mut tracer = Tracer::start(&args.trace)?;
+    attached_note(&tracer, "refreshing every interval (Ctrl-C to stop)");
+    let tty = std::io::stdout().is_terminal();
+    let json = args.trace.json;
+    let rows = args.rows.unwrap_or_else(terminal_rows);
+    let mut frames = 0u64;
+    let count = args.count;
+    tracer
+        .run(None, Some(interval), |report| {
+            let mut out = std::io::stdout().lock();
+            let text = if json {
+                output::json::render(report) + "\n"
+            } else if tty {
+                // Home + clear: redraw in place like top(1).
+                format!("\x1b[H\x1b[2J{}", output::text::render(report, Some(rows)))
+            } else {
+                output::text::render(report, Some(rows)) + "\n"
+            };
+            let ok = out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_ok();
+            frames += 1;
+            // A closed pipe (e.g. `| head`) ends the view instead of erroring.
+            ok && count.is_none_or(|c| frames < c)
+        })
+        .await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("timerwatch: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Snapshot(a) => snapshot(a).await,
+            Command::Top(a) => top(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let (code, line) = one_line(&e);
+            eprintln!("timerwatch: {line}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The JSON form of the report: one document per line, so a stream of `top --json` frames is
+//! JSON Lines.
+
+use crate::report::Report;
+
+pub fn render(report: &Report) -> String {
+    // Serialising plain data with string keys cannot fail.
+    serde_json::to_string(report).expect("report serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::report::{build, CallsiteReport, Context, PreExisting, ProcessReport, SCHEMA};
+    use crate::table::Table;
+
+    #[test]
+    fn empty_report_has_the_documented_top_level_fields() {
+        let pre = HashMap::new();
+        let missing = vec!["syscalls:sys_enter_timer_create".to_string()];
+        let ctx = Context {
+            start_ns: 1_000_000_000,
+            now_ns: 3_500_000_000,
+            lost_events: 4,
+            pre_existing: &pre,
+            missing_tracepoints: &missing,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&build(&Table::new(), &ctx))).unwrap();
+        assert_eq!(v["schema"], SCHEMA);
+        assert_eq!(v["duration_s"], 2.5);
+        assert_eq!(v["lost_events"], 4);
+        assert_eq!(v["processes"], serde_json::json!([]));
+        assert_eq!(v["exited"], serde_json::json!([]));
+        assert_eq!(
+            v["missing_tracepoints"][0],
+            "syscalls:sys_enter_timer_create"
+        );
+    }
+
+    #[test]
+    fn callsite_fields_and_nulls() {
+        let report = Report {
+            schema: SCHEMA,
+            duration_s: 1.0,
+            lost_events: 0,
+            unattributed_events: 0,
+            processes: vec![ProcessReport {
+                pid: 7,
+                comm: "leaky".into(),
+                exe: "/usr/bin/leaky".into(),
+                live: 3,
+                pre_existing: PreExisting { posix_timers: 2 },
+                callsites: vec![CallsiteReport {
+                    source: "kernel",
+                    kind: "posix_timer",
+                    timer_function: None,
+                    caller: Some("arm_idle_timeout".into()),
+                    frames: vec![
+                        "timer_settime".into(),
+                        "arm_idle_timeout (leak.c:12)".into(),
+                    ],
+                    live: 3,
+                    created_total: 3,
+                    armed_total: 3,
+                    cancelled_total: 0,
+                    expired_total: 0,
+                    oldest_age_s: None,
+                    verdict: "unknown",
+                }],
+            }],
+            exited: vec![],
+            missing_tracepoints: vec![],
+        };
+        let v: serde_json::Value = serde_json::from_str(&render(&report)).unwrap();
+        let c = &v["processes"][0]["callsites"][0];
+        assert_eq!(v["processes"][0]["pre_existing"]["posix_timers"], 2);
+        assert_eq!(c["source"], "kernel");
+        assert_eq!(c["kind"], "posix_timer");
+        assert!(c["timer_function"].is_null());
+        assert!(c["oldest_age_s"].is_null());
+        assert_eq!(c["caller"], "arm_idle_timeout");
+        assert_eq!(c["frames"][1], "arm_idle_timeout (leak.c:12)");
+        assert_eq!(c["verdict"], "unknown");
+        for key in ["live", "armed_total", "cancelled_total", "expired_total"] {
+            assert!(c[key].is_u64(), "{key}");
+        }
+    }
+}

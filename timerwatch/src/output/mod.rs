@@ -1,0 +1,4 @@
+//! Rendering a [`crate::report::Report`] for people (`text`) and programs (`json`).
+
+pub mod json;
+pub mod text;

@@ -1,0 +1,152 @@
+//! The human table: one row per callsite, busiest first, like `top`.
+
+use std::fmt::Write as _;
+
+use crate::report::Report;
+
+fn age(s: Option<f64>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s < 120.0 => format!("{s:.1}s"),
+        Some(s) if s < 7200.0 => format!("{:.1}m", s / 60.0),
+        Some(s) => format!("{:.1}h", s / 3600.0),
+    }
+}
+
+fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Render at most `max_rows` callsite rows (None: all).
+pub fn render(report: &Report, max_rows: Option<usize>) -> String {
+    let mut out = String::new();
+    let live: u64 = report.processes.iter().map(|p| p.live).sum();
+    let _ = writeln!(
+        out,
+        "timerwatch: {:.1}s traced, {} processes, {} live timers, {} lost events",
+        report.duration_s,
+        report.processes.len(),
+        live,
+        report.lost_events
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:<15} {:>7} {:<11} {:>8} {:>8} {:>8} {:>7}  {:<20} CALLER",
+        "PID", "COMM", "LIVE", "KIND", "ARMED", "CANCEL", "EXPIRE", "OLDEST", "FUNCTION"
+    );
+    let mut rows = 0;
+    'outer: for p in &report.processes {
+        for c in &p.callsites {
+            if max_rows.is_some_and(|m| rows >= m) {
+                break 'outer;
+            }
+            rows += 1;
+            let _ = writeln!(
+                out,
+                "{:>8} {:<15} {:>7} {:<11} {:>8} {:>8} {:>8} {:>7}  {:<20} {}",
+                p.pid,
+                clip(&p.comm, 15),
+                c.live,
+                c.kind,
+                c.armed_total,
+                c.cancelled_total,
+                c.expired_total,
+                age(c.oldest_age_s),
+                clip(c.timer_function.as_deref().unwrap_or("-"), 20),
+                c.caller.as_deref().unwrap_or("?"),
+            );
+        }
+    }
+    for p in report
+        .processes
+        .iter()
+        .filter(|p| p.pre_existing.posix_timers > 0)
+    {
+        let _ = writeln!(
+            out,
+            "note: pid {} had {} POSIX timers before tracing started (no callsite known)",
+            p.pid, p.pre_existing.posix_timers
+        );
+    }
+    for e in &report.exited {
+        let _ = writeln!(
+            out,
+            "note: pid {} ({}) exited after {:.1}s",
+            e.pid, e.comm, e.exited_after_s
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{CallsiteReport, ExitedReport, PreExisting, ProcessReport, SCHEMA};
+
+    fn report() -> Report {
+        let cs = |live, caller: &str| CallsiteReport {
+            source: "kernel",
+            kind: "timerfd",
+            timer_function: Some("timerfd_tmrproc".into()),
+            caller: Some(caller.into()),
+            frames: vec![],
+            live,
+            created_total: live,
+            armed_total: live,
+            cancelled_total: 0,
+            expired_total: 0,
+            oldest_age_s: Some(150.0),
+            verdict: "unknown",
+        };
+        Report {
+            schema: SCHEMA,
+            duration_s: 5.0,
+            lost_events: 0,
+            unattributed_events: 0,
+            processes: vec![ProcessReport {
+                pid: 42,
+                comm: "a_very_long_process_name".into(),
+                exe: String::new(),
+                live: 12,
+                pre_existing: PreExisting { posix_timers: 3 },
+                callsites: vec![cs(10, "leak_timerfd"), cs(2, "other_fn")],
+            }],
+            exited: vec![ExitedReport {
+                pid: 9,
+                comm: "gone".into(),
+                exited_after_s: 1.25,
+            }],
+            missing_tracepoints: vec![],
+        }
+    }
+
+    #[test]
+    fn rows_notes_and_clipping() {
+        let text = render(&report(), None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("12 live timers"), "{text}");
+        assert!(lines[1].contains("CALLER"));
+        assert!(
+            lines[2].contains("leak_timerfd") && lines[2].contains("2.5m"),
+            "{text}"
+        );
+        assert!(lines[2].contains("a_very_long_pr…"), "{text}");
+        assert!(text.contains("pid 42 had 3 POSIX timers before tracing"));
+        assert!(
+            text.contains("pid 9 (gone) exited after 1.2s")
+                || text.contains("pid 9 (gone) exited after 1.3s")
+        );
+    }
+
+    #[test]
+    fn max_rows_limits_callsites() {
+        let text = render(&report(), Some(1));
+        assert!(text.contains("leak_timerfd"));
+        assert!(!text.contains("other_fn"));
+    }
+}

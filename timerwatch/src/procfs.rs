@@ -1,0 +1,87 @@
+//! The few facts read from /proc: names, existence, and timers that predate our probes.
+
+use std::path::PathBuf;
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses, so event times compare directly.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn proc_path(pid: u32, leaf: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{leaf}"))
+}
+
+/// Whether a process (thread group) with this id exists now.
+pub fn exists(pid: u32) -> bool {
+    proc_path(pid, "stat").exists()
+}
+
+/// The thread group of a task id (a `-p` may name a thread).
+pub fn tgid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(proc_path(pid, "status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+pub fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(proc_path(pid, "comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+pub fn exe(pid: u32) -> Option<String> {
+    std::fs::read_link(proc_path(pid, "exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// POSIX timers listed in `/proc/PID/timers`: the ones created before we attached are invisible
+/// to the probes, but this file still shows them.
+pub fn posix_timer_count(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_path(pid, "timers")).ok()?;
+    Some(count_posix_timers(&text))
+}
+
+pub fn count_posix_timers(text: &str) -> u64 {
+    text.lines().filter(|l| l.starts_with("ID:")).count() as u64
+}
+
+/// Task ids whose comm equals `name` (for `--comm` pre-existing counts).
+pub fn pids_with_comm(name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| comm(pid).as_deref() == Some(name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_timers_file_entries() {
+        let text = "ID: 0\nsignal: 34/0000000000000000\nnotify: signal/pid.100\nClockID: 1\n\
+                    ID: 1\nsignal: 34/0000000000000000\nnotify: signal/pid.100\nClockID: 1\n";
+        assert_eq!(count_posix_timers(text), 2);
+        assert_eq!(count_posix_timers(""), 0);
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        assert!(exists(me));
+        assert_eq!(tgid_of(me), Some(me));
+        assert!(comm(me).is_some());
+        assert!(!exists(u32::MAX - 1));
+    }
+}

@@ -1,0 +1,220 @@
+//! One tracing session: validate input, load the probes, drain the ring buffer into the table,
+//! produce reports on a schedule, and stop cleanly on a deadline or a signal.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+    time::{interval, sleep_until, Instant, MissedTickBehavior},
+};
+
+use crate::{
+    cli::TraceArgs,
+    event::{decode, Callstack},
+    failure::Failure,
+    probe::{privileges, Filter, Probes},
+    procfs,
+    report::{self, PreExisting, Report},
+    symbolize::{Symbolizer, UserStack},
+    table::{Resolver, Table},
+};
+
+/// Names from the live system for the table.
+struct Env {
+    sym: Symbolizer,
+}
+
+impl Resolver for Env {
+    fn kernel(&mut self, addr: u64) -> Option<String> {
+        self.sym.kernel(addr)
+    }
+    fn user(&mut self, tgid: u32, stack: &Callstack) -> UserStack {
+        self.sym
+            .user_stack(tgid, &stack.frames, stack.user_sp, &stack.scan)
+    }
+    fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>) {
+        (procfs::comm(tgid), procfs::exe(tgid))
+    }
+    fn forget(&mut self, tgid: u32) {
+        self.sym.forget(tgid);
+    }
+}
+
+/// How often the ring buffer is drained when no wake-up came: the kernel side only wakes us for
+/// large batches, so this bounds how stale the table can be.
+const DRAIN_PERIOD: Duration = Duration::from_millis(50);
+
+pub struct Tracer {
+    probes: Probes,
+    ring: AsyncFd<RingBuf<MapData>>,
+    table: Table,
+    env: Env,
+    start_ns: u64,
+    pre_existing: HashMap<u32, PreExisting>,
+    pub decode_errors: u64,
+}
+
+fn validate(args: &TraceArgs) -> Result<Filter> {
+    if !args.ring_buffer_size.is_power_of_two() || args.ring_buffer_size < 4096 {
+        return Err(Failure::bad_input(format!(
+            "--ring-buffer-size {} is not a power of two of at least 4096 bytes",
+            args.ring_buffer_size
+        ))
+        .into());
+    }
+    let mut tgids = Vec::new();
+    for &pid in &args.pids {
+        if pid == 0 || !procfs::exists(pid) {
+            return Err(Failure::bad_input(format!("no such process: pid {pid}")).into());
+        }
+        let tgid = procfs::tgid_of(pid).unwrap_or(pid);
+        if !tgids.contains(&tgid) {
+            tgids.push(tgid);
+        }
+    }
+    for comm in &args.comms {
+        if comm.is_empty() || comm.len() > 15 {
+            return Err(Failure::bad_input(format!(
+                "--comm {comm:?}: a command name is 1 to 15 bytes (the kernel truncates longer ones)"
+            ))
+            .into());
+        }
+    }
+    Ok(Filter {
+        tgids,
+        comms: args.comms.clone(),
+    })
+}
+
+impl Tracer {
+    /// Check input and privileges, then attach. Errors carry the exit code (see `failure`).
+    pub fn start(args: &TraceArgs) -> Result<Self> {
+        let filter = validate(args)?;
+        privileges::check().map_err(Failure::privilege)?;
+        let mut probes = Probes::load(&filter, args.ring_buffer_size).map_err(|e| {
+            let line = format!("{e:#}");
+            if line.contains("Operation not permitted") || line.contains("permission denied") {
+                anyhow::Error::from(Failure::privilege(format!(
+                    "the kernel refused to load BPF: {line}"
+                )))
+            } else {
+                e
+            }
+        })?;
+        let ring = probes.take_ring()?;
+        // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns for its whole
+        // registration; nothing else closes or replaces it.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
+        let start_ns = procfs::monotonic_ns();
+        let mut env = Env {
+            sym: Symbolizer::new(),
+        };
+        let mut table = Table::new();
+        let mut pre_existing = HashMap::new();
+        let mut known: Vec<u32> = filter.tgids.clone();
+        for comm in &filter.comms {
+            known.extend(procfs::pids_with_comm(comm));
+        }
+        for &tgid in &known {
+            if !procfs::exists(tgid) {
+                // Gone between the check and the attach: say so, as for any exit mid-trace.
+                let addrs = table.mark_exited(tgid, start_ns, &mut env);
+                probes.forget_timers(&addrs);
+                continue;
+            }
+            if filter.tgids.contains(&tgid) {
+                table.ensure_process(tgid, &mut env);
+            }
+            let posix_timers = procfs::posix_timer_count(tgid).unwrap_or(0);
+            pre_existing.insert(tgid, PreExisting { posix_timers });
+        }
+        Ok(Self {
+            probes,
+            ring,
+            table,
+            env,
+            start_ns,
+            pre_existing,
+            decode_errors: 0,
+        })
+    }
+
+    pub fn missing_tracepoints(&self) -> &[String] {
+        &self.probes.missing
+    }
+
+    /// Apply every queued record.
+    pub fn drain(&mut self) {
+        let ring = self.ring.get_mut();
+        let mut forget = Vec::new();
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(rec) => forget.extend(self.table.apply(&rec, &mut self.env)),
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+        if !forget.is_empty() {
+            self.probes.forget_timers(&forget);
+        }
+    }
+
+    pub fn report(&self) -> Report {
+        report::build(
+            &self.table,
+            &report::Context {
+                start_ns: self.start_ns,
+                now_ns: procfs::monotonic_ns(),
+                lost_events: self.probes.lost_events().unwrap_or(0),
+                pre_existing: &self.pre_existing,
+                missing_tracepoints: &self.probes.missing,
+            },
+        )
+    }
+
+    /// Drain until `deadline` or SIGINT/SIGTERM, calling `on_tick` with a fresh report every
+    /// `tick` (if given). `on_tick` returns false to stop. Returns the final report.
+    pub async fn run(
+        &mut self,
+        deadline: Option<Instant>,
+        tick: Option<Duration>,
+        mut on_tick: impl FnMut(&Report) -> bool,
+    ) -> Result<Report> {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut drain_timer = interval(DRAIN_PERIOD);
+        drain_timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut tick_timer = interval(tick.unwrap_or(Duration::from_secs(3600)));
+        tick_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick_timer.tick().await; // the first tick is immediate; reports start one interval in
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        let end = sleep_until(deadline.unwrap_or(far));
+        tokio::pin!(end);
+        loop {
+            tokio::select! {
+                _ = &mut end => break,
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                guard = self.ring.readable_mut() => {
+                    let mut guard = guard?;
+                    guard.clear_ready();
+                    drop(guard);
+                    self.drain();
+                }
+                _ = drain_timer.tick() => self.drain(),
+                _ = tick_timer.tick(), if tick.is_some() => {
+                    self.drain();
+                    if !on_tick(&self.report()) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.drain();
+        Ok(self.report())
+    }
+}

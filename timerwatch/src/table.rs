@@ -1,0 +1,834 @@
+//! The live-timer table: every timer we can see, grouped by owning process and callsite.
+//!
+//! Liveness rules:
+//! - a POSIX timer is live from `timer_create` to `timer_delete` (or exit/exec), armed or not:
+//!   that is the memory and the queued-signal slot it holds;
+//! - an interval timer is live while its value is non-zero;
+//! - any other timer (timerfd, sleeps, kernel timers) is live while armed: between a start and
+//!   its expiry or cancellation.
+//!
+//! This module does no I/O: names come from a [`Resolver`], so the state machine is testable
+//! without a kernel.
+
+use std::collections::{hash_map::Entry, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use timerwatch_common::EventKind;
+
+use crate::{
+    event::{Callstack, Record},
+    kind::{classify, Kind},
+    symbolize::UserStack,
+};
+
+/// Lookups the table needs from the outside world.
+pub trait Resolver {
+    /// Kernel symbol of a callback address.
+    fn kernel(&mut self, addr: u64) -> Option<String>;
+    /// Symbolized user stack of a process.
+    fn user(&mut self, tgid: u32, stack: &Callstack) -> UserStack;
+    /// (comm, exe) of a live process.
+    fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>);
+    /// The process exec'd or exited: its cached symbols are stale.
+    fn forget(&mut self, tgid: u32);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum TimerKey {
+    Addr(u64),
+    Posix { tgid: u32, id: u32 },
+    Itimer { tgid: u32, which: u32 },
+}
+
+#[derive(Clone, Debug)]
+struct Timer {
+    tgid: u32,
+    callsite: u64,
+    armed: bool,
+    /// Set while the timer counts as live: when it became live (ns, CLOCK_MONOTONIC).
+    live_since: Option<u64>,
+    /// Live from creation (POSIX timers) rather than while armed.
+    object: bool,
+    /// Itimer reload interval (ns); 0 for one-shot.
+    interval: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Callsite {
+    pub tgid: u32,
+    pub kind: Kind,
+    pub timer_function: Option<String>,
+    pub caller: Option<String>,
+    pub frames: Vec<String>,
+    pub live: u64,
+    pub created_total: u64,
+    pub armed_total: u64,
+    pub cancelled_total: u64,
+    pub expired_total: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    pub tgid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    callsites: Vec<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exited {
+    pub tgid: u32,
+    pub comm: String,
+    pub at_ns: u64,
+}
+
+/// A callsite as the report sees it, with the age of its oldest live timer.
+#[derive(Clone, Debug)]
+pub struct CallsiteView<'a> {
+    pub callsite: &'a Callsite,
+    pub oldest_live_since_ns: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct Table {
+    timers: HashMap<TimerKey, Timer>,
+    /// A POSIX timer's hrtimer address → the POSIX timer, so its arms and expiries count for it.
+    posix_by_hrtimer: HashMap<u64, TimerKey>,
+    callsites: HashMap<u64, Callsite>,
+    /// (tgid, kind, hash of the raw stack) → callsite id. Raw addresses symbolize the same way for
+    /// the life of an address space, so a stack seen before costs no symbolization.
+    index: HashMap<(u32, Kind, u64), u64>,
+    processes: HashMap<u32, Process>,
+    exited: Vec<Exited>,
+    /// hrtimers of POSIX timers deleted while armed, whose cancel record is still to come.
+    expected_cancels: HashSet<u64>,
+    next_id: u64,
+    /// Records that could not be attributed (a timer we never saw start, an unknown id).
+    pub unmatched: u64,
+}
+
+fn stack_hash(frames: &[u64]) -> u64 {
+    let mut h = DefaultHasher::new();
+    frames.hash(&mut h);
+    // 0 is reserved for "no stack".
+    h.finish() | 1
+}
+
+impl Table {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make sure a process has a row even before any timer event (for `-p` targets).
+    pub fn ensure_process(&mut self, tgid: u32, res: &mut dyn Resolver) {
+        self.process_mut(tgid, None, res);
+    }
+
+    fn process_mut(
+        &mut self,
+        tgid: u32,
+        comm: Option<&str>,
+        res: &mut dyn Resolver,
+    ) -> &mut Process {
+        self.processes.entry(tgid).or_insert_with(|| {
+            let (pcomm, exe) = res.process(tgid);
+            Process {
+                tgid,
+                comm: comm.map(str::to_string).or(pcomm).unwrap_or_default(),
+                exe,
+                callsites: Vec::new(),
+            }
+        })
+    }
+
+    fn callsite_for(
+        &mut self,
+        tgid: u32,
+        kind: Kind,
+        function: u64,
+        stack: Option<&Callstack>,
+        res: &mut dyn Resolver,
+    ) -> u64 {
+        let hash = stack.map_or(0, |s| stack_hash(&s.frames));
+        if let Some(&id) = self.index.get(&(tgid, kind, hash)) {
+            if self.callsites.contains_key(&id) {
+                return id;
+            }
+        }
+        let timer_function = (function != 0).then(|| res.kernel(function)).flatten();
+        let (caller, frames) = match stack {
+            Some(s) => {
+                let u = res.user(tgid, s);
+                (u.caller, u.frames.iter().map(|f| f.display()).collect())
+            }
+            None => (None, Vec::new()),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.callsites.insert(
+            id,
+            Callsite {
+                tgid,
+                kind,
+                timer_function,
+                caller,
+                frames,
+                live: 0,
+                created_total: 0,
+                armed_total: 0,
+                cancelled_total: 0,
+                expired_total: 0,
+            },
+        );
+        self.index.insert((tgid, kind, hash), id);
+        self.process_mut(tgid, stack.map(|s| s.comm.as_str()), res)
+            .callsites
+            .push(id);
+        id
+    }
+
+    fn set_live(&mut self, key: TimerKey, live: bool, now: u64) {
+        let Some(t) = self.timers.get_mut(&key) else {
+            return;
+        };
+        let was = t.live_since.is_some();
+        if was == live {
+            return;
+        }
+        t.live_since = live.then_some(now);
+        if let Some(c) = self.callsites.get_mut(&t.callsite) {
+            if live {
+                c.live += 1;
+            } else {
+                c.live = c.live.saturating_sub(1);
+            }
+        }
+    }
+
+    fn remove_timer(&mut self, key: TimerKey) {
+        self.set_live(key, false, 0);
+        self.timers.remove(&key);
+    }
+
+    fn bump(&mut self, key: TimerKey, f: impl FnOnce(&mut Callsite)) {
+        if let Some(c) = self
+            .timers
+            .get(&key)
+            .and_then(|t| self.callsites.get_mut(&t.callsite))
+        {
+            f(c);
+        }
+    }
+
+    /// Apply one record. Returns kernel timer addresses the probes should forget (a process exited).
+    pub fn apply(&mut self, r: &Record, res: &mut dyn Resolver) -> Vec<u64> {
+        match r.kind {
+            EventKind::Start => self.on_start(r, res),
+            EventKind::Cancel | EventKind::Expire => self.on_stop(r),
+            EventKind::Forget => {
+                // A POSIX timer object keeps living; only its link to the reused hrtimer goes.
+                if self.posix_by_hrtimer.remove(&r.timer).is_none() {
+                    self.remove_timer(TimerKey::Addr(r.timer));
+                }
+            }
+            EventKind::ItimerState => self.on_itimer_state(r, res),
+            EventKind::ItimerExpire => {
+                let key = TimerKey::Itimer {
+                    tgid: r.tgid,
+                    which: r.timer as u32,
+                };
+                self.bump(key, |c| c.expired_total += 1);
+                if self.timers.get(&key).is_some_and(|t| t.interval == 0) {
+                    if let Some(t) = self.timers.get_mut(&key) {
+                        t.armed = false;
+                    }
+                    self.set_live(key, false, r.ts_ns);
+                }
+            }
+            EventKind::PosixCreate => {
+                let key = TimerKey::Posix {
+                    tgid: r.tgid,
+                    id: r.timer as u32,
+                };
+                self.remove_timer(key);
+                let cs = self.callsite_for(r.tgid, Kind::PosixTimer, 0, r.stack.as_ref(), res);
+                self.timers.insert(
+                    key,
+                    Timer {
+                        tgid: r.tgid,
+                        callsite: cs,
+                        armed: false,
+                        live_since: None,
+                        object: true,
+                        interval: 0,
+                    },
+                );
+                self.set_live(key, true, r.ts_ns);
+                self.bump(key, |c| c.created_total += 1);
+                if r.arg != 0 {
+                    self.remove_timer(TimerKey::Addr(r.arg));
+                    self.posix_by_hrtimer.insert(r.arg, key);
+                }
+            }
+            EventKind::PosixDelete => {
+                let key = TimerKey::Posix {
+                    tgid: r.tgid,
+                    id: r.timer as u32,
+                };
+                let Some(armed) = self.timers.get(&key).map(|t| t.armed) else {
+                    self.unmatched += 1;
+                    return Vec::new();
+                };
+                if armed {
+                    self.bump(key, |c| c.cancelled_total += 1);
+                }
+                let mut hrtimers = Vec::new();
+                self.posix_by_hrtimer.retain(|a, k| {
+                    let mine = *k == key;
+                    if mine {
+                        hrtimers.push(*a);
+                    }
+                    !mine
+                });
+                // The syscall-entry record comes before the hrtimer cancel that the deletion
+                // causes; that cancel is expected, not unattributed.
+                if armed {
+                    self.expected_cancels.extend(hrtimers);
+                }
+                self.remove_timer(key);
+            }
+            EventKind::ProcessExit => return self.on_exit(r, res),
+            EventKind::ProcessExec => self.on_exec(r.tgid, res),
+        }
+        Vec::new()
+    }
+
+    fn on_start(&mut self, r: &Record, res: &mut dyn Resolver) {
+        if let Some(&pk) = self.posix_by_hrtimer.get(&r.timer) {
+            if let Some(t) = self.timers.get_mut(&pk) {
+                t.armed = true;
+            }
+            self.bump(pk, |c| c.armed_total += 1);
+            return;
+        }
+        let function = (r.function != 0).then(|| res.kernel(r.function)).flatten();
+        let kind = classify(function.as_deref());
+        if kind == Kind::Itimer {
+            // signal->real_timer is set up by the parent at fork; `itimer_state` attributes it.
+            return;
+        }
+        let key = TimerKey::Addr(r.timer);
+        let known = self.timers.get(&key).is_some_and(|t| t.tgid == r.tgid);
+        if r.new_owner || !known {
+            if !r.new_owner {
+                // A re-arm of a timer whose first arm we missed (lost record, or armed before we
+                // attached and owned elsewhere): count it, without a callsite.
+                self.unmatched += 1;
+            }
+            self.remove_timer(key);
+            let cs = self.callsite_for(r.tgid, kind, r.function, r.stack.as_ref(), res);
+            self.timers.insert(
+                key,
+                Timer {
+                    tgid: r.tgid,
+                    callsite: cs,
+                    armed: false,
+                    live_since: None,
+                    object: false,
+                    interval: 0,
+                },
+            );
+            self.bump(key, |c| c.created_total += 1);
+        }
+        if let Some(t) = self.timers.get_mut(&key) {
+            t.armed = true;
+        }
+        self.bump(key, |c| c.armed_total += 1);
+        self.set_live(key, true, r.ts_ns);
+    }
+
+    fn on_stop(&mut self, r: &Record) {
+        let key = match self.posix_by_hrtimer.get(&r.timer) {
+            Some(&pk) => pk,
+            None => TimerKey::Addr(r.timer),
+        };
+        let Some(t) = self.timers.get_mut(&key) else {
+            if !self.expected_cancels.remove(&r.timer) {
+                self.unmatched += 1;
+            }
+            return;
+        };
+        let was_armed = std::mem::replace(&mut t.armed, false);
+        let object = t.object;
+        match r.kind {
+            EventKind::Expire => self.bump(key, |c| c.expired_total += 1),
+            // hrtimer_start on an armed timer emits a cancel first; only real disarms count.
+            _ if was_armed => self.bump(key, |c| c.cancelled_total += 1),
+            _ => {}
+        }
+        if !object {
+            self.set_live(key, false, r.ts_ns);
+        }
+    }
+
+    fn on_itimer_state(&mut self, r: &Record, res: &mut dyn Resolver) {
+        let key = TimerKey::Itimer {
+            tgid: r.tgid,
+            which: r.timer as u32,
+        };
+        let armed = r.expires != 0;
+        if !self.timers.contains_key(&key) {
+            if !armed {
+                return;
+            }
+            let cs = self.callsite_for(r.tgid, Kind::Itimer, 0, r.stack.as_ref(), res);
+            self.timers.insert(
+                key,
+                Timer {
+                    tgid: r.tgid,
+                    callsite: cs,
+                    armed: false,
+                    live_since: None,
+                    object: false,
+                    interval: 0,
+                },
+            );
+            self.bump(key, |c| c.created_total += 1);
+        }
+        let was_armed = self.timers.get(&key).is_some_and(|t| t.armed);
+        if let Some(t) = self.timers.get_mut(&key) {
+            t.armed = armed;
+            t.interval = r.arg;
+        }
+        if armed {
+            self.bump(key, |c| c.armed_total += 1);
+        } else if was_armed {
+            self.bump(key, |c| c.cancelled_total += 1);
+        }
+        self.set_live(key, armed, r.ts_ns);
+    }
+
+    fn drop_process_state(&mut self, tgid: u32) -> Vec<u64> {
+        let keys: Vec<TimerKey> = self
+            .timers
+            .iter()
+            .filter(|(_, t)| t.tgid == tgid)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut addrs = Vec::new();
+        for k in keys {
+            if let TimerKey::Addr(a) = k {
+                addrs.push(a);
+            }
+            self.timers.remove(&k);
+        }
+        self.posix_by_hrtimer.retain(|a, k| {
+            let mine = matches!(k, TimerKey::Posix { tgid: t, .. } if *t == tgid);
+            if mine {
+                addrs.push(*a);
+            }
+            !mine
+        });
+        self.index.retain(|(t, _, _), _| *t != tgid);
+        if let Some(p) = self.processes.remove(&tgid) {
+            for id in p.callsites {
+                self.callsites.remove(&id);
+            }
+        }
+        addrs
+    }
+
+    fn on_exit(&mut self, r: &Record, res: &mut dyn Resolver) -> Vec<u64> {
+        let comm = self.processes.get(&r.tgid).map(|p| p.comm.clone());
+        let addrs = self.drop_process_state(r.tgid);
+        if let Some(comm) = comm {
+            self.exited.push(Exited {
+                tgid: r.tgid,
+                comm,
+                at_ns: r.ts_ns,
+            });
+        }
+        res.forget(r.tgid);
+        addrs
+    }
+
+    fn on_exec(&mut self, tgid: u32, res: &mut dyn Resolver) {
+        res.forget(tgid);
+        // exec destroys POSIX timers (exit_itimers) and replaces the address space: stacks seen
+        // before mean something else now.
+        let posix: Vec<TimerKey> = self
+            .timers
+            .iter()
+            .filter(|(k, t)| t.tgid == tgid && matches!(k, TimerKey::Posix { .. }))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in posix {
+            self.posix_by_hrtimer.retain(|_, v| *v != k);
+            self.remove_timer(k);
+        }
+        self.index.retain(|(t, _, _), _| *t != tgid);
+        let (comm, exe) = res.process(tgid);
+        if let Some(p) = self.processes.get_mut(&tgid) {
+            if let Some(comm) = comm {
+                p.comm = comm;
+            }
+            p.exe = exe.or(p.exe.take());
+        }
+    }
+
+    /// A process that is gone without our seeing its exit (e.g. it exited before we attached).
+    pub fn mark_exited(&mut self, tgid: u32, now: u64, res: &mut dyn Resolver) -> Vec<u64> {
+        let comm = self
+            .processes
+            .get(&tgid)
+            .map(|p| p.comm.clone())
+            .unwrap_or_default();
+        let addrs = self.drop_process_state(tgid);
+        self.exited.push(Exited {
+            tgid,
+            comm,
+            at_ns: now,
+        });
+        res.forget(tgid);
+        addrs
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.processes.values()
+    }
+
+    pub fn process(&self, tgid: u32) -> Option<&Process> {
+        self.processes.get(&tgid)
+    }
+
+    pub fn exited(&self) -> &[Exited] {
+        &self.exited
+    }
+
+    /// Live timers of a process.
+    pub fn process_live(&self, tgid: u32) -> u64 {
+        self.callsites(tgid).map(|v| v.callsite.live).sum()
+    }
+
+    /// The callsites of a process, with the oldest live timer's start.
+    pub fn callsites(&self, tgid: u32) -> impl Iterator<Item = CallsiteView<'_>> {
+        let mut oldest: HashMap<u64, u64> = HashMap::new();
+        for t in self.timers.values().filter(|t| t.tgid == tgid) {
+            if let Some(since) = t.live_since {
+                match oldest.entry(t.callsite) {
+                    Entry::Occupied(mut e) => {
+                        if since < *e.get() {
+                            e.insert(since);
+                        }
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(since);
+                    }
+                }
+            }
+        }
+        let ids = self
+            .processes
+            .get(&tgid)
+            .map(|p| p.callsites.clone())
+            .unwrap_or_default();
+        ids.into_iter().filter_map(move |id| {
+            self.callsites.get(&id).map(|c| CallsiteView {
+                callsite: c,
+                oldest_live_since_ns: oldest.get(&id).copied(),
+            })
+        })
+    }
+
+    /// Timers tracked in total (live or not); bounded by what the processes hold.
+    pub fn tracked_timers(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbolize::Frame;
+
+    /// Resolves names from fixed tables, the way kallsyms and blazesym would.
+    #[derive(Default)]
+    struct Names {
+        forgotten: Vec<u32>,
+    }
+
+    const POSIX_FN: u64 = 0xffff_ffff_8100_0010;
+    const TIMERFD_FN: u64 = 0xffff_ffff_8100_0020;
+    const WAKEUP_FN: u64 = 0xffff_ffff_8100_0030;
+    const TCP_FN: u64 = 0xffff_ffff_8100_0040;
+    const ITREAL_FN: u64 = 0xffff_ffff_8100_0050;
+
+    impl Resolver for Names {
+        fn kernel(&mut self, addr: u64) -> Option<String> {
+            Some(
+                match addr {
+                    POSIX_FN => "posix_timer_fn",
+                    TIMERFD_FN => "timerfd_tmrproc",
+                    WAKEUP_FN => "hrtimer_wakeup",
+                    TCP_FN => "tcp_delack_timer",
+                    ITREAL_FN => "it_real_fn",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        }
+        fn user(&mut self, _tgid: u32, stack: &Callstack) -> UserStack {
+            let frames: Vec<Frame> = stack
+                .frames
+                .iter()
+                .map(|&a| Frame {
+                    addr: a,
+                    function: Some(format!("f{a:x}")),
+                    file: None,
+                    line: None,
+                    module: None,
+                })
+                .collect();
+            UserStack {
+                caller: frames.get(1).and_then(|f| f.function.clone()),
+                frames,
+            }
+        }
+        fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>) {
+            (
+                Some(format!("proc{tgid}")),
+                Some(format!("/bin/proc{tgid}")),
+            )
+        }
+        fn forget(&mut self, tgid: u32) {
+            self.forgotten.push(tgid);
+        }
+    }
+
+    fn stack(frames: &[u64]) -> Option<Callstack> {
+        Some(Callstack {
+            comm: "target".into(),
+            user_sp: 0,
+            scan: vec![],
+            frames: frames.to_vec(),
+        })
+    }
+
+    fn rec(kind: EventKind, tgid: u32, timer: u64, function: u64, ts: u64) -> Record {
+        Record {
+            kind,
+            ts_ns: ts,
+            timer,
+            function,
+            expires: 0,
+            arg: 0,
+            tgid,
+            tid: tgid,
+            cur_tgid: tgid,
+            timer_list: false,
+            new_owner: false,
+            stack: None,
+        }
+    }
+
+    fn first_start(tgid: u32, timer: u64, function: u64, ts: u64, frames: &[u64]) -> Record {
+        Record {
+            new_owner: true,
+            stack: stack(frames),
+            ..rec(EventKind::Start, tgid, timer, function, ts)
+        }
+    }
+
+    fn only_callsite(t: &Table, tgid: u32) -> Callsite {
+        let v: Vec<_> = t.callsites(tgid).map(|v| v.callsite.clone()).collect();
+        assert_eq!(v.len(), 1, "{v:?}");
+        v[0].clone()
+    }
+
+    #[test]
+    fn arm_expire_rearm_cycle() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.kind, c.live, c.armed_total), (Kind::Timerfd, 1, 1));
+        assert_eq!(c.caller.as_deref(), Some("f2"));
+        assert_eq!(c.timer_function.as_deref(), Some("timerfd_tmrproc"));
+        t.apply(&rec(EventKind::Expire, 10, 0xa, TIMERFD_FN, 2), &mut n);
+        assert_eq!(only_callsite(&t, 10).live, 0);
+        // The re-arm of a known timer carries no stack and lands on the same callsite.
+        t.apply(&rec(EventKind::Start, 10, 0xa, TIMERFD_FN, 3), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!(
+            (c.live, c.armed_total, c.expired_total, c.created_total),
+            (1, 2, 1, 1)
+        );
+        assert_eq!(t.unmatched, 0);
+    }
+
+    #[test]
+    fn start_while_armed_does_not_double_count() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.apply(&rec(EventKind::Start, 10, 0xa, TIMERFD_FN, 2), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.live, c.armed_total), (1, 2));
+        // The kernel reports the implicit dequeue of a re-armed timer as a cancel.
+        t.apply(&rec(EventKind::Cancel, 10, 0xa, 0, 3), &mut n);
+        t.apply(&rec(EventKind::Start, 10, 0xa, TIMERFD_FN, 4), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.live, c.armed_total, c.cancelled_total), (1, 3, 1));
+    }
+
+    #[test]
+    fn cancel_of_unknown_timer_is_counted_not_attributed() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&rec(EventKind::Cancel, 10, 0xdead, 0, 1), &mut n);
+        t.apply(&rec(EventKind::Expire, 10, 0xdead, WAKEUP_FN, 2), &mut n);
+        assert_eq!(t.unmatched, 2);
+        assert_eq!(t.callsites(10).count(), 0);
+    }
+
+    #[test]
+    fn rearm_from_interrupt_context_keeps_owner() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TCP_FN, 1, &[1, 2]), &mut n);
+        t.apply(&rec(EventKind::Expire, 10, 0xa, TCP_FN, 2), &mut n);
+        // The kernel credits the owner (tgid 10) although `current` was pid 99 in softirq.
+        let re = Record {
+            cur_tgid: 99,
+            ..rec(EventKind::Start, 10, 0xa, TCP_FN, 3)
+        };
+        t.apply(&re, &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.kind, c.live, c.armed_total), (Kind::Kernel, 1, 2));
+        assert_eq!(t.callsites(99).count(), 0);
+        assert!(t.process(99).is_none());
+    }
+
+    #[test]
+    fn new_owner_resets_a_reused_address() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, WAKEUP_FN, 1, &[1, 2]), &mut n);
+        // The stack slot is reused by the next sleep from another function of the same process.
+        t.apply(&first_start(10, 0xa, WAKEUP_FN, 2, &[1, 3]), &mut n);
+        let live: Vec<_> = t
+            .callsites(10)
+            .map(|v| (v.callsite.caller.clone().unwrap(), v.callsite.live))
+            .collect();
+        assert_eq!(live.len(), 2);
+        assert!(live.contains(&("f2".into(), 0)));
+        assert!(live.contains(&("f3".into(), 1)));
+    }
+
+    #[test]
+    fn posix_timer_lives_from_create_to_delete_armed_or_not() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        let create = Record {
+            arg: 0xb0,
+            stack: stack(&[1, 5]),
+            ..rec(EventKind::PosixCreate, 10, 3, 0, 1)
+        };
+        t.apply(&create, &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!(
+            (c.kind, c.live, c.created_total, c.armed_total),
+            (Kind::PosixTimer, 1, 1, 0)
+        );
+        // Arming and expiring its hrtimer counts on the POSIX callsite and keeps it live.
+        t.apply(&rec(EventKind::Start, 10, 0xb0, POSIX_FN, 2), &mut n);
+        t.apply(&rec(EventKind::Expire, 10, 0xb0, POSIX_FN, 3), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.live, c.armed_total, c.expired_total), (1, 1, 1));
+        t.apply(&rec(EventKind::Start, 10, 0xb0, POSIX_FN, 4), &mut n);
+        t.apply(&rec(EventKind::PosixDelete, 10, 3, 0, 5), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.live, c.cancelled_total), (0, 1));
+        // The cancel that timer_delete causes arrives after the delete record: expected.
+        t.apply(&rec(EventKind::Cancel, 10, 0xb0, 0, 6), &mut n);
+        assert_eq!(t.unmatched, 0);
+        // Deleting an id we never saw is counted, not a crash.
+        t.apply(&rec(EventKind::PosixDelete, 10, 77, 0, 5), &mut n);
+        assert_eq!(t.unmatched, 1);
+    }
+
+    #[test]
+    fn itimer_real_hrtimer_is_left_to_itimer_state() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xc, ITREAL_FN, 1, &[1]), &mut n);
+        assert_eq!(t.callsites(10).count(), 0);
+        let set = Record {
+            expires: 5_000_000,
+            arg: 0,
+            stack: stack(&[1, 7]),
+            ..rec(EventKind::ItimerState, 10, 0, 0, 2)
+        };
+        t.apply(&set, &mut n);
+        assert_eq!(only_callsite(&t, 10).live, 1);
+        t.apply(&rec(EventKind::ItimerExpire, 10, 0, 0, 3), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.kind, c.live, c.expired_total), (Kind::Itimer, 0, 1));
+        // A periodic itimer stays live across expiries.
+        let periodic = Record {
+            expires: 1_000_000,
+            arg: 1_000_000,
+            ..rec(EventKind::ItimerState, 10, 0, 0, 4)
+        };
+        t.apply(&periodic, &mut n);
+        t.apply(&rec(EventKind::ItimerExpire, 10, 0, 0, 5), &mut n);
+        assert_eq!(only_callsite(&t, 10).live, 1);
+        let off = rec(EventKind::ItimerState, 10, 0, 0, 6);
+        t.apply(&off, &mut n);
+        assert_eq!(only_callsite(&t, 10).live, 0);
+    }
+
+    #[test]
+    fn exit_drops_rows_and_pid_reuse_starts_fresh() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        let create = Record {
+            arg: 0xb0,
+            stack: stack(&[1, 5]),
+            ..rec(EventKind::PosixCreate, 10, 3, 0, 1)
+        };
+        t.apply(&create, &mut n);
+        let mut addrs = t.apply(&rec(EventKind::ProcessExit, 10, 0, 0, 5), &mut n);
+        addrs.sort();
+        assert_eq!(addrs, vec![0xa, 0xb0]);
+        assert!(t.process(10).is_none());
+        assert_eq!(t.exited().len(), 1);
+        assert_eq!(t.exited()[0].comm, "target");
+        assert_eq!(n.forgotten, vec![10]);
+        // Same pid, new process: the re-arm of an address we dropped is not credited to the old
+        // callsite, and the new process starts from zero.
+        t.apply(&first_start(10, 0xa, WAKEUP_FN, 6, &[9, 9]), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.kind, c.live, c.armed_total), (Kind::Sleep, 1, 1));
+        assert_eq!(t.process(10).unwrap().comm, "target");
+    }
+
+    #[test]
+    fn exec_drops_posix_timers_and_refreshes_names() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        let create = Record {
+            stack: stack(&[1, 5]),
+            ..rec(EventKind::PosixCreate, 10, 3, 0, 1)
+        };
+        t.apply(&create, &mut n);
+        t.apply(&rec(EventKind::ProcessExec, 10, 0, 0, 2), &mut n);
+        assert_eq!(only_callsite(&t, 10).live, 0);
+        assert_eq!(n.forgotten, vec![10]);
+        assert_eq!(t.process(10).unwrap().comm, "proc10");
+    }
+
+    #[test]
+    fn oldest_live_is_reported() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 100, &[1, 2]), &mut n);
+        t.apply(&first_start(10, 0xb, TIMERFD_FN, 200, &[1, 2]), &mut n);
+        let v: Vec<_> = t.callsites(10).collect();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].callsite.live, 2);
+        assert_eq!(v[0].oldest_live_since_ns, Some(100));
+        assert_eq!(t.process_live(10), 2);
+    }
+}
