@@ -1,0 +1,57 @@
+//! Developer and CI tasks for timerwatch: `cargo xtask setup|test|run|dist`.
+//!
+//! Everything a newcomer (or CI) needs beyond stable Rust is installed by `setup`, so that
+//! `cargo xtask test` on a fresh Debian machine is the whole story.
+
+mod bpf_linker;
+mod dist;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for timerwatch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install or check the nightly toolchain, bpf-linker, Debian packages and tracefs (idempotent).
+    Setup,
+    /// Setup, fmt, clippy, unit tests, then the integration tests (root only).
+    Test(test::Args),
+    /// Build timerwatch and run it as root with the arguments after `--`.
+    Run(run::Args),
+    /// Build a release tarball under dist/.
+    Dist,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(setup::Verbosity::Normal),
+        // `test` prints its own failure details and must end with the summary line, so it decides
+        // the exit code itself instead of going through the error report below.
+        Command::Test(args) => return test::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Dist => dist::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
