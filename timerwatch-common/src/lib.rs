@@ -12,7 +12,8 @@ pub const MAX_STACK_DEPTH: usize = 64;
 /// Words copied from the user stack pointer at a syscall. glibc's syscall wrappers set up no frame
 /// pointer, so the return address into the application function that called the wrapper is not in
 /// the frame-pointer chain; it sits in these words, and userspace picks it out (see `symbolize`).
-pub const STACK_SCAN_WORDS: usize = 16;
+/// 48 words: glibc 2.36's `timer_create` keeps it 19 words up (5 pushes, 0x70 bytes of locals).
+pub const STACK_SCAN_WORDS: usize = 48;
 
 /// What happened. One value per tracepoint family and transition.
 #[repr(u8)]
