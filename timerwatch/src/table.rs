@@ -102,6 +102,8 @@ pub struct Table {
     exited: Vec<Exited>,
     /// hrtimers of POSIX timers deleted while armed, whose cancel record is still to come.
     expected_cancels: HashSet<u64>,
+    /// Recently exited processes → when (ns).
+    dead: HashMap<u32, u64>,
     next_id: u64,
     /// Records that could not be attributed (a timer we never saw start, an unknown id).
     pub unmatched: u64,
@@ -220,8 +222,32 @@ impl Table {
         }
     }
 
+    /// Whether a record is about a process that already exited: the kernel may still credit it
+    /// with timers it set up (an object initialised in its syscall, armed later by others) until
+    /// the addresses are reused. A record from the pid's own context means the pid was reused.
+    fn from_the_dead(&mut self, r: &Record) -> bool {
+        if !self.dead.contains_key(&r.tgid) {
+            return false;
+        }
+        if r.cur_tgid == r.tgid && r.kind != EventKind::ProcessExit {
+            self.dead.remove(&r.tgid);
+            return false;
+        }
+        true
+    }
+
+    fn bury(&mut self, tgid: u32, now: u64) {
+        // Late records arrive within milliseconds; a minute bounds the set on a busy host.
+        self.dead
+            .retain(|_, &mut at| now.saturating_sub(at) < 60_000_000_000);
+        self.dead.insert(tgid, now);
+    }
+
     /// Apply one record. Returns kernel timer addresses the probes should forget (a process exited).
     pub fn apply(&mut self, r: &Record, res: &mut dyn Resolver) -> Vec<u64> {
+        if self.from_the_dead(r) {
+            return Vec::new();
+        }
         match r.kind {
             EventKind::Start => self.on_start(r, res),
             EventKind::Cancel | EventKind::Expire => self.on_stop(r),
@@ -448,6 +474,7 @@ impl Table {
                 at_ns: r.ts_ns,
             });
         }
+        self.bury(r.tgid, r.ts_ns);
         res.forget(r.tgid);
         addrs
     }
@@ -489,6 +516,7 @@ impl Table {
             comm,
             at_ns: now,
         });
+        self.bury(tgid, now);
         res.forget(tgid);
         addrs
     }
@@ -804,6 +832,22 @@ mod tests {
         let c = only_callsite(&t, 10);
         assert_eq!((c.kind, c.live, c.armed_total), (Kind::Sleep, 1, 1));
         assert_eq!(t.process(10).unwrap().comm, "target");
+    }
+
+    #[test]
+    fn late_records_credited_to_an_exited_process_do_not_resurrect_it() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.apply(&rec(EventKind::ProcessExit, 10, 0, 0, 2), &mut n);
+        // The kernel still names pid 10 as the owner of an object it set up; a kworker arms it.
+        let late = Record {
+            new_owner: true,
+            cur_tgid: 55,
+            ..rec(EventKind::Start, 10, 0xf, TCP_FN, 3)
+        };
+        t.apply(&late, &mut n);
+        assert!(t.process(10).is_none());
+        assert_eq!(t.exited().len(), 1);
     }
 
     #[test]
