@@ -225,7 +225,7 @@ impl Table {
     /// Whether a record is about a process that already exited: the kernel may still credit it
     /// with timers it set up (an object initialised in its syscall, armed later by others) until
     /// the addresses are reused. A record from the pid's own context means the pid was reused.
-    fn from_the_dead(&mut self, r: &Record) -> bool {
+    fn credited_to_the_dead(&mut self, r: &Record) -> bool {
         if !self.dead.contains_key(&r.tgid) {
             return false;
         }
@@ -245,7 +245,7 @@ impl Table {
 
     /// Apply one record. Returns kernel timer addresses the probes should forget (a process exited).
     pub fn apply(&mut self, r: &Record, res: &mut dyn Resolver) -> Vec<u64> {
-        if self.from_the_dead(r) {
+        if self.credited_to_the_dead(r) {
             return Vec::new();
         }
         match r.kind {
