@@ -114,10 +114,15 @@ impl Symbolizer {
         // A libc function may use rbp as a plain register (glibc's timer_create keeps the
         // sigevent pointer there), so the frame-pointer walk past frame 0 can read data, not
         // return addresses: the chain ends at the first address outside executable memory.
-        let valid = 1 + stack[1..]
-            .iter()
-            .take_while(|&&a| process.maps.is_executable(a))
-            .count();
+        // Without maps (the process is gone) there is nothing to judge by: keep it whole.
+        let valid = if process.maps.entries().is_empty() {
+            stack.len()
+        } else {
+            1 + stack[1..]
+                .iter()
+                .take_while(|&&a| process.maps.is_executable(a))
+                .count()
+        };
         let stack = &stack[..valid];
         let mut addrs = stack.to_vec();
         let mut memory = ProcessMemory::new(pid);
