@@ -39,6 +39,9 @@ pub enum EventKind {
     ProcessExit = 9,
     /// A process called execve: its address space, symbols and comm changed.
     ProcessExec = 10,
+    /// A task woken by an owned timer's expiry got a CPU: `timer` is the timer, `tgid` its
+    /// owner, `tid` the woken task, `arg` the ns from expiry to running.
+    Wakeup = 11,
 }
 
 impl EventKind {
@@ -54,6 +57,7 @@ impl EventKind {
             8 => Self::PosixDelete,
             9 => Self::ProcessExit,
             10 => Self::ProcessExec,
+            11 => Self::Wakeup,
             _ => return None,
         })
     }
@@ -68,6 +72,8 @@ pub mod flags {
     /// First arm seen since the timer was set up (or since we attached): the daemon must drop any
     /// state it kept for this address, which a previous owner may have used.
     pub const NEW_OWNER: u8 = 1 << 2;
+    /// On an expiry: `arg` holds the slack, ns from the requested (soft) expiry to the actual one.
+    pub const SLACK: u8 = 1 << 3;
 }
 
 /// Fixed header of every ring-buffer record.
@@ -135,6 +141,31 @@ pub struct Owner {
     /// Non-zero once the daemon has the timer's callsite (a [`StackEvent`] was sent).
     pub has_callsite: u32,
     pub _pad: u32,
+    /// Requested expiry of the last arm (hrtimers: soft expiry, ns on the timer's clock), for
+    /// slack at expiry.
+    pub expires: u64,
+}
+
+/// The owned timer whose callback runs on this CPU now: wake-ups inside it are its doing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Expiring {
+    pub timer: u64,
+    /// `bpf_ktime_get_ns()` at expiry entry.
+    pub ts_ns: u64,
+    pub tgid: u32,
+    /// Non-zero between expire_entry and expire_exit.
+    pub active: u32,
+}
+
+/// A task woken by a timer and not yet running, keyed by its tid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Woken {
+    pub timer: u64,
+    pub ts_ns: u64,
+    pub tgid: u32,
+    pub timer_list: u32,
 }
 
 /// Byte offsets of the tracepoint fields the probes read, taken from each tracepoint's `format`
@@ -148,6 +179,7 @@ pub struct Offsets {
     pub hrtimer_start_hrtimer: u32,
     pub hrtimer_start_function: u32,
     pub hrtimer_start_expires: u32,
+    pub hrtimer_start_softexpires: u32,
     pub hrtimer_start_mode: u32,
     pub hrtimer_cancel_hrtimer: u32,
     pub hrtimer_expire_hrtimer: u32,
@@ -174,6 +206,8 @@ pub struct Offsets {
     pub timer_create_created_id: u32,
     pub timer_create_ret: u32,
     pub timer_delete_id: u32,
+    pub sched_waking_pid: u32,
+    pub sched_switch_next_pid: u32,
 }
 
 /// Loader-set configuration (an eBPF global, fixed for the program's lifetime).
@@ -194,6 +228,16 @@ pub struct Config {
     pub offsets: Offsets,
 }
 
+/// The `IRQ_RANGES` global: [start, end) of the kernel's interrupt and softirq machinery
+/// (`hrtimer_interrupt`, `__hrtimer_run_queues`, `handle_softirqs`, ...). A first arm with one
+/// of these on the kernel stack happens in interrupt context, on behalf of no task (on 6.18 even
+/// the restart of a periodic hrtimer after its callback is traced as `hrtimer_start`). Unused
+/// slots are [0, 0). Kept apart from [`Config`], which the probes copy onto their small stack.
+pub type IrqRanges = [[u64; 2]; IRQ_RANGES];
+pub const IRQ_RANGES: usize = 12;
+/// Kernel frames inspected for them: the interrupt entry is within a few frames of the arm.
+pub const IRQ_STACK_DEPTH: usize = 12;
+
 /// `HRTIMER_MODE_PINNED`: a per-CPU hrtimer (the tick, watchdog, scheduler bandwidth). These
 /// belong to a CPU, not a task, and are often armed in interrupt context while some unrelated
 /// task is `current`, so they never get a process owner.
@@ -212,7 +256,9 @@ pub mod names {
     pub const TGIDS: &str = "TGIDS";
     pub const COMMS: &str = "COMMS";
     pub const LOST: &str = "LOST";
+    pub const WOKEN: &str = "WOKEN";
     pub const CONFIG: &str = "CONFIG";
+    pub const IRQ_RANGES: &str = "IRQ_RANGES";
 }
 
 #[cfg(feature = "user")]
@@ -230,4 +276,4 @@ const _: () = assert!(
     core::mem::size_of::<StackEvent>()
         == 56 + COMM_LEN + 8 + 8 * (STACK_SCAN_WORDS + MAX_STACK_DEPTH)
 );
-const _: () = assert!(core::mem::size_of::<Owner>() == 16);
+const _: () = assert!(core::mem::size_of::<Owner>() == 24);

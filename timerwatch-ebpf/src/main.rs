@@ -14,6 +14,7 @@ mod owner;
 mod posix;
 mod sched;
 mod timers;
+mod wakeup;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,13 +4,17 @@
 //! events on the same address (expiry in hardirq, re-arm from softirq or a kworker) are credited to
 //! that owner, whoever `current` is, until the address is set up again.
 
-use aya_ebpf::{macros::map, maps::LruHashMap, EbpfContext};
-use timerwatch_common::{flags, Event, EventKind, Owner};
+use aya_ebpf::{helpers::bpf_get_stack, macros::map, maps::LruHashMap, EbpfContext};
+use timerwatch_common::{flags, Event, EventKind, IrqRanges, Owner, IRQ_RANGES, IRQ_STACK_DEPTH};
 
 use crate::{
     filter::{config, current, current_traced},
     output::{emit, emit_with_stack},
 };
+
+/// Set by the loader (see `timerwatch_common::IrqRanges`).
+#[unsafe(export_name = "IRQ_RANGES")]
+static IRQ_RANGE_TABLE: IrqRanges = [[0; 2]; IRQ_RANGES];
 
 /// LRU so that timers freed without a final cancel (the common case) age out on their own.
 #[map]
@@ -28,6 +32,7 @@ pub fn on_init(addr: u64, timer_list: bool) {
             tid,
             has_callsite: 0,
             _pad: 0,
+            expires: 0,
         };
         let _ = OWNERS.insert(&addr, &owner, 0);
     } else if let Some(old) = unsafe { OWNERS.get(&addr) } {
@@ -58,6 +63,7 @@ pub fn on_start<C: EbpfContext>(
     arg: u64,
     timer_list: bool,
     pinned: bool,
+    soft_expires: u64,
 ) {
     let (tgid, tid) = current();
     let mut ev = Event {
@@ -72,6 +78,7 @@ pub fn on_start<C: EbpfContext>(
     };
     if let Some(owner) = OWNERS.get_ptr_mut(&addr) {
         let o = unsafe { &mut *owner };
+        o.expires = soft_expires;
         ev.tgid = o.tgid;
         ev.tid = o.tid;
         if o.has_callsite != 0 {
@@ -90,7 +97,7 @@ pub fn on_start<C: EbpfContext>(
         return;
     }
     let cfg = config();
-    if pinned || !current_traced(&cfg, tgid) {
+    if pinned || !current_traced(&cfg, tgid) || in_interrupt(ctx) {
         return;
     }
     let owner = Owner {
@@ -98,6 +105,7 @@ pub fn on_start<C: EbpfContext>(
         tid,
         has_callsite: 1,
         _pad: 0,
+        expires: soft_expires,
     };
     let _ = OWNERS.insert(&addr, &owner, 0);
     ev.tgid = tgid;
@@ -106,21 +114,86 @@ pub fn on_start<C: EbpfContext>(
     emit_with_stack(ctx, ev);
 }
 
-/// Cancel or expiry: forwarded only for timers we own.
+/// Whether the kernel stack passes through the interrupt or softirq machinery. Costs a kernel
+/// stack walk, so it runs only when an unknown timer is about to get an owner.
 #[inline(always)]
-pub fn on_stop(addr: u64, function: u64, kind: EventKind, timer_list: bool) {
+fn in_interrupt<C: EbpfContext>(ctx: &C) -> bool {
+    let mut frames = [0u64; IRQ_STACK_DEPTH];
+    let n = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            frames.as_mut_ptr().cast(),
+            (IRQ_STACK_DEPTH * 8) as u32,
+            0,
+        )
+    };
+    if n <= 0 {
+        return false;
+    }
+    let n = (n as usize / 8).min(IRQ_STACK_DEPTH);
+    for (i, &addr) in frames.iter().enumerate() {
+        if i >= n {
+            break;
+        }
+        for r in 0..IRQ_RANGES {
+            // SAFETY: a read-only global; volatile so the loader's value is read, not the zeros.
+            let (start, end) = unsafe {
+                (
+                    core::ptr::read_volatile(&IRQ_RANGE_TABLE[r][0]),
+                    core::ptr::read_volatile(&IRQ_RANGE_TABLE[r][1]),
+                )
+            };
+            if addr >= start && addr < end {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A cancel: forwarded only for timers we own.
+#[inline(always)]
+pub fn on_cancel(addr: u64, timer_list: bool) {
     let Some(owner) = (unsafe { OWNERS.get(&addr) }) else {
         return;
     };
     let (cur_tgid, _) = current();
     emit(Event {
         timer: addr,
+        tgid: owner.tgid,
+        tid: owner.tid,
+        cur_tgid,
+        kind: EventKind::Cancel as u8,
+        flags: if timer_list { flags::TIMER_LIST } else { 0 },
+        ..Event::default()
+    });
+}
+
+/// An expiry of a timer we own. `now` is the timer's clock at expiry (hrtimers), so the slack
+/// against the requested expiry travels with the record; wake-ups until the matching
+/// expire_exit on this CPU are credited to this timer (see `wakeup`).
+#[inline(always)]
+pub fn on_expire(addr: u64, function: u64, now: Option<u64>, timer_list: bool) {
+    let Some(owner) = (unsafe { OWNERS.get(&addr) }) else {
+        return;
+    };
+    let (cur_tgid, _) = current();
+    let mut ev = Event {
+        timer: addr,
         function,
         tgid: owner.tgid,
         tid: owner.tid,
         cur_tgid,
-        kind: kind as u8,
+        kind: EventKind::Expire as u8,
         flags: if timer_list { flags::TIMER_LIST } else { 0 },
         ..Event::default()
-    });
+    };
+    if let Some(now) = now {
+        if owner.expires != 0 && now >= owner.expires {
+            ev.arg = now - owner.expires;
+            ev.flags |= flags::SLACK;
+        }
+    }
+    crate::wakeup::expiring(addr, owner.tgid, timer_list);
+    emit(ev);
 }

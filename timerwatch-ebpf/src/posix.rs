@@ -73,6 +73,7 @@ pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
             tid,
             has_callsite: 1,
             _pad: 0,
+            expires: 0,
         };
         let _ = OWNERS.insert(&pending.hrtimer, &owner, 0);
     }

@@ -10,7 +10,7 @@ use timerwatch_common::{
 use crate::{
     filter::{config, current, current_traced, tgid_traced},
     output::{emit, emit_with_stack},
-    owner::{on_init, on_start, on_stop, OWNERS},
+    owner::{on_cancel, on_expire, on_init, on_start, OWNERS},
     posix,
 };
 
@@ -41,14 +41,24 @@ pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
     let mode: u32 = field(&ctx, off.hrtimer_start_mode);
     let kernel_only = mode & (HRTIMER_MODE_PINNED | HRTIMER_MODE_HARD) != 0;
     let pinned = kernel_only && function != config().sleeper_fn;
-    on_start(&ctx, addr, function, expires, mode as u64, false, pinned);
+    let soft: u64 = field(&ctx, off.hrtimer_start_softexpires);
+    on_start(
+        &ctx,
+        addr,
+        function,
+        expires,
+        mode as u64,
+        false,
+        pinned,
+        soft,
+    );
     0
 }
 
 #[tracepoint]
 pub fn hrtimer_cancel(ctx: TracePointContext) -> u32 {
     let addr: u64 = field(&ctx, config().offsets.hrtimer_cancel_hrtimer);
-    on_stop(addr, 0, EventKind::Cancel, false);
+    on_cancel(addr, false);
     0
 }
 
@@ -57,7 +67,14 @@ pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
     let off = config().offsets;
     let addr: u64 = field(&ctx, off.hrtimer_expire_hrtimer);
     let function: u64 = field(&ctx, off.hrtimer_expire_function);
-    on_stop(addr, function, EventKind::Expire, false);
+    let now: u64 = field(&ctx, off.hrtimer_expire_now);
+    on_expire(addr, function, Some(now), false);
+    0
+}
+
+#[tracepoint]
+pub fn hrtimer_expire_exit(_ctx: TracePointContext) -> u32 {
+    crate::wakeup::expired();
     0
 }
 
@@ -87,6 +104,7 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
         flags as u64,
         true,
         flags & TIMER_PINNED != 0,
+        expires,
     );
     0
 }
@@ -94,7 +112,7 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn timer_cancel(ctx: TracePointContext) -> u32 {
     let addr: u64 = field(&ctx, config().offsets.timer_cancel_timer);
-    on_stop(addr, 0, EventKind::Cancel, true);
+    on_cancel(addr, true);
     0
 }
 
@@ -103,7 +121,13 @@ pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
     let off = config().offsets;
     let addr: u64 = field(&ctx, off.timer_expire_timer);
     let function: u64 = field(&ctx, off.timer_expire_function);
-    on_stop(addr, function, EventKind::Expire, true);
+    on_expire(addr, function, None, true);
+    0
+}
+
+#[tracepoint]
+pub fn timer_expire_exit(_ctx: TracePointContext) -> u32 {
+    crate::wakeup::expired();
     0
 }
 
@@ -151,6 +175,7 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
             tid,
             has_callsite: 1,
             _pad: 0,
+            expires: 0,
         };
         let _ = OWNERS.insert(&key, &owner, 0);
         emit_with_stack(&ctx, ev);

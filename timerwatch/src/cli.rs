@@ -37,6 +37,10 @@ pub struct TraceArgs {
     /// Print JSON (schema timerwatch.report/v1, see README) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Do not attach the sched_waking/sched_switch probes: no wake-up counts or latencies, a
+    /// little less overhead on busy hosts.
+    #[arg(long)]
+    pub no_wakeups: bool,
     /// Kernel→daemon ring buffer size in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = crate::probe::DEFAULT_RING_BYTES)]
     pub ring_buffer_size: u32,

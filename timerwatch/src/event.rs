@@ -30,6 +30,8 @@ pub struct Record {
     pub cur_tgid: u32,
     pub timer_list: bool,
     pub new_owner: bool,
+    /// Expiries of hrtimers: ns from the requested expiry to the actual one.
+    pub slack_ns: Option<u64>,
     pub stack: Option<Callstack>,
 }
 
@@ -91,6 +93,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         cur_tgid: ev.cur_tgid,
         timer_list: ev.flags & flags::TIMER_LIST != 0,
         new_owner: ev.flags & flags::NEW_OWNER != 0,
+        slack_ns: (ev.flags & flags::SLACK != 0).then_some(ev.arg),
         stack,
     })
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::table::Table;
+use crate::{histogram::Histogram, table::Table};
 
 pub const SCHEMA: &str = "timerwatch.report/v1";
 
@@ -30,6 +30,8 @@ pub struct ProcessReport {
     pub exe: String,
     pub live: u64,
     pub pre_existing: PreExisting,
+    /// All of the process's timer-caused wake-ups.
+    pub wakeups: Option<WakeupReport>,
     pub callsites: Vec<CallsiteReport>,
 }
 
@@ -53,6 +55,45 @@ pub struct CallsiteReport {
     pub expired_total: u64,
     pub oldest_age_s: Option<f64>,
     pub verdict: &'static str,
+    /// Wake-ups this callsite's timers caused; null when none were seen.
+    pub wakeups: Option<WakeupReport>,
+}
+
+/// Timer-caused wake-ups: how many, how late the timers fired (slack), and how long the woken
+/// task then waited for a CPU (latency).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WakeupReport {
+    pub count: u64,
+    pub per_s: f64,
+    pub slack_p50_s: Option<f64>,
+    pub slack_p99_s: Option<f64>,
+    pub latency_p50_s: Option<f64>,
+    pub latency_p99_s: Option<f64>,
+    pub latency_max_s: Option<f64>,
+}
+
+fn ns_to_s(ns: u64) -> f64 {
+    // Latencies are µs-scale: keep full resolution, unlike the ms-rounded report durations.
+    ns as f64 / 1e9
+}
+
+fn wakeup_report(latency: &Histogram, slack: &Histogram, duration_s: f64) -> Option<WakeupReport> {
+    if latency.count() == 0 {
+        return None;
+    }
+    Some(WakeupReport {
+        count: latency.count(),
+        per_s: if duration_s > 0.0 {
+            (latency.count() as f64 / duration_s * 10.0).round() / 10.0
+        } else {
+            0.0
+        },
+        slack_p50_s: slack.quantile(0.5).map(ns_to_s),
+        slack_p99_s: slack.quantile(0.99).map(ns_to_s),
+        latency_p50_s: latency.quantile(0.5).map(ns_to_s),
+        latency_p99_s: latency.quantile(0.99).map(ns_to_s),
+        latency_max_s: latency.max().map(ns_to_s),
+    })
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -76,9 +117,15 @@ pub struct Context<'a> {
 }
 
 pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
+    let duration_s = secs(ctx.now_ns.saturating_sub(ctx.start_ns));
     let mut processes: Vec<ProcessReport> = table
         .processes()
         .map(|p| {
+            let (mut latency, mut slack) = (Histogram::default(), Histogram::default());
+            for v in table.callsites(p.tgid) {
+                latency.merge(&v.callsite.wakeup_latency);
+                slack.merge(&v.callsite.slack);
+            }
             let mut callsites: Vec<CallsiteReport> = table
                 .callsites(p.tgid)
                 .map(|v| {
@@ -98,6 +145,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                             .oldest_live_since_ns
                             .map(|s| secs(ctx.now_ns.saturating_sub(s))),
                         verdict: "unknown",
+                        wakeups: wakeup_report(&c.wakeup_latency, &c.slack, duration_s),
                     }
                 })
                 .collect();
@@ -108,6 +156,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                 exe: p.exe.clone().unwrap_or_default(),
                 live: callsites.iter().map(|c| c.live).sum(),
                 pre_existing: ctx.pre_existing.get(&p.tgid).cloned().unwrap_or_default(),
+                wakeups: wakeup_report(&latency, &slack, duration_s),
                 callsites,
             }
         })
@@ -115,7 +164,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
     processes.sort_by(|a, b| b.live.cmp(&a.live).then(a.pid.cmp(&b.pid)));
     Report {
         schema: SCHEMA,
-        duration_s: secs(ctx.now_ns.saturating_sub(ctx.start_ns)),
+        duration_s,
         lost_events: ctx.lost_events,
         unattributed_events: table.unmatched,
         processes,

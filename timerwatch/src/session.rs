@@ -87,6 +87,7 @@ fn validate(args: &TraceArgs) -> Result<Filter> {
     Ok(Filter {
         tgids,
         comms: args.comms.clone(),
+        wakeups: !args.no_wakeups,
     })
 }
 

@@ -17,6 +17,7 @@ use timerwatch_common::EventKind;
 
 use crate::{
     event::{Callstack, Record},
+    histogram::Histogram,
     kind::{classify, Kind},
     symbolize::UserStack,
 };
@@ -65,6 +66,10 @@ pub struct Callsite {
     pub armed_total: u64,
     pub cancelled_total: u64,
     pub expired_total: u64,
+    /// Expiry → woken task running, ns, one sample per timer-caused wake-up.
+    pub wakeup_latency: Histogram,
+    /// Requested → actual expiry, ns, one sample per hrtimer expiry.
+    pub slack: Histogram,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +185,8 @@ impl Table {
                 armed_total: 0,
                 cancelled_total: 0,
                 expired_total: 0,
+                wakeup_latency: Histogram::default(),
+                slack: Histogram::default(),
             },
         );
         self.index.insert((tgid, kind, hash), id);
@@ -251,6 +258,10 @@ impl Table {
         match r.kind {
             EventKind::Start => self.on_start(r, res),
             EventKind::Cancel | EventKind::Expire => self.on_stop(r),
+            EventKind::Wakeup => {
+                let key = self.key_of(r.timer);
+                self.bump(key, |c| c.wakeup_latency.record(r.arg));
+            }
             EventKind::Forget => {
                 // A POSIX timer object keeps living; only its link to the reused hrtimer goes.
                 if self.posix_by_hrtimer.remove(&r.timer).is_none() {
@@ -373,11 +384,16 @@ impl Table {
         self.set_live(key, true, r.ts_ns);
     }
 
-    fn on_stop(&mut self, r: &Record) {
-        let key = match self.posix_by_hrtimer.get(&r.timer) {
+    /// The timer a kernel address stands for: a POSIX timer's hrtimer counts for the POSIX timer.
+    fn key_of(&self, addr: u64) -> TimerKey {
+        match self.posix_by_hrtimer.get(&addr) {
             Some(&pk) => pk,
-            None => TimerKey::Addr(r.timer),
-        };
+            None => TimerKey::Addr(addr),
+        }
+    }
+
+    fn on_stop(&mut self, r: &Record) {
+        let key = self.key_of(r.timer);
         let Some(t) = self.timers.get_mut(&key) else {
             if !self.expected_cancels.remove(&r.timer) {
                 self.unmatched += 1;
@@ -387,7 +403,12 @@ impl Table {
         let was_armed = std::mem::replace(&mut t.armed, false);
         let object = t.object;
         match r.kind {
-            EventKind::Expire => self.bump(key, |c| c.expired_total += 1),
+            EventKind::Expire => self.bump(key, |c| {
+                c.expired_total += 1;
+                if let Some(slack) = r.slack_ns {
+                    c.slack.record(slack);
+                }
+            }),
             // hrtimer_start on an armed timer emits a cancel first; only real disarms count.
             _ if was_armed => self.bump(key, |c| c.cancelled_total += 1),
             _ => {}
@@ -655,6 +676,7 @@ mod tests {
             cur_tgid: tgid,
             timer_list: false,
             new_owner: false,
+            slack_ns: None,
             stack: None,
         }
     }
@@ -705,6 +727,32 @@ mod tests {
         t.apply(&rec(EventKind::Start, 10, 0xa, TIMERFD_FN, 4), &mut n);
         let c = only_callsite(&t, 10);
         assert_eq!((c.live, c.armed_total, c.cancelled_total), (1, 3, 1));
+    }
+
+    #[test]
+    fn wakeups_and_slack_land_on_the_arming_callsite() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        for i in 0..10 {
+            let exp = Record {
+                slack_ns: Some(50_000 + i),
+                ..rec(EventKind::Expire, 10, 0xa, TIMERFD_FN, 2 + i)
+            };
+            t.apply(&exp, &mut n);
+            let woke = Record {
+                arg: 20_000 * (i + 1),
+                cur_tgid: 0,
+                ..rec(EventKind::Wakeup, 10, 0xa, 0, 2 + i)
+            };
+            t.apply(&woke, &mut n);
+            t.apply(&rec(EventKind::Start, 10, 0xa, TIMERFD_FN, 3 + i), &mut n);
+        }
+        let c = only_callsite(&t, 10);
+        assert_eq!(c.wakeup_latency.count(), 10);
+        assert_eq!(c.wakeup_latency.max(), Some(200_000));
+        assert_eq!(c.slack.count(), 10);
+        let p50 = c.slack.quantile(0.5).unwrap();
+        assert!((48_000..=54_000).contains(&p50), "{p50}");
     }
 
     #[test]

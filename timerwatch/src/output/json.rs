@@ -53,6 +53,7 @@ mod tests {
                 exe: "/usr/bin/leaky".into(),
                 live: 3,
                 pre_existing: PreExisting { posix_timers: 2 },
+                wakeups: None,
                 callsites: vec![CallsiteReport {
                     source: "kernel",
                     kind: "posix_timer",
@@ -69,6 +70,7 @@ mod tests {
                     expired_total: 0,
                     oldest_age_s: None,
                     verdict: "unknown",
+                    wakeups: None,
                 }],
             }],
             exited: vec![],

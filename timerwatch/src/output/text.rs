@@ -102,6 +102,7 @@ mod tests {
             expired_total: 0,
             oldest_age_s: Some(150.0),
             verdict: "unknown",
+            wakeups: None,
         };
         Report {
             schema: SCHEMA,
@@ -114,6 +115,7 @@ mod tests {
                 exe: String::new(),
                 live: 12,
                 pre_existing: PreExisting { posix_timers: 3 },
+                wakeups: None,
                 callsites: vec![cs(10, "leak_timerfd"), cs(2, "other_fn")],
             }],
             exited: vec![ExitedReport {

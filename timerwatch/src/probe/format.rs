@@ -78,6 +78,8 @@ pub struct Formats {
     pub sys_enter_timer_create: Option<Format>,
     pub sys_exit_timer_create: Option<Format>,
     pub sys_enter_timer_delete: Option<Format>,
+    pub sched_waking: Option<Format>,
+    pub sched_switch: Option<Format>,
 }
 
 fn need(f: &Format, tp: &str, field: &str) -> Result<u32> {
@@ -112,6 +114,7 @@ impl Formats {
             hrtimer_start_hrtimer: need(hs, "hrtimer_start", "hrtimer")?,
             hrtimer_start_function: need(hs, "hrtimer_start", "function")?,
             hrtimer_start_expires: need(hs, "hrtimer_start", "expires")?,
+            hrtimer_start_softexpires: hs.offset("softexpires").unwrap_or(0),
             hrtimer_start_mode: need(hs, "hrtimer_start", "mode")?,
             hrtimer_cancel_hrtimer: need(&self.hrtimer_cancel, "hrtimer_cancel", "hrtimer")?,
             hrtimer_expire_hrtimer: need(he, "hrtimer_expire_entry", "hrtimer")?,
@@ -137,6 +140,8 @@ impl Formats {
             timer_create_created_id: opt(self.sys_enter_timer_create.as_ref(), "created_timer_id"),
             timer_create_ret: opt(self.sys_exit_timer_create.as_ref(), "ret"),
             timer_delete_id: opt(self.sys_enter_timer_delete.as_ref(), "timer_id"),
+            sched_waking_pid: opt(self.sched_waking.as_ref(), "pid"),
+            sched_switch_next_pid: opt(self.sched_switch.as_ref(), "next_pid"),
         })
     }
 }

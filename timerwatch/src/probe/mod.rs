@@ -15,7 +15,7 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use timerwatch_common::{names, Config, Owner, COMM_LEN};
+use timerwatch_common::{names, Config, IrqRanges, Owner, COMM_LEN, IRQ_RANGES};
 
 use self::format::{Format, Formats};
 
@@ -24,6 +24,19 @@ use self::format::{Format, Formats};
 pub struct Filter {
     pub tgids: Vec<u32>,
     pub comms: Vec<String>,
+    /// Attach the scheduler probes that attribute wake-ups to timers.
+    pub wakeups: bool,
+}
+
+/// Whether a tracepoint must exist for timerwatch to run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Need {
+    Required,
+    /// Missing on some kernels (syscall tracepoints need CONFIG_FTRACE_SYSCALLS): what it would
+    /// show is reported as unseen.
+    Optional,
+    /// The scheduler view; skipped with `--no-wakeups`.
+    Wakeups,
 }
 
 /// One program and the tracepoints it may attach to, in order of preference.
@@ -31,102 +44,48 @@ struct Attachment {
     program: &'static str,
     category: &'static str,
     names: &'static [&'static str],
-    required: bool,
+    need: Need,
 }
 
+const fn tp(
+    program: &'static str,
+    category: &'static str,
+    names: &'static [&'static str],
+    need: Need,
+) -> Attachment {
+    Attachment {
+        program,
+        category,
+        names,
+        need,
+    }
+}
+
+use Need::{Optional, Required, Wakeups};
+
+#[rustfmt::skip]
 const ATTACHMENTS: &[Attachment] = &[
     // Renamed in 6.15; either carries the `hrtimer` address.
-    Attachment {
-        program: "hrtimer_init",
-        category: "timer",
-        names: &["hrtimer_setup", "hrtimer_init"],
-        required: true,
-    },
-    Attachment {
-        program: "hrtimer_start",
-        category: "timer",
-        names: &["hrtimer_start"],
-        required: true,
-    },
-    Attachment {
-        program: "hrtimer_cancel",
-        category: "timer",
-        names: &["hrtimer_cancel"],
-        required: true,
-    },
-    Attachment {
-        program: "hrtimer_expire_entry",
-        category: "timer",
-        names: &["hrtimer_expire_entry"],
-        required: true,
-    },
-    Attachment {
-        program: "timer_init",
-        category: "timer",
-        names: &["timer_init"],
-        required: true,
-    },
-    Attachment {
-        program: "timer_start",
-        category: "timer",
-        names: &["timer_start"],
-        required: true,
-    },
-    Attachment {
-        program: "timer_cancel",
-        category: "timer",
-        names: &["timer_cancel"],
-        required: true,
-    },
-    Attachment {
-        program: "timer_expire_entry",
-        category: "timer",
-        names: &["timer_expire_entry"],
-        required: true,
-    },
-    Attachment {
-        program: "itimer_state",
-        category: "timer",
-        names: &["itimer_state"],
-        required: false,
-    },
-    Attachment {
-        program: "itimer_expire",
-        category: "timer",
-        names: &["itimer_expire"],
-        required: false,
-    },
-    Attachment {
-        program: "sched_process_exit",
-        category: "sched",
-        names: &["sched_process_exit"],
-        required: true,
-    },
-    Attachment {
-        program: "sched_process_exec",
-        category: "sched",
-        names: &["sched_process_exec"],
-        required: true,
-    },
-    // Syscall tracepoints need CONFIG_FTRACE_SYSCALLS; without them POSIX timers count only while armed.
-    Attachment {
-        program: "sys_enter_timer_create",
-        category: "syscalls",
-        names: &["sys_enter_timer_create"],
-        required: false,
-    },
-    Attachment {
-        program: "sys_exit_timer_create",
-        category: "syscalls",
-        names: &["sys_exit_timer_create"],
-        required: false,
-    },
-    Attachment {
-        program: "sys_enter_timer_delete",
-        category: "syscalls",
-        names: &["sys_enter_timer_delete"],
-        required: false,
-    },
+    tp("hrtimer_init", "timer", &["hrtimer_setup", "hrtimer_init"], Required),
+    tp("hrtimer_start", "timer", &["hrtimer_start"], Required),
+    tp("hrtimer_cancel", "timer", &["hrtimer_cancel"], Required),
+    tp("hrtimer_expire_entry", "timer", &["hrtimer_expire_entry"], Required),
+    tp("timer_init", "timer", &["timer_init"], Required),
+    tp("timer_start", "timer", &["timer_start"], Required),
+    tp("timer_cancel", "timer", &["timer_cancel"], Required),
+    tp("timer_expire_entry", "timer", &["timer_expire_entry"], Required),
+    tp("itimer_state", "timer", &["itimer_state"], Optional),
+    tp("itimer_expire", "timer", &["itimer_expire"], Optional),
+    tp("sched_process_exit", "sched", &["sched_process_exit"], Required),
+    tp("sched_process_exec", "sched", &["sched_process_exec"], Required),
+    // Without these POSIX timers count only while armed.
+    tp("sys_enter_timer_create", "syscalls", &["sys_enter_timer_create"], Optional),
+    tp("sys_exit_timer_create", "syscalls", &["sys_exit_timer_create"], Optional),
+    tp("sys_enter_timer_delete", "syscalls", &["sys_enter_timer_delete"], Optional),
+    tp("hrtimer_expire_exit", "timer", &["hrtimer_expire_exit"], Wakeups),
+    tp("timer_expire_exit", "timer", &["timer_expire_exit"], Wakeups),
+    tp("sched_waking", "sched", &["sched_waking"], Wakeups),
+    tp("sched_switch", "sched", &["sched_switch"], Wakeups),
 ];
 
 /// Which name of each tracepoint exists here.
@@ -169,6 +128,8 @@ fn read_formats(tracefs: &Path) -> Result<Formats> {
         sys_enter_timer_create: get("sys_enter_timer_create"),
         sys_exit_timer_create: get("sys_exit_timer_create"),
         sys_enter_timer_delete: get("sys_enter_timer_delete"),
+        sched_waking: get("sched_waking"),
+        sched_switch: get("sched_switch"),
     })
 }
 
@@ -181,17 +142,52 @@ fn comm_key(comm: &str) -> [u8; COMM_LEN] {
     key
 }
 
-/// Address of a kernel function from /proc/kallsyms (root sees real addresses).
-fn kallsyms_address(name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
-    text.lines().find_map(|l| {
-        let mut parts = l.split_whitespace();
-        let addr = parts.next()?;
-        let _kind = parts.next()?;
-        (parts.next()? == name)
-            .then(|| u64::from_str_radix(addr, 16).ok())
-            .flatten()
-    })
+/// The kernel's interrupt and softirq entry points (see `timerwatch_common::IrqRanges`).
+const IRQ_FUNCTIONS: [&str; IRQ_RANGES] = [
+    "hrtimer_interrupt",
+    "__hrtimer_run_queues",
+    "hrtimer_run_softirq",
+    "handle_softirqs",
+    "__do_softirq",
+    "call_timer_fn",
+    "__run_timers",
+    "run_timer_softirq",
+    "__sysvec_apic_timer_interrupt",
+    "irq_exit_rcu",
+    "common_interrupt",
+    "tmigr_handle_remote",
+];
+
+/// Text symbols of /proc/kallsyms (root sees real addresses), sorted by address.
+fn kallsyms() -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let mut syms: Vec<(u64, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let addr = u64::from_str_radix(parts.next()?, 16).ok()?;
+            let kind = parts.next()?;
+            let name = parts.next()?;
+            (addr != 0 && matches!(kind, "t" | "T")).then(|| (addr, name.to_string()))
+        })
+        .collect();
+    syms.sort_unstable();
+    syms
+}
+
+/// [start, end) of each named function that exists, end being the next symbol's address.
+fn function_ranges(syms: &[(u64, String)], names: &[&str]) -> IrqRanges {
+    let mut out = [[0u64; 2]; IRQ_RANGES];
+    let mut slots = out.iter_mut();
+    for (i, (addr, name)) in syms.iter().enumerate() {
+        if names.contains(&name.as_str()) {
+            let end = syms[i + 1..].iter().map(|s| s.0).find(|&a| a > *addr);
+            if let (Some(slot), Some(end)) = (slots.next(), end) {
+                *slot = [*addr, end];
+            }
+        }
+    }
+    out
 }
 
 /// Loaded and attached probes. Dropping this detaches and unloads everything.
@@ -207,6 +203,8 @@ impl Probes {
     pub fn load(filter: &Filter, ring_bytes: u32) -> Result<Self> {
         let tracefs = tracefs::ensure_mounted()?;
         let formats = read_formats(&tracefs)?;
+        let syms = kallsyms();
+        let irq_ranges = function_ranges(&syms, &IRQ_FUNCTIONS);
         let config = Config {
             self_tgid: std::process::id(),
             filter_tgid: (!filter.tgids.is_empty()) as u32,
@@ -214,11 +212,15 @@ impl Probes {
             // A quarter of the ring: the reader also drains on a 50 ms timer, so this only matters
             // for bursts that would otherwise overflow the ring before the timer fires.
             wakeup_bytes: ring_bytes / 4,
-            sleeper_fn: kallsyms_address("hrtimer_wakeup").unwrap_or(0),
+            sleeper_fn: syms
+                .iter()
+                .find(|s| s.1 == "hrtimer_wakeup")
+                .map_or(0, |s| s.0),
             offsets: formats.offsets()?,
         };
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
+            .override_global(names::IRQ_RANGES, &irq_ranges, true)
             .map_max_entries(names::EVENTS, ring_bytes)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
@@ -247,8 +249,11 @@ impl Probes {
 
         let mut missing = Vec::new();
         for a in ATTACHMENTS {
+            if a.need == Wakeups && !filter.wakeups {
+                continue;
+            }
             let Some((name, _)) = resolve(&tracefs, a) else {
-                if a.required {
+                if a.need == Required {
                     return Err(anyhow!(
                         "this kernel has no tracepoint {}:{}",
                         a.category,
@@ -301,5 +306,26 @@ impl Probes {
         for addr in addrs {
             let _ = owners.remove(addr);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_ranges_end_at_the_next_distinct_symbol() {
+        let syms: Vec<(u64, String)> = [
+            (0x100, "a"),
+            (0x180, "hrtimer_interrupt"),
+            (0x180, "alias"),
+            (0x200, "b"),
+        ]
+        .iter()
+        .map(|(a, n)| (*a, n.to_string()))
+        .collect();
+        let r = function_ranges(&syms, &["hrtimer_interrupt", "missing"]);
+        assert_eq!(r[0], [0x180, 0x200]);
+        assert_eq!(r[1], [0, 0]);
     }
 }

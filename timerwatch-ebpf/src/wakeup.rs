@@ -1,0 +1,99 @@
+//! Which timers wake which tasks, and how long the woken task waits for a CPU.
+//!
+//! `sched_switch` is the hottest tracepoint in the kernel, so the matching happens here and only
+//! its result leaves: an owned timer's expiry marks this CPU (`EXPIRING`) until its callback
+//! returns; a `sched_waking` inside that window marks the woken task (`WOKEN`); the switch into
+//! that task emits one record with the expiry→run latency. A switch into any other task costs
+//! one hash lookup that misses.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use timerwatch_common::{flags, Event, EventKind, Expiring, Woken};
+
+use crate::{filter::config, output::emit};
+
+#[map]
+static EXPIRING: PerCpuArray<Expiring> = PerCpuArray::with_max_entries(1, 0);
+
+/// LRU: a woken task that exits before it runs must not pin an entry.
+#[map]
+static WOKEN: LruHashMap<u32, Woken> = LruHashMap::with_max_entries(16384, 0);
+
+/// An owned timer's callback is about to run on this CPU.
+#[inline(always)]
+pub fn expiring(timer: u64, tgid: u32, timer_list: bool) {
+    if let Some(e) = EXPIRING.get_ptr_mut(0) {
+        unsafe {
+            *e = Expiring {
+                timer,
+                ts_ns: bpf_ktime_get_ns(),
+                tgid,
+                active: 1 + timer_list as u32,
+            }
+        };
+    }
+}
+
+/// The callback returned (any timer's: clearing is cheaper than checking which).
+#[inline(always)]
+pub fn expired() {
+    if let Some(e) = EXPIRING.get_ptr_mut(0) {
+        unsafe { (*e).active = 0 };
+    }
+}
+
+#[tracepoint]
+pub fn sched_waking(ctx: TracePointContext) -> u32 {
+    let Some(e) = EXPIRING.get(0) else { return 0 };
+    if e.active == 0 {
+        return 0;
+    }
+    let pid: i32 = unsafe { ctx.read_at(config().offsets.sched_waking_pid as usize) }.unwrap_or(0);
+    if pid <= 0 {
+        return 0;
+    }
+    let woken = Woken {
+        timer: e.timer,
+        ts_ns: e.ts_ns,
+        tgid: e.tgid,
+        timer_list: (e.active == 2) as u32,
+    };
+    let _ = WOKEN.insert(&(pid as u32), &woken, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    let next: i32 =
+        unsafe { ctx.read_at(config().offsets.sched_switch_next_pid as usize) }.unwrap_or(0);
+    if next <= 0 {
+        return 0;
+    }
+    let next = next as u32;
+    let Some(w) = (unsafe { WOKEN.get(&next) }) else {
+        return 0;
+    };
+    let w = *w;
+    let _ = WOKEN.remove(&next);
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(Event {
+        timer: w.timer,
+        arg: now.saturating_sub(w.ts_ns),
+        tgid: w.tgid,
+        tid: next,
+        // Not the owner's own context: must not count as a sign of life after its exit.
+        cur_tgid: 0,
+        kind: EventKind::Wakeup as u8,
+        flags: if w.timer_list != 0 {
+            flags::TIMER_LIST
+        } else {
+            0
+        },
+        ..Event::default()
+    });
+    0
+}
