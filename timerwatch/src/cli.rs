@@ -23,6 +23,9 @@ pub enum Command {
     Top(TopArgs),
     /// Trace for --duration seconds (or until Ctrl-C), then print one report.
     Snapshot(SnapshotArgs),
+    /// Live view of timer-caused wake-ups: how often each callsite's timers wake their tasks,
+    /// how late the timers fire (slack) and how long the woken task waits for a CPU.
+    Wakeups(TopArgs),
 }
 
 #[derive(Args, Debug, Clone)]

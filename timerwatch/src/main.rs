@@ -64,7 +64,14 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
     Ok(())
 }
 
-async fn top(args: TopArgs) -> Result<()> {
+/// Which table a live view draws.
+#[derive(Clone, Copy)]
+enum View {
+    Timers,
+    Wakeups,
+}
+
+async fn top(args: TopArgs, view: View) -> Result<()> {
     let interval = seconds("--interval", args.interval)?;
     let mut tracer = Tracer::start(&args.trace)?;
     attached_note(&tracer, "refreshing every interval (Ctrl-C to stop)");
@@ -78,11 +85,17 @@ async fn top(args: TopArgs) -> Result<()> {
             let mut out = std::io::stdout().lock();
             let text = if json {
                 output::json::render(report) + "\n"
-            } else if tty {
-                // Home + clear: redraw in place like top(1).
-                format!("\x1b[H\x1b[2J{}", output::text::render(report, Some(rows)))
             } else {
-                output::text::render(report, Some(rows)) + "\n"
+                let table = match view {
+                    View::Timers => output::text::render(report, Some(rows)),
+                    View::Wakeups => output::text::render_wakeups(report, Some(rows)),
+                };
+                // Home + clear: redraw in place like top(1).
+                if tty {
+                    format!("\x1b[H\x1b[2J{table}")
+                } else {
+                    table + "\n"
+                }
             };
             let ok = out
                 .write_all(text.as_bytes())
@@ -111,7 +124,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Snapshot(a) => snapshot(a).await,
-            Command::Top(a) => top(a).await,
+            Command::Top(a) => top(a, View::Timers).await,
+            Command::Wakeups(a) => {
+                if a.trace.no_wakeups {
+                    return Err(Failure::bad_input(
+                        "`wakeups` needs the sched probes: drop --no-wakeups",
+                    )
+                    .into());
+                }
+                top(a, View::Wakeups).await
+            }
         }
     });
     match result {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::Report;
+use crate::report::{CallsiteReport, ProcessReport, Report, WakeupReport};
 
 fn age(s: Option<f64>) -> String {
     match s {
@@ -83,6 +83,56 @@ pub fn render(report: &Report, max_rows: Option<usize>) -> String {
     out
 }
 
+fn micros(s: Option<f64>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s < 0.001 => format!("{:.0}µs", s * 1e6),
+        Some(s) => format!("{:.1}ms", s * 1e3),
+    }
+}
+
+/// The wake-up view: callsites whose timers woke a task, most wake-ups per second first.
+pub fn render_wakeups(report: &Report, max_rows: Option<usize>) -> String {
+    let mut rows: Vec<(&ProcessReport, &CallsiteReport, &WakeupReport)> = report
+        .processes
+        .iter()
+        .flat_map(|p| {
+            p.callsites
+                .iter()
+                .filter_map(move |c| c.wakeups.as_ref().map(|w| (p, c, w)))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.2.per_s.total_cmp(&a.2.per_s));
+    let total: f64 = rows.iter().map(|r| r.2.per_s).sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "timerwatch: {:.1}s traced, {:.0} timer wake-ups/s, {} lost events",
+        report.duration_s, total, report.lost_events
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:<15} {:>9} {:<11} {:>9} {:>9} {:>9} {:>9}  CALLER",
+        "PID", "COMM", "WAKEUPS/s", "KIND", "SLACK p50", "LAT p50", "LAT p99", "LAT max"
+    );
+    for (p, c, w) in rows.into_iter().take(max_rows.unwrap_or(usize::MAX)) {
+        let _ = writeln!(
+            out,
+            "{:>8} {:<15} {:>9.1} {:<11} {:>9} {:>9} {:>9} {:>9}  {}",
+            p.pid,
+            clip(&p.comm, 15),
+            w.per_s,
+            c.kind,
+            micros(w.slack_p50_s),
+            micros(w.latency_p50_s),
+            micros(w.latency_p99_s),
+            micros(w.latency_max_s),
+            c.caller.as_deref().unwrap_or("?"),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +193,38 @@ mod tests {
             text.contains("pid 9 (gone) exited after 1.2s")
                 || text.contains("pid 9 (gone) exited after 1.3s")
         );
+    }
+
+    #[test]
+    fn wakeup_view_sorts_by_rate_and_formats_latencies() {
+        let mut r = report();
+        let w = |per_s| WakeupReport {
+            count: 10,
+            per_s,
+            slack_p50_s: Some(0.000_052),
+            slack_p99_s: None,
+            latency_p50_s: Some(0.000_018),
+            latency_p99_s: Some(0.0031),
+            latency_max_s: Some(0.25),
+        };
+        r.processes[0].callsites[0].wakeups = Some(w(100.0));
+        r.processes[0].callsites[1].wakeups = Some(w(999.5));
+        let text = render_wakeups(&r, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("1100 timer wake-ups/s"), "{text}");
+        assert!(
+            lines[2].contains("other_fn") && lines[2].contains("999.5"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("52µs") && lines[2].contains("18µs"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("3.1ms") && lines[2].contains("250.0ms"),
+            "{text}"
+        );
+        assert!(lines[3].contains("leak_timerfd"), "{text}");
     }
 
     #[test]
