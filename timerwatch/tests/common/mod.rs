@@ -1,5 +1,7 @@
 //! Harness for the root-only end-to-end tests: deciding whether BPF can be used, building and
 //! running the C targets, running timerwatch with its output captured, and reading its report.
+// Each test file compiles this module into its own binary and uses only part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -20,7 +22,7 @@ pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The BPF programs timerwatch loads. The kernel keeps 15 bytes of a name; bpftool prints the
 /// full name when BTF has it, the truncated one otherwise, so both forms are matched.
-pub const PROGRAMS: [&str; 15] = [
+pub const PROGRAMS: [&str; 19] = [
     "hrtimer_init",
     "hrtimer_start",
     "hrtimer_cancel",
@@ -36,6 +38,10 @@ pub const PROGRAMS: [&str; 15] = [
     "sys_enter_timer_delete",
     "sched_process_exit",
     "sched_process_exec",
+    "hrtimer_expire_exit",
+    "timer_expire_exit",
+    "sched_waking",
+    "sched_switch",
 ];
 
 // All tests attach to the same kernel tracepoints, so they run one at a time even when the

@@ -1,0 +1,125 @@
+//! End-to-end tests of the scheduler view: timer-caused wake-ups are counted on the callsite
+//! that armed the timer, and the expiry→run latency they report reacts to CPU contention.
+//! Root only; `cargo xtask test` runs them serially with the other BPF tests.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Report, Target, Tool};
+
+use serde_json::Value;
+
+const SECS: u32 = 5;
+
+fn wakeups<'a>(report: &Report, site: &'a Value) -> &'a Value {
+    let w = &site["wakeups"];
+    assert!(
+        w.is_object(),
+        "callsite has no wakeups object; report:\n{report}"
+    );
+    w
+}
+
+/// Wake-ups/s of one callsite must match the target's known rate within 10%.
+fn check_rate(target: &'static str, caller: &str, kind: &str, rate: f64) {
+    let t = Target::spawn(target, &[]);
+    let pid = t.pid();
+    let report = common::snapshot(&[pid], SECS);
+    let site = report.callsite(pid, caller, kind);
+    let w = wakeups(&report, site);
+    report.assert_near("wakeups.per_s", report.num(w, "per_s"), rate, 0.10);
+    for key in [
+        "slack_p50_s",
+        "latency_p50_s",
+        "latency_p99_s",
+        "latency_max_s",
+    ] {
+        let v = report.num(w, key);
+        assert!(
+            v > 0.0 && v < 1.0,
+            "{key} = {v} is not a plausible latency; report:\n{report}"
+        );
+    }
+    assert!(
+        report.num(w, "latency_p50_s") <= report.num(w, "latency_p99_s")
+            && report.num(w, "latency_p99_s") <= report.num(w, "latency_max_s"),
+        "latency quantiles out of order; report:\n{report}"
+    );
+    // The process total includes this callsite.
+    let total = &report.process(pid)["wakeups"];
+    assert!(
+        report.num(total, "count") >= report.num(w, "count"),
+        "process wakeups below its callsite's; report:\n{report}"
+    );
+    assert_eq!(report.0["lost_events"], 0, "lost events; report:\n{report}");
+}
+
+#[test]
+fn periodic_1ms_timerfd_wakes_its_reader_1000_times_a_second() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    check_rate("periodic_timerfd", "wait_tick", "timerfd", 1000.0);
+}
+
+#[test]
+fn clock_nanosleep_10ms_loop_wakes_100_times_a_second() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    check_rate("clock_sleep_loop", "sleep_10ms", "sleep", 100.0);
+}
+
+fn p99(report: &Report, pid: u32) -> f64 {
+    let site = report.callsite(pid, "wait_tick", "timerfd");
+    report.num(wakeups(report, site), "latency_p99_s")
+}
+
+#[test]
+fn cpu_contention_raises_expiry_to_run_latency() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let target = Target::spawn("periodic_timerfd", &[]);
+    let pid = target.pid();
+    let idle = common::snapshot(&[pid], 4);
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Two hogs per CPU at the target's own priority: the woken reader competes for every CPU.
+    let hogs: Vec<Target> = (0..2 * cpus)
+        .map(|_| Target::spawn("cpu_hog", &[]))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = common::snapshot(&[pid], 4);
+    drop(hogs);
+    let (p99_idle, p99_busy) = (p99(&idle, pid), p99(&busy, pid));
+    assert!(
+        p99_busy > 2.0 * p99_idle,
+        "p99 expiry→run latency did not rise under contention: idle {p99_idle}s, busy \
+         {p99_busy}s\nidle report:\n{idle}\nbusy report:\n{busy}"
+    );
+}
+
+#[test]
+fn wakeups_view_lists_the_callsite_and_exits_on_sigint() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let target = Target::spawn("periodic_timerfd", &[]);
+    let pid = target.pid().to_string();
+    let mut tool = Tool::spawn(&["wakeups", "-p", &pid, "--count", "2"]);
+    let done = tool.finish(common::ATTACH_TIMEOUT + Duration::from_secs(10));
+    done.assert_no_panic();
+    assert!(done.status.success(), "wakeups exited with {}", done.status);
+    let out = &done.stdout;
+    assert!(
+        out.contains("WAKEUPS/s") && out.contains("wait_tick") && out.contains("timerfd"),
+        "wakeups view lacks the target's row:\n{out}"
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(2), || common::our_program_ids()
+            .is_empty()),
+        "programs still loaded after exit: {:?}",
+        common::our_program_ids()
+    );
+}
