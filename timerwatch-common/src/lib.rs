@@ -235,8 +235,9 @@ pub struct Config {
 /// slots are [0, 0). Kept apart from [`Config`], which the probes copy onto their small stack.
 pub type IrqRanges = [[u64; 2]; IRQ_RANGES];
 pub const IRQ_RANGES: usize = 12;
-/// Kernel frames inspected for them: the interrupt entry is within a few frames of the arm.
-pub const IRQ_STACK_DEPTH: usize = 12;
+/// Kernel frames inspected for them: a TCP timer armed in receive softirq sits ~14 frames above
+/// `handle_softirqs`, so a dozen is not enough.
+pub const IRQ_STACK_DEPTH: usize = 64;
 
 /// `HRTIMER_MODE_PINNED`: a per-CPU hrtimer (the tick, watchdog, scheduler bandwidth). These
 /// belong to a CPU, not a task, and are often armed in interrupt context while some unrelated

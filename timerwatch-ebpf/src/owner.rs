@@ -4,7 +4,12 @@
 //! events on the same address (expiry in hardirq, re-arm from softirq or a kworker) are credited to
 //! that owner, whoever `current` is, until the address is set up again.
 
-use aya_ebpf::{helpers::bpf_get_stack, macros::map, maps::LruHashMap, EbpfContext};
+use aya_ebpf::{
+    helpers::bpf_get_stack,
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+    EbpfContext,
+};
 use timerwatch_common::{flags, Event, EventKind, IrqRanges, Owner, IRQ_RANGES, IRQ_STACK_DEPTH};
 
 use crate::{
@@ -15,6 +20,10 @@ use crate::{
 /// Set by the loader (see `timerwatch_common::IrqRanges`).
 #[unsafe(export_name = "IRQ_RANGES")]
 static IRQ_RANGE_TABLE: IrqRanges = [[0; 2]; IRQ_RANGES];
+
+/// Scratch space for a kernel stack: too big for the 512-byte BPF stack.
+#[map]
+static KSTACK: PerCpuArray<[u64; IRQ_STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
 
 /// LRU so that timers freed without a final cancel (the common case) age out on their own.
 #[map]
@@ -118,7 +127,11 @@ pub fn on_start<C: EbpfContext>(
 /// stack walk, so it runs only when an unknown timer is about to get an owner.
 #[inline(always)]
 fn in_interrupt<C: EbpfContext>(ctx: &C) -> bool {
-    let mut frames = [0u64; IRQ_STACK_DEPTH];
+    let Some(frames) = KSTACK.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot; tracepoint programs do not nest on one CPU for this path.
+    let frames = unsafe { &mut *frames };
     let n = unsafe {
         bpf_get_stack(
             ctx.as_ptr(),
