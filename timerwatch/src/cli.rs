@@ -44,6 +44,11 @@ pub struct TraceArgs {
     /// little less overhead on busy hosts.
     #[arg(long)]
     pub no_wakeups: bool,
+    /// Do not trace Go runtime timers. By default, each -p/--comm target whose executable is a
+    /// Go binary (1.19–1.27) also gets uprobes on the runtime's timer functions and a walk of
+    /// its timer heaps at every report; without -p/--comm Go timers are not traced.
+    #[arg(long)]
+    pub no_go: bool,
     /// Kernel→daemon ring buffer size in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = crate::probe::DEFAULT_RING_BYTES)]
     pub ring_buffer_size: u32,
@@ -71,4 +76,8 @@ pub struct SnapshotArgs {
     /// Seconds to trace before reporting.
     #[arg(short = 'd', long, default_value_t = 10.0, value_name = "SECS")]
     pub duration: f64,
+    /// Exit with status 3 when any callsite's verdict is `growing` (for CI pipelines that run a
+    /// workload under timerwatch and fail on timer leaks).
+    #[arg(long)]
+    pub fail_on_growth: bool,
 }

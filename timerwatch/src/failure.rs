@@ -6,6 +6,8 @@ use std::fmt;
 pub const EXIT_PRIVILEGE: u8 = 1;
 /// Exit code for bad input: unknown PID, invalid option values.
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code of `snapshot --fail-on-growth` when a callsite grows.
+pub const EXIT_GROWTH: u8 = 3;
 
 #[derive(Debug)]
 pub struct Failure {
@@ -23,6 +25,12 @@ impl Failure {
     pub fn bad_input(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_BAD_INPUT,
+            message: message.into(),
+        }
+    }
+    pub fn growth(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_GROWTH,
             message: message.into(),
         }
     }

@@ -16,3 +16,5 @@ pub mod report;
 pub mod session;
 pub mod symbolize;
 pub mod table;
+pub mod trend;
+pub mod verdict;

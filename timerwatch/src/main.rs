@@ -61,6 +61,12 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
         output::text::render(&report, None)
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
+    if args.fail_on_growth && timerwatch::verdict::any_growing(&report) {
+        return Err(Failure::growth(
+            "timer growth detected (see the report's `growing` callsites)",
+        )
+        .into());
+    }
     Ok(())
 }
 

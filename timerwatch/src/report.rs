@@ -30,6 +30,10 @@ pub struct ProcessReport {
     pub exe: String,
     pub live: u64,
     pub pre_existing: PreExisting,
+    /// Growth verdict of the process's total live count.
+    pub verdict: &'static str,
+    pub growth_per_s: Option<f64>,
+    pub projected_live_1h: Option<f64>,
     /// All of the process's timer-caused wake-ups.
     pub wakeups: Option<WakeupReport>,
     pub callsites: Vec<CallsiteReport>,
@@ -54,7 +58,16 @@ pub struct CallsiteReport {
     pub cancelled_total: u64,
     pub expired_total: u64,
     pub oldest_age_s: Option<f64>,
+    /// `growing`, `stable`, `draining` or `unknown` (too few samples): see `verdict`.
     pub verdict: &'static str,
+    /// Theil–Sen slope of the live count, timers/s, when `growing` or `draining`.
+    pub growth_per_s: Option<f64>,
+    /// How sure the trend test is (1 − p-value), unless `unknown`.
+    pub confidence: Option<f64>,
+    /// Live count expected in one hour at the current trend.
+    pub projected_live_1h: Option<f64>,
+    /// Where growth levels off, when the timers' lifetime is known.
+    pub plateau: Option<f64>,
     /// Wake-ups this callsite's timers caused; null when none were seen.
     pub wakeups: Option<WakeupReport>,
 }
@@ -145,6 +158,10 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                             .oldest_live_since_ns
                             .map(|s| secs(ctx.now_ns.saturating_sub(s))),
                         verdict: "unknown",
+                        growth_per_s: None,
+                        confidence: None,
+                        projected_live_1h: None,
+                        plateau: None,
                         wakeups: wakeup_report(&c.wakeup_latency, &c.slack, duration_s),
                     }
                 })
@@ -156,6 +173,9 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                 exe: p.exe.clone().unwrap_or_default(),
                 live: callsites.iter().map(|c| c.live).sum(),
                 pre_existing: ctx.pre_existing.get(&p.tgid).cloned().unwrap_or_default(),
+                verdict: "unknown",
+                growth_per_s: None,
+                projected_live_1h: None,
                 wakeups: wakeup_report(&latency, &slack, duration_s),
                 callsites,
             }

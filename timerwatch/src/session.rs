@@ -21,6 +21,7 @@ use crate::{
     report::{self, PreExisting, Report},
     symbolize::{Symbolizer, UserStack},
     table::{Resolver, Table},
+    verdict::Verdicts,
 };
 
 /// Names from the live system for the table.
@@ -48,6 +49,9 @@ impl Resolver for Env {
 /// large batches, so this bounds how stale the table can be.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
 
+/// How often live counts are sampled for growth verdicts.
+const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+
 pub struct Tracer {
     probes: Probes,
     ring: AsyncFd<RingBuf<MapData>>,
@@ -55,6 +59,7 @@ pub struct Tracer {
     env: Env,
     start_ns: u64,
     pre_existing: HashMap<u32, PreExisting>,
+    verdicts: Verdicts,
     pub decode_errors: u64,
 }
 
@@ -141,6 +146,7 @@ impl Tracer {
             env,
             start_ns,
             pre_existing,
+            verdicts: Verdicts::default(),
             decode_errors: 0,
         })
     }
@@ -164,7 +170,21 @@ impl Tracer {
         }
     }
 
+    /// The report with growth verdicts from the samples taken so far.
     pub fn report(&self) -> Report {
+        let mut report = self.raw_report();
+        self.verdicts.annotate(&mut report);
+        report
+    }
+
+    /// Feed the trend test one sample of every callsite's live count.
+    fn sample(&mut self) {
+        let report = self.raw_report();
+        let t = procfs::monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9;
+        self.verdicts.observe(&report, t);
+    }
+
+    fn raw_report(&self) -> Report {
         report::build(
             &self.table,
             &report::Context {
@@ -192,6 +212,9 @@ impl Tracer {
         let mut tick_timer = interval(tick.unwrap_or(Duration::from_secs(3600)));
         tick_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tick_timer.tick().await; // the first tick is immediate; reports start one interval in
+                                 // The trend test assumes about one sample a second, whatever the display interval.
+        let mut sample_timer = interval(SAMPLE_PERIOD);
+        sample_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let far = Instant::now() + Duration::from_secs(86400 * 365);
         let end = sleep_until(deadline.unwrap_or(far));
         tokio::pin!(end);
@@ -207,6 +230,10 @@ impl Tracer {
                     self.drain();
                 }
                 _ = drain_timer.tick() => self.drain(),
+                _ = sample_timer.tick() => {
+                    self.drain();
+                    self.sample();
+                }
                 _ = tick_timer.tick(), if tick.is_some() => {
                     self.drain();
                     if !on_tick(&self.report()) {

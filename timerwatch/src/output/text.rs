@@ -13,6 +13,14 @@ fn age(s: Option<f64>) -> String {
     }
 }
 
+/// `growing +20.0/s`, `draining -3.1/s`, `stable`, `unknown`.
+fn verdict(v: &str, growth_per_s: Option<f64>) -> String {
+    match growth_per_s {
+        Some(g) => format!("{v} {g:+.1}/s"),
+        None => v.to_string(),
+    }
+}
+
 fn clip(s: &str, width: usize) -> String {
     if s.chars().count() <= width {
         s.to_string()
@@ -36,8 +44,8 @@ pub fn render(report: &Report, max_rows: Option<usize>) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>8} {:<15} {:>7} {:<11} {:>8} {:>8} {:>8} {:>7}  {:<20} CALLER",
-        "PID", "COMM", "LIVE", "KIND", "ARMED", "CANCEL", "EXPIRE", "OLDEST", "FUNCTION"
+        "{:>8} {:<15} {:>7} {:<16} {:<11} {:>8} {:>8} {:>8} {:>7}  {:<20} CALLER",
+        "PID", "COMM", "LIVE", "VERDICT", "KIND", "ARMED", "CANCEL", "EXPIRE", "OLDEST", "FUNCTION"
     );
     let mut rows = 0;
     'outer: for p in &report.processes {
@@ -48,10 +56,11 @@ pub fn render(report: &Report, max_rows: Option<usize>) -> String {
             rows += 1;
             let _ = writeln!(
                 out,
-                "{:>8} {:<15} {:>7} {:<11} {:>8} {:>8} {:>8} {:>7}  {:<20} {}",
+                "{:>8} {:<15} {:>7} {:<16} {:<11} {:>8} {:>8} {:>8} {:>7}  {:<20} {}",
                 p.pid,
                 clip(&p.comm, 15),
                 c.live,
+                verdict(c.verdict, c.growth_per_s),
                 c.kind,
                 c.armed_total,
                 c.cancelled_total,
@@ -152,6 +161,10 @@ mod tests {
             expired_total: 0,
             oldest_age_s: Some(150.0),
             verdict: "unknown",
+            growth_per_s: None,
+            confidence: None,
+            projected_live_1h: None,
+            plateau: None,
             wakeups: None,
         };
         Report {
@@ -165,8 +178,18 @@ mod tests {
                 exe: String::new(),
                 live: 12,
                 pre_existing: PreExisting { posix_timers: 3 },
+                verdict: "unknown",
+                growth_per_s: None,
+                projected_live_1h: None,
                 wakeups: None,
-                callsites: vec![cs(10, "leak_timerfd"), cs(2, "other_fn")],
+                callsites: vec![
+                    CallsiteReport {
+                        verdict: "growing",
+                        growth_per_s: Some(20.5),
+                        ..cs(10, "leak_timerfd")
+                    },
+                    cs(2, "other_fn"),
+                ],
             }],
             exited: vec![ExitedReport {
                 pid: 9,
@@ -188,6 +211,8 @@ mod tests {
             "{text}"
         );
         assert!(lines[2].contains("a_very_long_pr…"), "{text}");
+        assert!(lines[2].contains("growing +20.5/s"), "{text}");
+        assert!(lines[3].contains("unknown"), "{text}");
         assert!(text.contains("pid 42 had 3 POSIX timers before tracing"));
         assert!(
             text.contains("pid 9 (gone) exited after 1.2s")
