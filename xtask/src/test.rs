@@ -122,10 +122,13 @@ fn steps(args: &Args, tally: &mut Tally) -> Result<(), Stop> {
     for name in &names {
         // The BPF tests attach to the same kernel tracepoints and count events system-wide, so
         // parallel tests would see each other's workloads.
-        tally.command(test(
-            &["-p", "timerwatch", "--test", name],
-            &["--test-threads=1"],
-        ))?;
+        // The growth corpus prints its precision and recall: show them even when it passes.
+        let bin_args: &[&str] = if name == "corpus_e2e" {
+            &["--test-threads=1", "--nocapture"]
+        } else {
+            &["--test-threads=1"]
+        };
+        tally.command(test(&["-p", "timerwatch", "--test", name], bin_args))?;
     }
     Ok(())
 }
