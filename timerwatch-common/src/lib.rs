@@ -140,10 +140,17 @@ pub struct Owner {
     pub tid: u32,
     /// Non-zero once the daemon has the timer's callsite (a [`StackEvent`] was sent).
     pub has_callsite: u32,
-    pub _pad: u32,
+    /// Non-zero when the callsite was fixed at creation (POSIX timers, interval timers): arms
+    /// from elsewhere never move it.
+    pub fixed: u32,
     /// Requested expiry of the last arm (hrtimers: soft expiry, ns on the timer's clock), for
     /// slack at expiry.
     pub expires: u64,
+    /// Cheap fingerprint of the user context of the arm that gave the callsite (user IP and the
+    /// first two return addresses of the frame-pointer chain). A re-arm with the same
+    /// fingerprint reuses the callsite without a stack walk; a different one (an on-stack
+    /// sleeper reused by another function) takes a new stack.
+    pub fingerprint: u64,
 }
 
 /// The owned timer whose callback runs on this CPU now: wake-ups inside it are its doing.
@@ -277,4 +284,4 @@ const _: () = assert!(
     core::mem::size_of::<StackEvent>()
         == 56 + COMM_LEN + 8 + 8 * (STACK_SCAN_WORDS + MAX_STACK_DEPTH)
 );
-const _: () = assert!(core::mem::size_of::<Owner>() == 24);
+const _: () = assert!(core::mem::size_of::<Owner>() == 32);

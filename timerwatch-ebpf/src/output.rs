@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user_buf,
+        bpf_probe_read_user, bpf_probe_read_user_buf,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::map,
@@ -26,6 +26,10 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// `offsetof(struct pt_regs, sp)` on x86_64, the one architecture the stack scan supports.
 #[cfg(bpf_target_arch = "x86_64")]
 const PT_REGS_SP: usize = 19 * 8;
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_IP: usize = 16 * 8;
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_BP: usize = 4 * 8;
 
 #[inline(always)]
 fn count_lost() {
@@ -86,27 +90,48 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event) {
     entry.submit(wakeup_flag());
 }
 
+/// `(ip, sp, bp)` of the current task's user registers, where the architecture is supported.
+#[inline(always)]
+fn user_regs() -> Option<(u64, u64, u64)> {
+    #[cfg(bpf_target_arch = "x86_64")]
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as usize;
+        if regs == 0 {
+            return None;
+        }
+        let read = |off: usize| bpf_probe_read_kernel((regs + off) as *const u64).ok();
+        Some((read(PT_REGS_IP)?, read(PT_REGS_SP)?, read(PT_REGS_BP)?))
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    None
+}
+
+/// A cheap identity of the user call path of this syscall (see `Owner::fingerprint`): the user
+/// IP and the first two return addresses of the frame-pointer chain. A frameless libc wrapper
+/// leaves rbp at its caller's frame, so these name the caller's call site and the one above
+/// it. Three reads of user memory, no stack walk; words near the stack pointer are no good
+/// here, as wrappers keep changing locals there (clock_nanosleep's deadline).
+#[inline(always)]
+pub fn user_fingerprint() -> u64 {
+    let Some((ip, _, bp)) = user_regs() else {
+        return 0;
+    };
+    let word = |addr: u64| unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0);
+    let ret1 = word(bp.wrapping_add(8));
+    let ret2 = word(word(bp).wrapping_add(8));
+    (ip ^ ret1.rotate_left(21) ^ ret2.rotate_left(42)) | 1
+}
+
 /// Copy the words at the user stack pointer. A frameless libc wrapper's return address into its
 /// caller lives there and nowhere in the frame-pointer chain.
 #[inline(always)]
 unsafe fn scan_user_stack(sp_out: &mut u64, scan: &mut [u64; STACK_SCAN_WORDS]) {
-    #[cfg(bpf_target_arch = "x86_64")]
-    unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as usize;
-        if regs == 0 {
-            return;
-        }
-        let Ok(sp) = bpf_probe_read_kernel((regs + PT_REGS_SP) as *const u64) else {
-            return;
-        };
-        *sp_out = sp;
-        let buf =
-            core::slice::from_raw_parts_mut(scan.as_mut_ptr().cast::<u8>(), STACK_SCAN_WORDS * 8);
-        let _ = bpf_probe_read_user_buf(sp as *const u8, buf);
-    }
-    #[cfg(not(bpf_target_arch = "x86_64"))]
-    {
-        let _ = (sp_out, scan);
-    }
+    let Some((_, sp, _)) = user_regs() else {
+        return;
+    };
+    *sp_out = sp;
+    let buf = unsafe {
+        core::slice::from_raw_parts_mut(scan.as_mut_ptr().cast::<u8>(), STACK_SCAN_WORDS * 8)
+    };
+    let _ = unsafe { bpf_probe_read_user_buf(sp as *const u8, buf) };
 }

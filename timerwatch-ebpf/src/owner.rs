@@ -14,7 +14,7 @@ use timerwatch_common::{flags, Event, EventKind, IrqRanges, Owner, IRQ_RANGES, I
 
 use crate::{
     filter::{config, current, current_traced},
-    output::{emit, emit_with_stack},
+    output::{emit, emit_with_stack, user_fingerprint},
 };
 
 /// Set by the loader (see `timerwatch_common::IrqRanges`).
@@ -36,12 +36,18 @@ pub fn on_init(addr: u64, timer_list: bool) {
     let cfg = config();
     let (tgid, tid) = current();
     if current_traced(&cfg, tgid) {
+        // timerfd_settime re-initialises its hrtimer on every arm: the same process setting
+        // up the same address again keeps what is known (the fingerprint decides at the arm).
+        if unsafe { OWNERS.get(&addr) }.is_some_and(|o| o.tgid == tgid) {
+            return;
+        }
         let owner = Owner {
             tgid,
             tid,
             has_callsite: 0,
-            _pad: 0,
+            fixed: 0,
             expires: 0,
+            fingerprint: 0,
         };
         let _ = OWNERS.insert(&addr, &owner, 0);
     } else if let Some(old) = unsafe { OWNERS.get(&addr) } {
@@ -90,15 +96,22 @@ pub fn on_start<C: EbpfContext>(
         o.expires = soft_expires;
         ev.tgid = o.tgid;
         ev.tid = o.tid;
-        if o.has_callsite != 0 {
+        if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid) {
             emit(ev);
             return;
         }
-        ev.flags |= flags::NEW_OWNER;
         if o.tgid == tgid {
+            let fingerprint = user_fingerprint();
+            if o.has_callsite != 0 && o.fingerprint == fingerprint {
+                emit(ev);
+                return;
+            }
             o.has_callsite = 1;
+            o.fingerprint = fingerprint;
+            ev.flags |= flags::NEW_OWNER;
             emit_with_stack(ctx, ev);
         } else {
+            ev.flags |= flags::NEW_OWNER;
             // Set up by one process (e.g. a parent at fork), armed by another context: keep the
             // owner and wait for an arm in its own context for the stack.
             emit(ev);
@@ -113,8 +126,9 @@ pub fn on_start<C: EbpfContext>(
         tgid,
         tid,
         has_callsite: 1,
-        _pad: 0,
+        fixed: 0,
         expires: soft_expires,
+        fingerprint: user_fingerprint(),
     };
     let _ = OWNERS.insert(&addr, &owner, 0);
     ev.tgid = tgid;

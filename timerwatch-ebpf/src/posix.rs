@@ -72,8 +72,9 @@ pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
             tgid,
             tid,
             has_callsite: 1,
-            _pad: 0,
+            fixed: 1,
             expires: 0,
+            fingerprint: 0,
         };
         let _ = OWNERS.insert(&pending.hrtimer, &owner, 0);
     }

@@ -174,8 +174,9 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
             tgid,
             tid,
             has_callsite: 1,
-            _pad: 0,
+            fixed: 1,
             expires: 0,
+            fingerprint: 0,
         };
         let _ = OWNERS.insert(&key, &owner, 0);
         emit_with_stack(&ctx, ev);
