@@ -111,12 +111,12 @@ impl Tracer {
                 e
             }
         })?;
+        let start_ns = probes.attached_ns;
         let ring = probes.take_ring()?;
         // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns for its whole
         // registration; nothing else closes or replaces it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
-        let start_ns = procfs::monotonic_ns();
         let mut env = Env {
             sym: Symbolizer::new(),
         };

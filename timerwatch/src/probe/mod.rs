@@ -195,6 +195,8 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Tracepoints that this kernel lacks (optional ones only); reported once at start-up.
     pub missing: Vec<String>,
+    /// CLOCK_MONOTONIC ns just before the first program was attached.
+    pub attached_ns: u64,
 }
 
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
@@ -247,6 +249,9 @@ impl Probes {
             }
         }
 
+        // Records can come from the first attached program on: the trace window starts here,
+        // after the (slow) load and verification.
+        let attached_ns = crate::procfs::monotonic_ns();
         let mut missing = Vec::new();
         for a in ATTACHMENTS {
             if a.need == Wakeups && !filter.wakeups {
@@ -272,7 +277,11 @@ impl Probes {
             prog.attach(a.category, name)
                 .with_context(|| format!("attaching to {}:{}", a.category, name))?;
         }
-        Ok(Self { ebpf, missing })
+        Ok(Self {
+            ebpf,
+            missing,
+            attached_ns,
+        })
     }
 
     /// The event ring buffer; call once.
