@@ -1,0 +1,323 @@
+//! Offsets for reading timers out of a live process: `runtime.timer` fields, where the per-P heap
+//! sits in `runtime.p`, and where `runtime.allp` is.
+//!
+//! `runtime.timer` fields only change between releases, so they come from a table
+//! (docs/go-runtime-timers.md §5.1, Appendix A). `p.timers` also depends on GOEXPERIMENT and
+//! `allp` on the link, so both are decoded from machine code (§5.3), with the table as fallback.
+
+use super::elf::Elf;
+use super::pclntab::Pclntab;
+use super::probes::{role_regs, ProbeRole, RoleRegs};
+use super::version::GoVersion;
+use super::x86::{self, Load};
+use super::{BuildInfo, Error};
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TimerLayout {
+    /// `runtime.timer.when`. In the legacy family a Modified timer's pending time is in
+    /// `timer_nextwhen` instead.
+    pub timer_when: u32,
+    pub timer_period: u32,
+    /// `*funcval` of the callback.
+    pub timer_f: u32,
+    /// `arg any`: type word here, data word at +8.
+    pub timer_arg: u32,
+    /// Offset of `timers` in `runtime.p`: the `[]*timer` slice (≤1.22) or the `runtime.timers`
+    /// struct (1.23+).
+    pub p_timers: u32,
+    /// 1.23+: offset of the `heap []timerWhen` slice inside `runtime.timers`.
+    pub heap_in_timers: Option<u32>,
+    /// 8 (`*timer`) before 1.23, 16 (`timerWhen{timer, when}`) after.
+    pub heap_entry_size: u32,
+    /// Link-time address of the `runtime.allp` slice header (ptr, len, cap); 0 when it could
+    /// not be found (then only the heap walk is unavailable).
+    pub allp_vaddr: u64,
+    pub regs: Vec<(ProbeRole, RoleRegs)>,
+}
+
+/// Further runtime offsets the heap walk and event decoding may need, beyond `TimerLayout`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RuntimeLayout {
+    /// Field pointing back at the owner, used to validate a heap entry read without locks:
+    /// legacy `pp` (== the P), 1.23+ `ts` (== &p.timers).
+    pub timer_owner: u32,
+    /// Legacy `status` (u32: 1 Waiting, 3 Deleted, 7/8 Modified…) or 1.23+ `state` (u8 bits:
+    /// 1 heaped, 2 modified, 4 zombie).
+    pub timer_status: u32,
+    pub timer_status_size: u32,
+    /// Legacy only: pending `when` of a Modified timer.
+    pub timer_nextwhen: Option<u32>,
+    /// 1.23+: `isChan` (u8) and `blocked` (u32, goroutines waiting on the channel).
+    pub timer_is_chan: Option<u32>,
+    pub timer_blocked: Option<u32>,
+    /// `runtime.g.goid`, for naming the sleeper behind a `goroutineReady` timer.
+    pub g_goid: u32,
+    /// `runtime.g.timer` (`*timer`): the goroutine's Sleep timer, allocated on its first Sleep
+    /// and reused after, so it is nil at the first `time.Sleep` of a goroutine.
+    pub g_timer: u32,
+    /// 1.23–1.26: link-time address of `runtime.debug.asynctimerchan` (i32), the live
+    /// process-wide setting (env GODEBUG included).
+    pub async_timer_chan_vaddr: Option<u64>,
+    /// Whether `TimerLayout::p_timers` came from machine code (true) or from the version table.
+    pub p_timers_decoded: bool,
+}
+
+impl TimerLayout {
+    pub fn regs_for(&self, role: ProbeRole) -> Option<&RoleRegs> {
+        self.regs
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, regs)| regs)
+    }
+}
+
+impl RuntimeLayout {
+    /// Bytes to read from a timer to see every field of both layouts.
+    pub fn timer_read_len(&self, t: &TimerLayout) -> usize {
+        let last = [
+            t.timer_when,
+            t.timer_period,
+            t.timer_f,
+            t.timer_arg + 8,
+            self.timer_owner,
+            self.timer_nextwhen.unwrap_or(0),
+            self.timer_status,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        last as usize + 8
+    }
+}
+
+struct TimerFields {
+    when: u32,
+    period: u32,
+    f: u32,
+    arg: u32,
+    owner: u32,
+}
+
+fn timer_fields(v: GoVersion) -> TimerFields {
+    if !v.new_timers() {
+        TimerFields {
+            when: 8,
+            period: 16,
+            f: 24,
+            arg: 32,
+            owner: 0,
+        }
+    } else if !v.at_least(25) {
+        TimerFields {
+            when: 16,
+            period: 24,
+            f: 32,
+            arg: 40,
+            owner: 64,
+        }
+    } else {
+        // 1.25 added `rand uint32` before `when`.
+        TimerFields {
+            when: 24,
+            period: 32,
+            f: 40,
+            arg: 48,
+            owner: 72,
+        }
+    }
+}
+
+/// `p.timers` with the default GOEXPERIMENT of each release, adjusted for the GC experiment that
+/// flips its size. 1.20 was never measured, so it has no entry and relies on decoding.
+fn p_timers_table(v: GoVersion, build: &BuildInfo) -> Option<u32> {
+    Some(match v.minor {
+        19 | 21 | 23 | 24 => 8840,
+        22 => 8872,
+        25 if build.has_experiment("greenteagc") => 13624,
+        25 => 9392,
+        26 | 27 if build.has_experiment("nogreenteagc") => 9416,
+        26 | 27 => 13672,
+        _ => return None,
+    })
+}
+
+/// (`g.goid`, `g.timer`) per release, from DWARF (docs/go-runtime-timers.md Appendix A); 1.20
+/// was never measured and is assumed to match 1.19.
+fn g_fields(v: GoVersion) -> (u32, u32) {
+    match v.minor {
+        19 | 20 => (152, 368),
+        21 | 22 => (152, 352),
+        23 | 24 => (160, 360),
+        25 => (152, 352),
+        _ => (152, 360),
+    }
+}
+
+pub fn compute(
+    elf: &Elf,
+    pcln: &Pclntab,
+    version: GoVersion,
+    build: &BuildInfo,
+    allp_symbol: Option<u64>,
+) -> Result<(TimerLayout, RuntimeLayout), Error> {
+    let fields = timer_fields(version);
+    let new = version.new_timers();
+    let sleep_until = function_code(elf, pcln, "runtime.timeSleepUntil");
+    let decoded_allp = sleep_until
+        .as_ref()
+        .and_then(|(code, base)| decode_allp(code, *base));
+    let allp_vaddr = allp_symbol.or(decoded_allp).unwrap_or(0);
+
+    let decoded_p_timers = if new {
+        sleep_until
+            .as_ref()
+            .and_then(|(code, base)| decode_p_timers_new(code, *base))
+    } else {
+        function_code(elf, pcln, "runtime.doaddtimer")
+            .and_then(|(code, base)| decode_p_timers_legacy(&code, base))
+    };
+    let (p_timers, p_timers_decoded) = match (decoded_p_timers, p_timers_table(version, build)) {
+        (Some(d), _) => (d, true),
+        (None, Some(t)) => (t, false),
+        (None, None) => {
+            return Err(Error::Unsupported(format!(
+                "{version} (runtime.p.timers offset not found)"
+            )))
+        }
+    };
+
+    let async_timer_chan_vaddr = (new && !version.at_least(27))
+        .then(|| function_code(elf, pcln, "runtime.(*timer).stop"))
+        .flatten()
+        .and_then(|(code, base)| x86::first_movl_global_ecx(&code, base))
+        .filter(|&a| in_writable_memory(elf, a));
+
+    let timers = TimerLayout {
+        timer_when: fields.when,
+        timer_period: fields.period,
+        timer_f: fields.f,
+        timer_arg: fields.arg,
+        p_timers,
+        heap_in_timers: new.then_some(8),
+        heap_entry_size: if new { 16 } else { 8 },
+        allp_vaddr,
+        regs: role_regs(version),
+    };
+    let runtime = RuntimeLayout {
+        timer_owner: fields.owner,
+        timer_status: if new { 9 } else { 64 },
+        timer_status_size: if new { 1 } else { 4 },
+        timer_nextwhen: (!new).then_some(56),
+        timer_is_chan: new.then_some(10),
+        timer_blocked: new.then_some(12),
+        g_goid: g_fields(version).0,
+        g_timer: g_fields(version).1,
+        async_timer_chan_vaddr,
+        p_timers_decoded,
+    };
+    Ok((timers, runtime))
+}
+
+/// The code of a function and its link-time address.
+fn function_code(elf: &Elf, pcln: &Pclntab, name: &str) -> Option<(Vec<u8>, u64)> {
+    let f = pcln.func_by_name(name)?;
+    let len = usize::try_from(f.end.checked_sub(f.entry)?).ok()?.min(4096);
+    Some((elf.read_vaddr(f.entry, len).ok()?, f.entry))
+}
+
+fn in_writable_memory(elf: &Elf, vaddr: u64) -> bool {
+    elf.segments
+        .iter()
+        .any(|s| s.flags & 2 != 0 && vaddr >= s.vaddr && vaddr - s.vaddr < s.memsz)
+}
+
+/// `timeSleepUntil` iterates `allp` first: two consecutive RIP-relative loads of X and X+8
+/// (slice pointer and length) give allp = X.
+fn decode_allp(code: &[u8], base: u64) -> Option<u64> {
+    let globals: Vec<u64> = x86::loads(code, base)
+        .into_iter()
+        .filter_map(|(_, l)| match l {
+            Load::Global(a) => Some(a),
+            Load::Field(_) => None,
+        })
+        .collect();
+    globals.windows(2).find(|w| w[1] == w[0] + 8).map(|w| w[0])
+}
+
+/// 1.23+: after the allp loads, `timeSleepUntil` reads `pp.timers.minWhenModified` and
+/// `minWhenHeap` (offsets 56 and 48 in `runtime.timers`): p.timers = the lower of the pair − 48.
+fn decode_p_timers_new(code: &[u8], base: u64) -> Option<u32> {
+    let loads = x86::loads(code, base);
+    let allp_at = loads.windows(2).position(|w| match (w[0].1, w[1].1) {
+        (Load::Global(a), Load::Global(b)) => b == a + 8,
+        _ => false,
+    })?;
+    let fields: Vec<u32> = loads[allp_at + 2..]
+        .iter()
+        .filter_map(|(_, l)| match l {
+            Load::Field(d) => Some(*d),
+            Load::Global(_) => None,
+        })
+        .collect();
+    let pair = fields.windows(2).find(|w| w[0].abs_diff(w[1]) == 8)?;
+    plausible_p_offset(pair[0].min(pair[1]).checked_sub(48)?)
+}
+
+/// ≤1.22: `doaddtimer(pp, t)` appends to `pp.timers`, loading its pointer, length and capacity:
+/// three field loads at D, D+8, D+16 give p.timers = D.
+fn decode_p_timers_legacy(code: &[u8], base: u64) -> Option<u32> {
+    let fields: Vec<u32> = x86::loads(code, base)
+        .into_iter()
+        .filter_map(|(_, l)| match l {
+            Load::Field(d) => Some(d),
+            Load::Global(_) => None,
+        })
+        .collect();
+    let has = |d: u32| fields.contains(&d);
+    let d = fields
+        .iter()
+        .copied()
+        .filter(|&d| has(d + 8) && has(d + 16))
+        .min()?;
+    plausible_p_offset(d)
+}
+
+/// `p.timers` lies deep in `runtime.p` (past runq and the mcaches) and is 8-aligned.
+fn plausible_p_offset(d: u32) -> Option<u32> {
+    (d & 7 == 0 && (4096..65536).contains(&d)).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_tracks_gc_experiment() {
+        let plain = BuildInfo::default();
+        let mut gt = BuildInfo::default();
+        gt.settings
+            .push(("GOEXPERIMENT".into(), "greenteagc".into()));
+        let mut nogt = BuildInfo::default();
+        nogt.settings
+            .push(("GOEXPERIMENT".into(), "nogreenteagc".into()));
+        let v = |m| GoVersion::new(1, m, 0);
+        assert_eq!(p_timers_table(v(25), &plain), Some(9392));
+        assert_eq!(p_timers_table(v(25), &gt), Some(13624));
+        assert_eq!(p_timers_table(v(26), &nogt), Some(9416));
+        assert_eq!(p_timers_table(v(27), &plain), Some(13672));
+        assert_eq!(p_timers_table(v(22), &plain), Some(8872));
+        assert_eq!(p_timers_table(v(20), &plain), None);
+    }
+
+    #[test]
+    fn decodes_legacy_p_timers_triple() {
+        // MOVQ 0x2288(AX),CX; MOVQ 0x2290(AX),DX; MOVQ 0x2298(AX),BX
+        let mut code = Vec::new();
+        for d in [0x2290u32, 0x2288, 0x2298] {
+            code.extend_from_slice(&[0x48, 0x8b, 0x88]);
+            code.extend_from_slice(&d.to_le_bytes());
+        }
+        code.push(0x90);
+        assert_eq!(decode_p_timers_legacy(&code, 0), Some(0x2288));
+    }
+}

@@ -1,0 +1,314 @@
+//! Go toolchains and a small Go test program, built once per toolchain for the go module's tests.
+//!
+//! Toolchains come from `TIMERWATCH_GO_ROOTS` (colon-separated GOROOTs, set by
+//! `cargo xtask setup`), else from the usual local installs (/usr/lib/go-1.*, /tmp/go1.*/go,
+//! ~/.cache/timerwatch/go-1.*/go, /usr/local/go). One toolchain per minor release is kept (the newest patch), so a machine with
+//! many patch releases does not multiply the build time. Without any toolchain the tests skip,
+//! except under CI=true, where that is a failure.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+
+use super::version::GoVersion;
+
+/// The test program. `afterfunc N`: N pending `time.AfterFunc(time.Hour)`. `ticker N`: N hourly
+/// tickers, each with a goroutine blocked on its channel, because from 1.23 on (go.mod ≥ 1.23)
+/// a channel timer is in a heap only while someone waits on it. It prints "ready" and then
+/// waits for stdin to close. `inlinedHelper` is small enough to be inlined into `someFunc`, and
+/// its call to `leaf` keeps inlined instructions that constant folding cannot merge away.
+pub const PROGRAM: &str = r#"package main
+
+import (
+	"os"
+	"strconv"
+	"time"
+)
+
+var sink []any
+
+//go:noinline
+func leaf(n int) int {
+	return n + 1
+}
+
+func inlinedHelper(n int) int {
+	return leaf(n) * 7
+}
+
+//go:noinline
+func someFunc(n int) int {
+	x := inlinedHelper(n)
+	return x * 3
+}
+
+func main() {
+	mode, n := "", 0
+	if len(os.Args) > 2 {
+		mode = os.Args[1]
+		n, _ = strconv.Atoi(os.Args[2])
+	}
+	time.Sleep(time.Millisecond)
+	switch mode {
+	case "afterfunc":
+		for i := 0; i < n; i++ {
+			sink = append(sink, time.AfterFunc(time.Hour, func() { os.Exit(3) }))
+		}
+	case "ticker":
+		for i := 0; i < n; i++ {
+			t := time.NewTicker(time.Hour)
+			sink = append(sink, t)
+			go func() {
+				for range t.C {
+				}
+			}()
+		}
+	}
+	os.Stdout.WriteString("ready " + strconv.Itoa(someFunc(n)) + "\n")
+	var b [1]byte
+	os.Stdin.Read(b[:])
+}
+"#;
+
+pub struct Toolchain {
+    pub goroot: PathBuf,
+    pub version: GoVersion,
+}
+
+/// Build outputs of [`PROGRAM`] for one toolchain.
+pub struct Built {
+    pub version: GoVersion,
+    pub plain: PathBuf,
+    /// `-ldflags="-s -w"`: no .symtab, no DWARF.
+    pub stripped: PathBuf,
+    /// `-buildmode=pie`, stripped; only for the newest toolchain (a PIE build compiles the
+    /// standard library again, which is slow on a cold cache).
+    pub pie: Option<PathBuf>,
+    pub source: PathBuf,
+}
+
+fn version_of(goroot: &Path) -> Option<GoVersion> {
+    let text = std::fs::read_to_string(goroot.join("VERSION"))
+        .ok()
+        .or_else(|| {
+            let out = Command::new(goroot.join("bin/go"))
+                .args(["env", "GOVERSION"])
+                .env("GOTOOLCHAIN", "local")
+                .output()
+                .ok()?;
+            String::from_utf8(out.stdout).ok()
+        })?;
+    GoVersion::parse(text.lines().next()?)
+}
+
+fn candidate_roots() -> Vec<PathBuf> {
+    if let Ok(roots) = std::env::var("TIMERWATCH_GO_ROOTS") {
+        return roots
+            .split(':')
+            .filter(|r| !r.is_empty())
+            .map(PathBuf::from)
+            .collect();
+    }
+    let mut out = Vec::new();
+    // Where `cargo xtask setup` puts PyPI toolchains, for a plain `cargo test` after it.
+    let xtask_cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .map(|c| c.join("timerwatch"));
+    let mut places = vec![
+        (PathBuf::from("/usr/lib"), "go-1.", ""),
+        (PathBuf::from("/tmp"), "go1.", "go"),
+    ];
+    places.extend(xtask_cache.map(|c| (c, "go-1.", "go")));
+    for (dir, prefix, sub) in places {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(prefix) {
+                    out.push(e.path().join(sub));
+                }
+            }
+        }
+    }
+    out.push(PathBuf::from("/usr/local/go"));
+    out
+}
+
+pub fn toolchains() -> &'static [Toolchain] {
+    static TOOLCHAINS: OnceLock<Vec<Toolchain>> = OnceLock::new();
+    TOOLCHAINS.get_or_init(|| {
+        let mut by_minor: BTreeMap<u32, Toolchain> = BTreeMap::new();
+        for goroot in candidate_roots() {
+            if !goroot.join("bin/go").is_file() {
+                continue;
+            }
+            let Some(version) = version_of(&goroot) else {
+                continue;
+            };
+            if !version.is_supported() {
+                continue;
+            }
+            if by_minor
+                .get(&version.minor)
+                .is_none_or(|t| t.version < version)
+            {
+                by_minor.insert(version.minor, Toolchain { goroot, version });
+            }
+        }
+        by_minor.into_values().collect()
+    })
+}
+
+/// GOCACHE for the test builds. A cold cache costs ~9 s per toolchain (the standard library is
+/// compiled on first use), so it should outlive the work tree: CI runs in a fresh clone.
+/// `TIMERWATCH_GOCACHE` wins; then a dedicated directory under ~/.cache (so the user's own Go
+/// cache is left alone); then target/.
+fn gocache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TIMERWATCH_GOCACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Path::new(&home).join(".cache/timerwatch-go-test");
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("timerwatch-go-test-cache")
+}
+
+fn go_build(tc: &Toolchain, dir: &Path, out: &Path, extra: &[&str]) -> Result<(), String> {
+    let output = Command::new(tc.goroot.join("bin/go"))
+        .arg("build")
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(".")
+        .current_dir(dir)
+        .env_remove("GOROOT")
+        .env_remove("GOEXPERIMENT")
+        .env_remove("GOOS")
+        .env_remove("GOARCH")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0")
+        .env("GOENV", "off")
+        .env("GOTELEMETRY", "off")
+        .env("GOCACHE", gocache())
+        .env("GOPATH", dir.join("gopath"))
+        .output()
+        .map_err(|e| format!("running go {}: {e}", tc.version))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "go build {extra:?} with {} failed: {}",
+            tc.version,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+fn build(tc: &Toolchain, dir: &Path, newest: bool) -> Result<Built, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let source = dir.join("main.go");
+    std::fs::write(&source, PROGRAM).map_err(|e| e.to_string())?;
+    let gomod = format!("module twtest\n\ngo 1.{}\n", tc.version.minor);
+    std::fs::write(dir.join("go.mod"), gomod).map_err(|e| e.to_string())?;
+    let plain = dir.join("plain");
+    let stripped = dir.join("stripped");
+    go_build(tc, dir, &plain, &[])?;
+    go_build(tc, dir, &stripped, &["-ldflags=-s -w"])?;
+    let pie = if newest {
+        let pie = dir.join("pie");
+        go_build(tc, dir, &pie, &["-buildmode=pie", "-ldflags=-s -w"])?;
+        Some(pie)
+    } else {
+        None
+    };
+    Ok(Built {
+        version: tc.version,
+        plain,
+        stripped,
+        pie,
+        source,
+    })
+}
+
+/// Every toolchain's build of [`PROGRAM`], built once for the whole test run (in parallel).
+/// `None` (after a note) when there is no toolchain outside CI.
+pub fn builds() -> Option<&'static [Built]> {
+    static BUILDS: OnceLock<(tempfile::TempDir, Vec<Built>)> = OnceLock::new();
+    let tcs = toolchains();
+    if tcs.is_empty() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "no Go toolchain found: set TIMERWATCH_GO_ROOTS (cargo xtask setup installs them)"
+            );
+        }
+        eprintln!(
+            "note: no Go toolchain found (TIMERWATCH_GO_ROOTS unset); skipping Go binary tests"
+        );
+        return None;
+    }
+    let (_, built) = BUILDS.get_or_init(|| {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let newest = tcs.last().map(|t| t.version);
+        let built = thread::scope(|s| {
+            let jobs: Vec<_> = tcs
+                .iter()
+                .map(|tc| {
+                    let dir = tmp.path().join(tc.version.to_string());
+                    s.spawn(move || build(tc, &dir, Some(tc.version) == newest))
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| {
+                    j.join()
+                        .expect("build thread")
+                        .unwrap_or_else(|e| panic!("{e}"))
+                })
+                .collect()
+        });
+        (tmp, built)
+    });
+    Some(built)
+}
+
+/// A running test program, killed and reaped on drop.
+pub struct Running {
+    child: Child,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Running {
+    pub fn start(path: &Path, args: &[&str]) -> Running {
+        let mut child = Command::new(path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading test program");
+        assert!(line.starts_with("ready"), "{}: {line:?}", path.display());
+        Running {
+            child,
+            _stdout: stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
