@@ -42,6 +42,20 @@ pub enum EventKind {
     /// A task woken by an owned timer's expiry got a CPU: `timer` is the timer, `tgid` its
     /// owner, `tid` the woken task, `arg` the ns from expiry to running.
     Wakeup = 11,
+    /// A Go runtime timer was created (`time.startTimer`, or `(*timer).modify` called by
+    /// `time.newTimer`): `timer` is the `*runtime.timer`, `expires` its `when` (CLOCK_MONOTONIC
+    /// ns), `arg` its period, `function` its `f` (a `*funcval`). Always carries a stack.
+    GoCreate = 12,
+    /// A Go timer was (re-)armed (`modtimer`, `(*timer).modify`). Carries a stack the first time
+    /// the pointer is seen (a timer armed before we attached, a netpoll or Sleep timer).
+    GoModify = 13,
+    /// A Go timer was stopped (`deltimer`, `(*timer).stop`).
+    GoStop = 14,
+    /// A Go timer is about to run (`runOneTimer`, `(*timer).unlockAndRun`).
+    GoFire = 15,
+    /// `time.Sleep` with its goroutine's reusable timer: carries the stack that names the sleeper
+    /// (where the arm itself runs on the system stack and has no user frames).
+    GoSleep = 16,
 }
 
 impl EventKind {
@@ -58,6 +72,11 @@ impl EventKind {
             9 => Self::ProcessExit,
             10 => Self::ProcessExec,
             11 => Self::Wakeup,
+            12 => Self::GoCreate,
+            13 => Self::GoModify,
+            14 => Self::GoStop,
+            15 => Self::GoFire,
+            16 => Self::GoSleep,
             _ => return None,
         })
     }
@@ -257,8 +276,80 @@ pub const HRTIMER_MODE_HARD: u32 = 0x08;
 /// `TIMER_PINNED` in `timer_list::flags`, for the same reason.
 pub const TIMER_PINNED: u32 = 0x0010_0000;
 
+/// Where a Go uprobe finds one value: a register (Go's ABIInternal passes arguments in
+/// registers), plus an offset, optionally dereferenced in user memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoArg {
+    /// 1 + the word index of the register in x86_64 `struct pt_regs` (see [`go_reg`]); 0: absent.
+    pub reg: u8,
+    /// Non-zero: the value is the u64 at user address `reg + offset`; else it is `reg + offset`.
+    pub deref: u8,
+    pub _pad: [u8; 2],
+    pub offset: i32,
+}
+
+/// `struct pt_regs` word indices on x86_64, for [`GoArg::reg`] (stored + 1).
+pub mod go_reg {
+    pub const R14: u8 = 1;
+    pub const RBX: u8 = 5;
+    pub const R11: u8 = 6;
+    pub const R10: u8 = 7;
+    pub const R9: u8 = 8;
+    pub const R8: u8 = 9;
+    pub const RAX: u8 = 10;
+    pub const RCX: u8 = 11;
+    pub const RSI: u8 = 13;
+    pub const RDI: u8 = 14;
+    /// Words in `struct pt_regs`.
+    pub const COUNT: u8 = 21;
+}
+
+/// What one Go uprobe reads and reports, in the `GO_RECIPES` array at the index passed as its
+/// attach cookie. Versions differ in which register holds what, so the daemon decides per binary.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoRecipe {
+    pub timer: GoArg,
+    pub when: GoArg,
+    pub period: GoArg,
+    pub f: GoArg,
+    /// The [`EventKind`] this probe reports (`GoCreate` … `GoSleep`).
+    pub kind: u8,
+    /// Non-zero: an arm whose `f` code pointer is one of `create_pcs` is a creation: only
+    /// `time.newTimer` passes package-time callbacks to `(*timer).modify` (Go 1.23+).
+    pub create_if_f: u8,
+    pub _pad: [u8; 6],
+    /// Code addresses (as mapped in the process) of `time.sendTime` and `time.goFunc`.
+    pub create_pcs: [u64; 2],
+}
+
+/// Key of the kernel's Go timer map: timer pointers are per address space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GoKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub timer: u64,
+}
+
+/// `GO_SEEN` value bits.
+pub mod go_seen {
+    /// The daemon has the timer's callsite.
+    pub const CALLSITE: u32 = 1 << 0;
+    /// The callsite came from `time.Sleep` (which names the sleeper on every Go version).
+    pub const SLEEP: u32 = 1 << 1;
+}
+
+/// Slots in `GO_RECIPES`: a handful of probes per traced Go process.
+pub const GO_RECIPES_MAX: u32 = 4096;
+
 /// Names of the maps and globals, shared so a rename cannot break the loader.
 pub mod names {
+    pub const GO_RECIPES: &str = "GO_RECIPES";
+    pub const GO_SEEN: &str = "GO_SEEN";
+    /// The one uprobe program every Go probe point runs.
+    pub const GO_TIMER: &str = "go_timer";
     pub const EVENTS: &str = "EVENTS";
     pub const OWNERS: &str = "OWNERS";
     pub const TGIDS: &str = "TGIDS";
@@ -271,11 +362,13 @@ pub mod names {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are #[repr(C)] plain integers with explicit padding and no invalid bit patterns.
+    // SAFETY: all are #[repr(C)] plain integers with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::StackEvent {}
+    unsafe impl aya::Pod for super::GoRecipe {}
+    unsafe impl aya::Pod for super::GoKey {}
 }
 
 // The wire format: a change here is a change to both sides, on purpose.
@@ -285,3 +378,5 @@ const _: () = assert!(
         == 56 + COMM_LEN + 8 + 8 * (STACK_SCAN_WORDS + MAX_STACK_DEPTH)
 );
 const _: () = assert!(core::mem::size_of::<Owner>() == 32);
+const _: () = assert!(core::mem::size_of::<GoRecipe>() == 4 * 8 + 8 + 16);
+const _: () = assert!(core::mem::size_of::<GoKey>() == 16);

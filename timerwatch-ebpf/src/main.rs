@@ -9,6 +9,7 @@
 #![no_main]
 
 mod filter;
+mod go;
 mod output;
 mod owner;
 mod posix;

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod event;
 pub mod failure;
 pub mod go;
+pub mod gotrace;
 pub mod histogram;
 pub mod kind;
 pub mod output;

@@ -30,6 +30,10 @@ pub struct ProcessReport {
     pub exe: String,
     pub live: u64,
     pub pre_existing: PreExisting,
+    /// The Go release of a traced Go binary ("go1.22.10"); null for other processes.
+    pub go_version: Option<String>,
+    /// Pending timers in the Go runtime's heaps at report time; null for non-Go processes.
+    pub go_heap_timers: Option<u64>,
     /// Growth verdict of the process's total live count.
     pub verdict: &'static str,
     pub growth_per_s: Option<f64>,
@@ -43,6 +47,8 @@ pub struct ProcessReport {
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct PreExisting {
     pub posix_timers: u64,
+    /// Timers in a Go process's heaps that no probe attributed: created before attaching.
+    pub go_timers: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -173,6 +179,8 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                 exe: p.exe.clone().unwrap_or_default(),
                 live: callsites.iter().map(|c| c.live).sum(),
                 pre_existing: ctx.pre_existing.get(&p.tgid).cloned().unwrap_or_default(),
+                go_version: None,
+                go_heap_timers: None,
                 verdict: "unknown",
                 growth_per_s: None,
                 projected_live_1h: None,

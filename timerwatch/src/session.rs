@@ -16,6 +16,7 @@ use crate::{
     cli::TraceArgs,
     event::{decode, Callstack},
     failure::Failure,
+    gotrace::GoTracer,
     probe::{privileges, Filter, Probes},
     procfs,
     report::{self, PreExisting, Report},
@@ -60,7 +61,24 @@ pub struct Tracer {
     start_ns: u64,
     pre_existing: HashMap<u32, PreExisting>,
     verdicts: Verdicts,
+    go: GoTracer,
     pub decode_errors: u64,
+}
+
+/// Go tracing for the targets that exist now, attached before the trace window starts so that
+/// every creation inside it is attributed. Needs a target list: analysing and probing every Go
+/// binary on the host is not what an unfiltered run should cost.
+fn go_tracer(args: &TraceArgs, filter: &Filter, probes: &mut Probes) -> GoTracer {
+    if args.no_go || (filter.tgids.is_empty() && filter.comms.is_empty()) {
+        return GoTracer::default();
+    }
+    let mut pids = filter.tgids.clone();
+    for comm in &filter.comms {
+        pids.extend(procfs::pids_with_comm(comm));
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    GoTracer::start(probes.ebpf_mut(), &pids)
 }
 
 fn validate(args: &TraceArgs) -> Result<Filter> {
@@ -113,6 +131,7 @@ impl Tracer {
         })?;
         let start_ns = probes.attached_ns;
         let ring = probes.take_ring()?;
+        let go = go_tracer(args, &filter, &mut probes);
         // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns for its whole
         // registration; nothing else closes or replaces it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -137,7 +156,13 @@ impl Tracer {
                 table.ensure_process(tgid, &mut env);
             }
             let posix_timers = procfs::posix_timer_count(tgid).unwrap_or(0);
-            pre_existing.insert(tgid, PreExisting { posix_timers });
+            pre_existing.insert(
+                tgid,
+                PreExisting {
+                    posix_timers,
+                    ..PreExisting::default()
+                },
+            );
         }
         Ok(Self {
             probes,
@@ -147,6 +172,7 @@ impl Tracer {
             start_ns,
             pre_existing,
             verdicts: Verdicts::default(),
+            go,
             decode_errors: 0,
         })
     }
@@ -161,7 +187,10 @@ impl Tracer {
         let mut forget = Vec::new();
         while let Some(item) = ring.next() {
             match decode(&item) {
-                Ok(rec) => forget.extend(self.table.apply(&rec, &mut self.env)),
+                Ok(rec) => {
+                    self.go.apply(&rec);
+                    forget.extend(self.table.apply(&rec, &mut self.env));
+                }
                 Err(_) => self.decode_errors += 1,
             }
         }
@@ -185,16 +214,19 @@ impl Tracer {
     }
 
     fn raw_report(&self) -> Report {
-        report::build(
+        let now_ns = procfs::monotonic_ns();
+        let mut report = report::build(
             &self.table,
             &report::Context {
                 start_ns: self.start_ns,
-                now_ns: procfs::monotonic_ns(),
+                now_ns,
                 lost_events: self.probes.lost_events().unwrap_or(0),
                 pre_existing: &self.pre_existing,
                 missing_tracepoints: &self.probes.missing,
             },
-        )
+        );
+        self.go.merge(&mut report, now_ns);
+        report
     }
 
     /// Drain until `deadline` or SIGINT/SIGTERM, calling `on_tick` with a fresh report every

@@ -336,6 +336,12 @@ impl Table {
             }
             EventKind::ProcessExit => return self.on_exit(r, res),
             EventKind::ProcessExec => self.on_exec(r.tgid, res),
+            // Go runtime timers live in the Go heap, not the kernel: `gotrace` keeps them.
+            EventKind::GoCreate
+            | EventKind::GoModify
+            | EventKind::GoStop
+            | EventKind::GoFire
+            | EventKind::GoSleep => {}
         }
         Vec::new()
     }

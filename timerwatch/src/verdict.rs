@@ -164,6 +164,8 @@ mod tests {
                 exe: String::new(),
                 live: leak + pool,
                 pre_existing: PreExisting::default(),
+                go_version: None,
+                go_heap_timers: None,
                 verdict: "unknown",
                 growth_per_s: None,
                 projected_live_1h: None,

@@ -5,6 +5,7 @@
 
 mod bpf_linker;
 mod dist;
+mod go_toolchains;
 mod run;
 mod setup;
 mod test;

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::bpf_linker;
 use crate::util::{self, is_root};
+use crate::{bpf_linker, go_toolchains};
 
 /// Debian packages the integration tests and benchmarks use; gcc/libc6-dev are also what
 /// `cargo install bpf-linker` links with, which is why packages are handled first.
@@ -56,10 +56,11 @@ pub fn run(verbosity: Verbosity) -> Result<()> {
     tracefs(&report)?;
     let nightly = bpf_linker::nightly(&report)?;
     bpf_linker::bpf_linker(&report, &nightly)?;
+    go_toolchains::install(&report)?;
     Ok(())
 }
 
-fn installed(package: &str) -> Result<bool> {
+pub fn installed(package: &str) -> Result<bool> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .stderr(std::process::Stdio::null())

@@ -70,6 +70,8 @@ fn steps(args: &Args, tally: &mut Tally) -> Result<(), Stop> {
     let test = |fixed: &[&str], bin_fixed: &[&str]| {
         let mut cmd = cargo();
         cmd.arg("test").args(fixed).args(cargo_extra);
+        // The Go end-to-end tests build their targets with every toolchain setup installed.
+        cmd.env("TIMERWATCH_GO_ROOTS", go_roots());
         if !bin_fixed.is_empty() || !bin_extra.is_empty() {
             cmd.arg("--").args(bin_fixed).args(bin_extra);
         }
@@ -131,6 +133,10 @@ fn steps(args: &Args, tally: &mut Tally) -> Result<(), Stop> {
         tally.command(test(&["-p", "timerwatch", "--test", name], bin_args))?;
     }
     Ok(())
+}
+
+fn go_roots() -> std::ffi::OsString {
+    std::env::join_paths(crate::go_toolchains::roots()).unwrap_or_default()
 }
 
 fn cargo_with(args: &[&str]) -> Command {

@@ -52,7 +52,12 @@ mod tests {
                 comm: "leaky".into(),
                 exe: "/usr/bin/leaky".into(),
                 live: 3,
-                pre_existing: PreExisting { posix_timers: 2 },
+                pre_existing: PreExisting {
+                    posix_timers: 2,
+                    go_timers: 0,
+                },
+                go_version: None,
+                go_heap_timers: None,
                 verdict: "unknown",
                 growth_per_s: None,
                 projected_live_1h: None,

@@ -177,7 +177,12 @@ mod tests {
                 comm: "a_very_long_process_name".into(),
                 exe: String::new(),
                 live: 12,
-                pre_existing: PreExisting { posix_timers: 3 },
+                pre_existing: PreExisting {
+                    posix_timers: 3,
+                    go_timers: 0,
+                },
+                go_version: None,
+                go_heap_timers: None,
                 verdict: "unknown",
                 growth_per_s: None,
                 projected_live_1h: None,

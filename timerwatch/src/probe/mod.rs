@@ -284,6 +284,11 @@ impl Probes {
         })
     }
 
+    /// The loaded object, for attachments decided after load (Go uprobes, per process).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// The event ring buffer; call once.
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
         let map = self

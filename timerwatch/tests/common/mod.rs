@@ -3,6 +3,8 @@
 // Each test file compiles this module into its own binary and uses only part of it.
 #![allow(dead_code)]
 
+pub mod go;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{ErrorKind, Read, Write};
@@ -22,7 +24,7 @@ pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The BPF programs timerwatch loads. The kernel keeps 15 bytes of a name; bpftool prints the
 /// full name when BTF has it, the truncated one otherwise, so both forms are matched.
-pub const PROGRAMS: [&str; 19] = [
+pub const PROGRAMS: [&str; 20] = [
     "hrtimer_init",
     "hrtimer_start",
     "hrtimer_cancel",
@@ -42,6 +44,8 @@ pub const PROGRAMS: [&str; 19] = [
     "timer_expire_exit",
     "sched_waking",
     "sched_switch",
+    // The Go runtime timer uprobe, loaded only when a Go target is traced.
+    "go_timer",
 ];
 
 // All tests attach to the same kernel tracepoints, so they run one at a time even when the

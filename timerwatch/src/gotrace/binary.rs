@@ -1,0 +1,208 @@
+//! The adapter between binary analysis (`crate::go`) and tracing: a traced Go process's probe
+//! points as kernel recipes, its heap walk, and names for its stacks and callbacks.
+
+use std::collections::HashMap;
+
+use timerwatch_common::{go_reg, EventKind, GoArg, GoRecipe};
+
+use crate::go::{self, heap, GoBinary, GoVersion, ProbeRole, Reg, RoleRegs};
+
+use super::{attach::Point, state::Namer};
+
+pub enum OpenError {
+    /// Not a Go binary at all: kernel tracing only, with a note.
+    NotGo,
+    /// The process exited before we looked.
+    Gone,
+    /// A Go binary we cannot trace (version, stripped of pclntab, malformed).
+    Unsupported(String),
+}
+
+/// `runtime.g.timer`, the goroutine's reusable Sleep timer (docs/go-runtime-timers.md §5.1).
+/// `crate::go`'s layout has no use for it, so it lives here.
+fn g_timer(v: GoVersion) -> i32 {
+    match v.minor {
+        19 | 20 => 368,
+        21 | 22 | 25 => 352,
+        _ => 360,
+    }
+}
+
+/// A heap walk's result: the `*runtime.timer` of every live heap entry.
+#[derive(Clone, Debug, Default)]
+pub struct Walk {
+    pub timers: Vec<u64>,
+}
+
+pub struct Target {
+    pid: u32,
+    /// As recorded in the binary, e.g. "go1.22.10".
+    pub version: String,
+    bin: GoBinary,
+    /// Runtime address − link-time address (0 unless PIE).
+    bias: u64,
+    mem: go::procmem::ProcMem,
+    kinds: HashMap<u64, &'static str>,
+}
+
+fn arg(reg: Option<Reg>, offset: i64) -> GoArg {
+    match reg {
+        Some(r) => GoArg {
+            reg: r.pt_regs_index() as u8 + 1,
+            deref: 0,
+            _pad: [0; 2],
+            offset: offset as i32,
+        },
+        None => GoArg::default(),
+    }
+}
+
+/// A field of the timer the probe got: `*(timer register + adjust + field)`.
+fn field(regs: &RoleRegs, field: u32) -> GoArg {
+    match regs.timer {
+        Some(r) => GoArg {
+            reg: r.pt_regs_index() as u8 + 1,
+            deref: 1,
+            _pad: [0; 2],
+            offset: (regs.timer_adjust + i64::from(field)) as i32,
+        },
+        None => GoArg::default(),
+    }
+}
+
+impl Target {
+    pub fn open(pid: u32) -> Result<Target, OpenError> {
+        let exe = format!("/proc/{pid}/exe");
+        if std::fs::metadata(&exe).is_err() {
+            return Err(OpenError::Gone);
+        }
+        let bin = go::analyze(exe.as_ref()).map_err(|e| match e {
+            go::Error::NotGo => OpenError::NotGo,
+            other => OpenError::Unsupported(other.to_string()),
+        })?;
+        let bias = heap::load_bias(pid, exe.as_ref()).map_err(|_| OpenError::Gone)?;
+        Ok(Target {
+            pid,
+            version: bin.version_string.clone(),
+            bin,
+            bias,
+            mem: go::procmem::ProcMem::new(pid),
+            kinds: HashMap::new(),
+        })
+    }
+
+    /// Every probe point with the recipe the kernel needs there.
+    pub fn points(&self) -> Vec<Point> {
+        let layout = &self.bin.layout;
+        let sym = &self.bin.kinds;
+        let pcs = [sym.send_time, sym.go_func].map(|a| a.map_or(0, |a| a + self.bias));
+        self.bin
+            .probes
+            .iter()
+            .filter_map(|p| {
+                let regs = layout.regs_for(p.role)?;
+                let get = |reg: Option<Reg>, off: u32| match reg {
+                    Some(_) => arg(reg, 0),
+                    None => field(regs, off),
+                };
+                let mut recipe = GoRecipe {
+                    timer: arg(regs.timer, regs.timer_adjust),
+                    when: get(regs.when, layout.timer_when),
+                    period: get(regs.period, layout.timer_period),
+                    f: get(regs.f, layout.timer_f),
+                    ..GoRecipe::default()
+                };
+                recipe.kind = match p.role {
+                    ProbeRole::Create => EventKind::GoCreate,
+                    ProbeRole::Modify => EventKind::GoModify,
+                    ProbeRole::Stop => EventKind::GoStop,
+                    ProbeRole::Fire => EventKind::GoFire,
+                    ProbeRole::Sleep => {
+                        // The goroutine's timer: `g.timer`, with g in R14 throughout Go code.
+                        recipe.timer = GoArg {
+                            reg: go_reg::R14 + 1,
+                            deref: 1,
+                            _pad: [0; 2],
+                            offset: g_timer(self.bin.version),
+                        };
+                        recipe.when = GoArg::default();
+                        recipe.period = GoArg::default();
+                        recipe.f = GoArg::default();
+                        EventKind::GoSleep
+                    }
+                } as u8;
+                if p.role == ProbeRole::Modify && self.bin.version.new_timers() {
+                    // 1.23+ has no creation hook with the pointer: `time.newTimer`'s call to
+                    // modify is the only one passing package-time callbacks.
+                    recipe.create_if_f = 1;
+                    recipe.create_pcs = pcs;
+                }
+                Some(Point {
+                    name: p.symbol.clone(),
+                    file_offset: p.offset,
+                    recipe,
+                })
+            })
+            .collect()
+    }
+
+    pub fn walk(&self) -> Result<Walk, go::Error> {
+        let snap = heap::walk(self.pid, &self.bin, self.bias)?;
+        Ok(Walk {
+            timers: snap.timers.iter().map(|t| t.timer).collect(),
+        })
+    }
+}
+
+impl Namer for Target {
+    fn kind(&mut self, timer: u64, f: u64, period: u64) -> &'static str {
+        // Reset and Sleep re-arms pass no callback: the timer's own is in its `f` field.
+        let f = if f != 0 {
+            f
+        } else {
+            self.mem
+                .read_u64(timer + u64::from(self.bin.layout.timer_f))
+                .unwrap_or(0)
+        };
+        let key = f ^ u64::from(period != 0);
+        if let Some(k) = self.kinds.get(&key) {
+            return k;
+        }
+        let pc = if f == 0 {
+            0
+        } else {
+            self.mem.read_u64(f).unwrap_or(0)
+        };
+        let kind = self
+            .bin
+            .kinds
+            .classify(pc.wrapping_sub(self.bias), period as i64)
+            .as_str();
+        if pc != 0 {
+            self.kinds.insert(key, kind);
+        }
+        kind
+    }
+
+    fn stack(&mut self, frames: &[u64]) -> (Option<String>, Vec<String>) {
+        let resolved: Vec<go::GoFrame> = frames
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &pc)| {
+                // Return addresses point after the call; the call's line is one byte back.
+                let pc = pc.wrapping_sub(self.bias).wrapping_sub(u64::from(i > 0));
+                self.bin.symbolize_inline(pc)
+            })
+            .collect();
+        let names = resolved.iter().map(display).collect();
+        (go::go_caller(&resolved), names)
+    }
+}
+
+fn display(f: &go::GoFrame) -> String {
+    let file = f.file.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p));
+    match (file, f.line) {
+        (Some(file), Some(line)) => format!("{} ({file}:{line})", f.function),
+        _ => f.function.clone(),
+    }
+}

@@ -1,0 +1,61 @@
+//! Go callsites into the report: live counts from a fresh heap walk, totals from the probes.
+
+use std::collections::HashMap;
+
+use crate::report::{CallsiteReport, Report};
+
+use super::GoProcess;
+
+fn secs(ns: u64) -> f64 {
+    (ns as f64 / 1e9 * 1000.0).round() / 1000.0
+}
+
+pub(super) fn merge(procs: &HashMap<u32, GoProcess>, report: &mut Report, now_ns: u64) {
+    for row in &mut report.processes {
+        let Some(p) = procs.get(&row.pid) else {
+            continue;
+        };
+        row.go_version = Some(p.target.version.clone());
+        let walk = {
+            let mut last = p.last_walk.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(w) = p.target.walk() {
+                *last = Some(w);
+            }
+            last.clone()
+        };
+        let Some(walk) = walk else {
+            continue;
+        };
+        row.go_heap_timers = Some(walk.timers.len() as u64);
+        let live = p.state.live(&walk.timers);
+        row.pre_existing.go_timers = live.pre_existing;
+        for (i, c) in p.state.callsites().iter().enumerate() {
+            let (n, since) = live.by_callsite.get(&i).copied().unwrap_or((0, 0));
+            row.live += n;
+            row.callsites.push(CallsiteReport {
+                source: "go",
+                kind: c.kind,
+                timer_function: None,
+                caller: c.caller.clone(),
+                frames: c.frames.clone(),
+                live: n,
+                created_total: c.created_total,
+                armed_total: c.armed_total,
+                cancelled_total: c.stopped_total,
+                expired_total: c.fired_total,
+                oldest_age_s: (n > 0).then(|| secs(now_ns.saturating_sub(since))),
+                verdict: "unknown",
+                growth_per_s: None,
+                confidence: None,
+                projected_live_1h: None,
+                plateau: None,
+                wakeups: None,
+            });
+        }
+        row.callsites
+            .sort_by(|a, b| b.live.cmp(&a.live).then(b.armed_total.cmp(&a.armed_total)));
+    }
+    report
+        .processes
+        .sort_by(|a, b| b.live.cmp(&a.live).then(a.pid.cmp(&b.pid)));
+}

@@ -1,0 +1,291 @@
+//! One Go process's timers as the uprobes saw them: which callsite each timer pointer belongs to,
+//! and per callsite how often timers were created, re-armed, stopped and fired.
+//!
+//! Liveness does not come from here. Go removes timers from its heaps without any call a probe
+//! could see (zombies compacted in place, channel timers dropped when nobody waits, collected
+//! timers), so "created minus stopped" drifts; [`GoState::live`] counts what the heap walk found.
+//! No I/O: names come from a [`Namer`], so this is testable without a process.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use timerwatch_common::EventKind;
+
+use crate::event::Record;
+
+/// Names for what the probes report, from the traced binary.
+pub trait Namer {
+    /// The report `kind` (`go_timer`, `go_ticker`, …) of `timer` running `f` (a `*funcval`; 0
+    /// when the arm keeps the timer's own) with `period`.
+    fn kind(&mut self, timer: u64, f: u64, period: u64) -> &'static str;
+    /// `(caller, frames)` of a user stack, innermost first.
+    fn stack(&mut self, frames: &[u64]) -> (Option<String>, Vec<String>);
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoCallsite {
+    pub kind: &'static str,
+    pub caller: Option<String>,
+    pub frames: Vec<String>,
+    pub created_total: u64,
+    /// Creations and re-arms.
+    pub armed_total: u64,
+    pub stopped_total: u64,
+    pub fired_total: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Tracked {
+    callsite: usize,
+    /// When it was last armed after being idle (ns, CLOCK_MONOTONIC): its live age.
+    armed_since: u64,
+    armed: bool,
+    periodic: bool,
+}
+
+/// Per-callsite live counts from one heap walk.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Live {
+    /// (live, oldest `armed_since`) by callsite index.
+    pub by_callsite: HashMap<usize, (u64, u64)>,
+    /// Heap timers no probe attributed: created before we attached.
+    pub pre_existing: u64,
+}
+
+/// Pointers remembered per process before idle (stopped or fired) ones are dropped. An idle
+/// timer may still be re-armed (a stopped Timer reset later), so they are kept until memory,
+/// not time, says otherwise.
+const MAX_TRACKED: usize = 1 << 20;
+
+#[derive(Default)]
+pub struct GoState {
+    timers: HashMap<u64, Tracked>,
+    callsites: Vec<GoCallsite>,
+    index: HashMap<(&'static str, u64), usize>,
+    /// Re-arms, stops and fires of timers whose callsite never reached us (a lost record).
+    pub unattributed: u64,
+    /// Size of `timers` that triggers the next pruning; doubles when pruning frees too little,
+    /// so a leak of live timers costs amortised O(1) per record.
+    prune_at: usize,
+}
+
+fn stack_hash(frames: &[u64]) -> u64 {
+    let mut h = DefaultHasher::new();
+    frames.hash(&mut h);
+    h.finish()
+}
+
+impl GoState {
+    pub fn callsites(&self) -> &[GoCallsite] {
+        &self.callsites
+    }
+
+    fn callsite_for(&mut self, kind: &'static str, frames: &[u64], namer: &mut dyn Namer) -> usize {
+        let key = (kind, stack_hash(frames));
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let (caller, names) = namer.stack(frames);
+        self.callsites.push(GoCallsite {
+            kind,
+            caller,
+            frames: names,
+            created_total: 0,
+            armed_total: 0,
+            stopped_total: 0,
+            fired_total: 0,
+        });
+        self.index.insert(key, self.callsites.len() - 1);
+        self.callsites.len() - 1
+    }
+
+    pub fn apply(&mut self, r: &Record, namer: &mut dyn Namer) {
+        match (r.kind, &r.stack) {
+            (EventKind::GoCreate | EventKind::GoModify | EventKind::GoSleep, Some(stack)) => {
+                let kind = if r.kind == EventKind::GoSleep {
+                    "go_sleep"
+                } else {
+                    namer.kind(r.timer, r.function, r.arg)
+                };
+                let cs = self.callsite_for(kind, &stack.frames, namer);
+                let arm = r.kind != EventKind::GoSleep;
+                let prev = self.timers.get(&r.timer).copied();
+                // A Sleep only names the sleeper; its goroutine's timer keeps its arm state.
+                let (armed, since) = match prev {
+                    Some(p) if !arm || (p.armed && r.kind == EventKind::GoModify) => {
+                        (p.armed, p.armed_since)
+                    }
+                    _ => (arm, r.ts_ns),
+                };
+                self.timers.insert(
+                    r.timer,
+                    Tracked {
+                        callsite: cs,
+                        armed_since: since,
+                        armed,
+                        periodic: r.arg != 0,
+                    },
+                );
+                let c = &mut self.callsites[cs];
+                if r.kind == EventKind::GoCreate {
+                    c.created_total += 1;
+                }
+                if arm {
+                    c.armed_total += 1;
+                }
+                self.bound_memory();
+            }
+            (EventKind::GoModify, None) => match self.timers.get_mut(&r.timer) {
+                Some(t) => {
+                    if !t.armed {
+                        t.armed = true;
+                        t.armed_since = r.ts_ns;
+                    }
+                    t.periodic = r.arg != 0;
+                    self.callsites[t.callsite].armed_total += 1;
+                }
+                None => self.unattributed += 1,
+            },
+            (EventKind::GoStop | EventKind::GoFire, _) => match self.timers.get_mut(&r.timer) {
+                Some(t) => {
+                    let c = &mut self.callsites[t.callsite];
+                    if r.kind == EventKind::GoStop {
+                        c.stopped_total += 1;
+                        t.armed = false;
+                    } else {
+                        c.fired_total += 1;
+                        t.armed &= t.periodic;
+                    }
+                }
+                None => self.unattributed += 1,
+            },
+            _ => {}
+        }
+    }
+
+    fn bound_memory(&mut self) {
+        let limit = self.prune_at.max(MAX_TRACKED);
+        if self.timers.len() <= limit {
+            return;
+        }
+        self.timers.retain(|_, t| t.armed);
+        self.prune_at = (self.timers.len() * 2).max(MAX_TRACKED);
+    }
+
+    /// Attribute the timers a heap walk found (their `*runtime.timer` pointers).
+    pub fn live(&self, heap: &[u64]) -> Live {
+        let mut out = Live::default();
+        for ptr in heap {
+            match self.timers.get(ptr) {
+                Some(t) => {
+                    let e = out
+                        .by_callsite
+                        .entry(t.callsite)
+                        .or_insert((0, t.armed_since));
+                    e.0 += 1;
+                    e.1 = e.1.min(t.armed_since);
+                }
+                None => out.pre_existing += 1,
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Callstack;
+
+    struct Names;
+    impl Namer for Names {
+        fn kind(&mut self, _timer: u64, f: u64, period: u64) -> &'static str {
+            match (f, period) {
+                (0x10, 0) => "go_timer",
+                (0x10, _) => "go_ticker",
+                (0x20, _) => "go_afterfunc",
+                _ => "go_netpoll",
+            }
+        }
+        fn stack(&mut self, frames: &[u64]) -> (Option<String>, Vec<String>) {
+            let names: Vec<String> = frames.iter().map(|a| format!("f{a:x}")).collect();
+            (names.get(1).cloned(), names)
+        }
+    }
+
+    fn rec(kind: EventKind, timer: u64, ts: u64, stack: Option<&[u64]>) -> Record {
+        Record {
+            kind,
+            ts_ns: ts,
+            timer,
+            function: 0x20,
+            expires: 0,
+            arg: 0,
+            tgid: 1,
+            tid: 1,
+            cur_tgid: 1,
+            timer_list: false,
+            new_owner: stack.is_some(),
+            slack_ns: None,
+            stack: stack.map(|f| Callstack {
+                comm: "x".into(),
+                user_sp: 0,
+                scan: vec![],
+                frames: f.to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn live_comes_from_the_heap_not_from_create_minus_stop() {
+        let mut s = GoState::default();
+        let mut n = Names;
+        for (i, t) in [0xa0u64, 0xb0, 0xc0].iter().enumerate() {
+            s.apply(
+                &rec(EventKind::GoCreate, *t, 100 + i as u64, Some(&[1, 2])),
+                &mut n,
+            );
+        }
+        // Never stopped, yet gone from the heap (fired and compacted, say): not live.
+        let live = s.live(&[0xa0, 0xc0, 0xdead]);
+        assert_eq!(live.by_callsite[&0], (2, 100));
+        assert_eq!(live.pre_existing, 1);
+        let c = &s.callsites()[0];
+        assert_eq!((c.kind, c.caller.as_deref()), ("go_afterfunc", Some("f2")));
+        assert_eq!((c.created_total, c.armed_total), (3, 3));
+    }
+
+    #[test]
+    fn stacks_and_kinds_split_callsites_and_small_records_count_for_their_timer() {
+        let mut s = GoState::default();
+        let mut n = Names;
+        s.apply(&rec(EventKind::GoCreate, 0xa0, 1, Some(&[1, 2])), &mut n);
+        s.apply(&rec(EventKind::GoCreate, 0xb0, 2, Some(&[1, 3])), &mut n);
+        s.apply(&rec(EventKind::GoModify, 0xa0, 3, None), &mut n);
+        s.apply(&rec(EventKind::GoStop, 0xa0, 4, None), &mut n);
+        s.apply(&rec(EventKind::GoFire, 0xb0, 5, None), &mut n);
+        s.apply(&rec(EventKind::GoStop, 0xeee, 6, None), &mut n);
+        let cs = s.callsites();
+        assert_eq!(cs.len(), 2);
+        assert_eq!((cs[0].armed_total, cs[0].stopped_total), (2, 1));
+        assert_eq!(cs[1].fired_total, 1);
+        assert_eq!(s.unattributed, 1);
+        // Re-armed after its stop: its age restarts.
+        s.apply(&rec(EventKind::GoModify, 0xa0, 9, None), &mut n);
+        assert_eq!(s.live(&[0xa0]).by_callsite[&0], (1, 9));
+    }
+
+    #[test]
+    fn a_sleep_renames_the_goroutine_timer_without_counting_an_arm() {
+        let mut s = GoState::default();
+        let mut n = Names;
+        // 1.25+: the first arm's stack ends at mcall.
+        s.apply(&rec(EventKind::GoModify, 0xa0, 1, Some(&[7])), &mut n);
+        s.apply(&rec(EventKind::GoSleep, 0xa0, 2, Some(&[8, 9])), &mut n);
+        s.apply(&rec(EventKind::GoModify, 0xa0, 3, None), &mut n);
+        let cs = s.callsites();
+        assert_eq!(cs[1].kind, "go_sleep");
+        assert_eq!(cs[1].armed_total, 1);
+        assert_eq!(s.live(&[0xa0]).by_callsite[&1], (1, 1));
+    }
+}
