@@ -25,6 +25,17 @@ const SHAPES: &[(&str, &[&str], bool)] = &[
     ("cs_forky", &["forky"], false),
 ];
 
+/// Go shapes: (comm, program in tests/go_targets, Go minor version to build with, expected to
+/// grow). `time.After` in a select loop leaks where the runtime keeps channel timers nobody
+/// waits on (before 1.23) and is bounded where it drops them (1.23+ synchronous channels).
+const GO_SHAPES: &[(&str, &str, u32, bool)] = &[
+    ("go_afterfunc", "afterfunc_leak", 25, true),
+    ("go_ticker", "ticker_leak", 22, true),
+    ("go_after_122", "after_select", 22, true),
+    ("go_after_127", "after_select", 27, false),
+    ("go_bounded", "bounded_control", 25, false),
+];
+
 const RUN_SECS: u64 = 60;
 const LEAK_DEADLINE_S: usize = 20;
 
@@ -55,7 +66,23 @@ fn build() -> PathBuf {
     for (comm, _, _) in SHAPES {
         std::os::unix::fs::symlink(&bin, dir.join(comm)).expect("symlink shape");
     }
+    for (comm, program, minor, _) in GO_SHAPES {
+        // In CI a missing toolchain fails here (toolchain_for panics); elsewhere it is skipped.
+        if let Some(tc) = common::go::toolchain_for(*minor) {
+            let built = common::go::build(&tc, program, false);
+            std::os::unix::fs::symlink(built, dir.join(comm)).expect("symlink Go shape");
+        }
+    }
     dir
+}
+
+/// Every shape that was built: (comm, arguments, expected to grow).
+fn shapes(dir: &Path) -> Vec<(&'static str, &'static [&'static str], bool)> {
+    let go = GO_SHAPES
+        .iter()
+        .filter(|(comm, ..)| dir.join(comm).exists())
+        .map(|&(comm, _, _, grows)| (comm, &[][..], grows));
+    SHAPES.iter().copied().chain(go).collect()
 }
 
 struct Killed(Vec<Child>);
@@ -71,8 +98,9 @@ impl Drop for Killed {
 
 /// One run: second (1-based) at which each shape first had a `growing` callsite, if ever.
 fn run(dir: &Path) -> BTreeMap<&'static str, Option<usize>> {
+    let shapes = shapes(dir);
     let _shapes = Killed(
-        SHAPES
+        shapes
             .iter()
             .map(|(comm, args, _)| {
                 Command::new(dir.join(comm))
@@ -89,7 +117,7 @@ fn run(dir: &Path) -> BTreeMap<&'static str, Option<usize>> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for (comm, _, _) in SHAPES {
+    for (comm, _, _) in &shapes {
         args.extend(["--comm".to_string(), comm.to_string()]);
     }
     let mut tool = Command::new(common::BIN)
@@ -101,7 +129,7 @@ fn run(dir: &Path) -> BTreeMap<&'static str, Option<usize>> {
     let stdout = tool.stdout.take().expect("stdout");
     let deadline = Instant::now() + Duration::from_secs(RUN_SECS) + common::ATTACH_TIMEOUT;
     let mut first: BTreeMap<&'static str, Option<usize>> =
-        SHAPES.iter().map(|(c, _, _)| (*c, None)).collect();
+        shapes.iter().map(|(c, _, _)| (*c, None)).collect();
     let mut frames = 0;
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("read timerwatch output");
@@ -142,7 +170,8 @@ fn corpus_verdicts_have_full_precision_and_recall_on_three_runs() {
     let (mut tp, mut fp, mut fn_, mut tn) = (0, 0, 0, 0);
     let mut failures = Vec::new();
     println!("growth corpus: first second at which each shape was `growing`, per run");
-    for (comm, _, leaks) in SHAPES {
+    for (comm, _, leaks) in shapes(&dir) {
+        let leaks = &leaks;
         let seen: Vec<Option<usize>> = runs.iter().map(|r| r[comm]).collect();
         println!(
             "  {comm:<16} expected {:<11} {seen:?}",
