@@ -393,3 +393,62 @@ fn unprivileged_user_is_told_what_is_missing() {
         "error does not say what is missing: {line}"
     );
 }
+
+/// `snapshot --fail-on-growth` is how a CI pipeline fails on a timer leak: exit 3 (with the
+/// report still printed) when a callsite grows, 0 for a bounded population.
+#[test]
+fn fail_on_growth_exits_3_for_a_leak_and_0_for_a_bounded_pool() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    // Long enough for the trend test (a 20/s leak is called after about 12 samples).
+    let secs = "16";
+    let timeout = common::ATTACH_TIMEOUT + Duration::from_secs(40);
+    let leak = Target::spawn("timerfd_leak", &["20"]);
+    let pid = leak.pid().to_string();
+    let done = common::run(
+        &[
+            "snapshot",
+            "--json",
+            "--fail-on-growth",
+            "-p",
+            &pid,
+            "--duration",
+            secs,
+        ],
+        timeout,
+    );
+    done.assert_no_panic();
+    assert_eq!(
+        done.status.code(),
+        Some(3),
+        "a 20/s leak must fail the run; stderr:\n{}\nstdout:\n{}",
+        done.stderr,
+        done.stdout
+    );
+    let report = Report::parse(&done.stdout, &done.stderr);
+    let site = report.callsite(leak.pid(), "leak_timerfd", "timerfd");
+    assert_eq!(site["verdict"], "growing", "report:\n{report}");
+    drop(leak);
+
+    let pool = Target::spawn("timerfd_pool", &[]);
+    let pid = pool.pid().to_string();
+    let done = common::run(
+        &[
+            "snapshot",
+            "--json",
+            "--fail-on-growth",
+            "-p",
+            &pid,
+            "--duration",
+            secs,
+        ],
+        timeout,
+    );
+    assert!(
+        done.status.success(),
+        "a bounded pool must pass; exit {}; stdout:\n{}",
+        done.status,
+        done.stdout
+    );
+}
