@@ -172,6 +172,21 @@ pub struct Owner {
     pub fingerprint: u64,
 }
 
+impl Owner {
+    /// An owner whose callsite was taken at creation and never moves (POSIX and interval
+    /// timers): arms from other call paths keep it.
+    pub const fn fixed_callsite(tgid: u32, tid: u32) -> Self {
+        Self {
+            tgid,
+            tid,
+            has_callsite: 1,
+            fixed: 1,
+            expires: 0,
+            fingerprint: 0,
+        }
+    }
+}
+
 /// The owned timer whose callback runs on this CPU now: wake-ups inside it are its doing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

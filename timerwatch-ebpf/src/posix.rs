@@ -68,14 +68,7 @@ pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
     }
     if pending.hrtimer != 0 {
         // The creation stack is the callsite: later arms of this hrtimer need no stack of their own.
-        let owner = Owner {
-            tgid,
-            tid,
-            has_callsite: 1,
-            fixed: 1,
-            expires: 0,
-            fingerprint: 0,
-        };
+        let owner = Owner::fixed_callsite(tgid, tid);
         let _ = OWNERS.insert(&pending.hrtimer, &owner, 0);
     }
     emit_with_stack(

@@ -170,14 +170,7 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
     if value == 0 || known {
         emit(ev);
     } else {
-        let owner = Owner {
-            tgid,
-            tid,
-            has_callsite: 1,
-            fixed: 1,
-            expires: 0,
-            fingerprint: 0,
-        };
+        let owner = Owner::fixed_callsite(tgid, tid);
         let _ = OWNERS.insert(&key, &owner, 0);
         emit_with_stack(&ctx, ev);
     }

@@ -208,3 +208,62 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
         missing_tracepoints: ctx.missing_tracepoints.to_vec(),
     }
 }
+
+/// Report values for tests: every optional field empty, so a test states only what it checks
+/// and a new field is added here once.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A kernel timerfd callsite named `caller` with `live` timers.
+    pub fn callsite(caller: &str, live: u64) -> CallsiteReport {
+        CallsiteReport {
+            source: "kernel",
+            kind: "timerfd",
+            timer_function: Some("timerfd_tmrproc".into()),
+            caller: Some(caller.into()),
+            frames: vec![caller.into()],
+            live,
+            created_total: live,
+            armed_total: live,
+            cancelled_total: 0,
+            expired_total: 0,
+            oldest_age_s: None,
+            verdict: "unknown",
+            growth_per_s: None,
+            confidence: None,
+            projected_live_1h: None,
+            plateau: None,
+            wakeups: None,
+        }
+    }
+
+    pub fn process(pid: u32, comm: &str, callsites: Vec<CallsiteReport>) -> ProcessReport {
+        ProcessReport {
+            pid,
+            comm: comm.into(),
+            exe: String::new(),
+            live: callsites.iter().map(|c| c.live).sum(),
+            pre_existing: PreExisting::default(),
+            go_version: None,
+            go_heap_timers: None,
+            verdict: "unknown",
+            growth_per_s: None,
+            projected_live_1h: None,
+            wakeups: None,
+            callsites,
+        }
+    }
+
+    pub fn report(processes: Vec<ProcessReport>) -> Report {
+        Report {
+            schema: SCHEMA,
+            duration_s: 1.0,
+            lost_events: 0,
+            unattributed_events: 0,
+            processes,
+            exited: vec![],
+            missing_tracepoints: vec![],
+        }
+    }
+}

@@ -196,6 +196,20 @@ impl Table {
         id
     }
 
+    /// A new, unarmed timer of `callsite`; `object`: live from creation (POSIX timers).
+    fn create(&mut self, key: TimerKey, tgid: u32, callsite: u64, object: bool) {
+        let timer = Timer {
+            tgid,
+            callsite,
+            armed: false,
+            live_since: None,
+            object,
+            interval: 0,
+        };
+        self.timers.insert(key, timer);
+        self.bump(key, |c| c.created_total += 1);
+    }
+
     fn set_live(&mut self, key: TimerKey, live: bool, now: u64) {
         let Some(t) = self.timers.get_mut(&key) else {
             return;
@@ -289,19 +303,8 @@ impl Table {
                 };
                 self.remove_timer(key);
                 let cs = self.callsite_for(r.tgid, Kind::PosixTimer, 0, r.stack.as_ref(), res);
-                self.timers.insert(
-                    key,
-                    Timer {
-                        tgid: r.tgid,
-                        callsite: cs,
-                        armed: false,
-                        live_since: None,
-                        object: true,
-                        interval: 0,
-                    },
-                );
+                self.create(key, r.tgid, cs, true);
                 self.set_live(key, true, r.ts_ns);
-                self.bump(key, |c| c.created_total += 1);
                 if r.arg != 0 {
                     self.remove_timer(TimerKey::Addr(r.arg));
                     self.posix_by_hrtimer.insert(r.arg, key);
@@ -370,18 +373,7 @@ impl Table {
             }
             self.remove_timer(key);
             let cs = self.callsite_for(r.tgid, kind, r.function, r.stack.as_ref(), res);
-            self.timers.insert(
-                key,
-                Timer {
-                    tgid: r.tgid,
-                    callsite: cs,
-                    armed: false,
-                    live_since: None,
-                    object: false,
-                    interval: 0,
-                },
-            );
-            self.bump(key, |c| c.created_total += 1);
+            self.create(key, r.tgid, cs, false);
         }
         if let Some(t) = self.timers.get_mut(&key) {
             t.armed = true;
@@ -435,18 +427,7 @@ impl Table {
                 return;
             }
             let cs = self.callsite_for(r.tgid, Kind::Itimer, 0, r.stack.as_ref(), res);
-            self.timers.insert(
-                key,
-                Timer {
-                    tgid: r.tgid,
-                    callsite: cs,
-                    armed: false,
-                    live_since: None,
-                    object: false,
-                    interval: 0,
-                },
-            );
-            self.bump(key, |c| c.created_total += 1);
+            self.create(key, r.tgid, cs, false);
         }
         let was_armed = self.timers.get(&key).is_some_and(|t| t.armed);
         if let Some(t) = self.timers.get_mut(&key) {

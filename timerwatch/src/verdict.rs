@@ -131,50 +131,11 @@ pub fn any_growing(report: &Report) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{PreExisting, ProcessReport, SCHEMA};
+    use crate::report::fixtures::{callsite, process, report as report_of};
 
     fn report(pid: u32, leak: u64, pool: u64) -> Report {
-        let cs = |caller: &str, live| CallsiteReport {
-            source: "kernel",
-            kind: "timerfd",
-            timer_function: Some("timerfd_tmrproc".into()),
-            caller: Some(caller.into()),
-            frames: vec![caller.into()],
-            live,
-            created_total: live,
-            armed_total: live,
-            cancelled_total: 0,
-            expired_total: 0,
-            oldest_age_s: None,
-            verdict: "unknown",
-            growth_per_s: None,
-            confidence: None,
-            projected_live_1h: None,
-            plateau: None,
-            wakeups: None,
-        };
-        Report {
-            schema: SCHEMA,
-            duration_s: 1.0,
-            lost_events: 0,
-            unattributed_events: 0,
-            processes: vec![ProcessReport {
-                pid,
-                comm: "t".into(),
-                exe: String::new(),
-                live: leak + pool,
-                pre_existing: PreExisting::default(),
-                go_version: None,
-                go_heap_timers: None,
-                verdict: "unknown",
-                growth_per_s: None,
-                projected_live_1h: None,
-                wakeups: None,
-                callsites: vec![cs("leak", leak), cs("pool", pool)],
-            }],
-            exited: vec![],
-            missing_tracepoints: vec![],
-        }
+        let callsites = vec![callsite("leak", leak), callsite("pool", pool)];
+        report_of(vec![process(pid, "t", callsites)])
     }
 
     #[test]

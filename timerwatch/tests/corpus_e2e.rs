@@ -45,23 +45,7 @@ fn build() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create corpus dir");
     let bin = dir.join("corpus_shape");
-    let out = Command::new("gcc")
-        .args([
-            "-O2",
-            "-g",
-            "-fno-omit-frame-pointer",
-            "-fno-optimize-sibling-calls",
-            "-o",
-        ])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::compile_c(&src, &bin);
     // One name per shape: the kernel takes a task's comm from the path it was exec'd by.
     for (comm, _, _) in SHAPES {
         std::os::unix::fs::symlink(&bin, dir.join(comm)).expect("symlink shape");

@@ -13,7 +13,8 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::report::{build, CallsiteReport, Context, PreExisting, ProcessReport, SCHEMA};
+    use crate::report::fixtures::{callsite, process, report as report_of};
+    use crate::report::{build, CallsiteReport, Context, SCHEMA};
     use crate::table::Table;
 
     #[test]
@@ -42,52 +43,18 @@ mod tests {
 
     #[test]
     fn callsite_fields_and_nulls() {
-        let report = Report {
-            schema: SCHEMA,
-            duration_s: 1.0,
-            lost_events: 0,
-            unattributed_events: 0,
-            processes: vec![ProcessReport {
-                pid: 7,
-                comm: "leaky".into(),
-                exe: "/usr/bin/leaky".into(),
-                live: 3,
-                pre_existing: PreExisting {
-                    posix_timers: 2,
-                    go_timers: 0,
-                },
-                go_version: None,
-                go_heap_timers: None,
-                verdict: "unknown",
-                growth_per_s: None,
-                projected_live_1h: None,
-                wakeups: None,
-                callsites: vec![CallsiteReport {
-                    source: "kernel",
-                    kind: "posix_timer",
-                    timer_function: None,
-                    caller: Some("arm_idle_timeout".into()),
-                    frames: vec![
-                        "timer_settime".into(),
-                        "arm_idle_timeout (leak.c:12)".into(),
-                    ],
-                    live: 3,
-                    created_total: 3,
-                    armed_total: 3,
-                    cancelled_total: 0,
-                    expired_total: 0,
-                    oldest_age_s: None,
-                    verdict: "unknown",
-                    growth_per_s: None,
-                    confidence: None,
-                    projected_live_1h: None,
-                    plateau: None,
-                    wakeups: None,
-                }],
-            }],
-            exited: vec![],
-            missing_tracepoints: vec![],
+        let site = CallsiteReport {
+            kind: "posix_timer",
+            timer_function: None,
+            frames: vec![
+                "timer_settime".into(),
+                "arm_idle_timeout (leak.c:12)".into(),
+            ],
+            ..callsite("arm_idle_timeout", 3)
         };
+        let mut p = process(7, "leaky", vec![site]);
+        p.pre_existing.posix_timers = 2;
+        let report = report_of(vec![p]);
         let v: serde_json::Value = serde_json::from_str(&render(&report)).unwrap();
         let c = &v["processes"][0]["callsites"][0];
         assert_eq!(v["processes"][0]["pre_existing"]["posix_timers"], 2);

@@ -145,64 +145,37 @@ pub fn render_wakeups(report: &Report, max_rows: Option<usize>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{CallsiteReport, ExitedReport, PreExisting, ProcessReport, SCHEMA};
+    use crate::report::fixtures::{callsite, process, report as report_of};
+    use crate::report::{CallsiteReport, ExitedReport, PreExisting};
 
     fn report() -> Report {
         let cs = |live, caller: &str| CallsiteReport {
-            source: "kernel",
-            kind: "timerfd",
-            timer_function: Some("timerfd_tmrproc".into()),
-            caller: Some(caller.into()),
-            frames: vec![],
-            live,
-            created_total: live,
-            armed_total: live,
-            cancelled_total: 0,
-            expired_total: 0,
             oldest_age_s: Some(150.0),
-            verdict: "unknown",
-            growth_per_s: None,
-            confidence: None,
-            projected_live_1h: None,
-            plateau: None,
-            wakeups: None,
+            frames: vec![],
+            ..callsite(caller, live)
         };
-        Report {
-            schema: SCHEMA,
-            duration_s: 5.0,
-            lost_events: 0,
-            unattributed_events: 0,
-            processes: vec![ProcessReport {
-                pid: 42,
-                comm: "a_very_long_process_name".into(),
-                exe: String::new(),
-                live: 12,
-                pre_existing: PreExisting {
-                    posix_timers: 3,
-                    go_timers: 0,
-                },
-                go_version: None,
-                go_heap_timers: None,
-                verdict: "unknown",
-                growth_per_s: None,
-                projected_live_1h: None,
-                wakeups: None,
-                callsites: vec![
-                    CallsiteReport {
-                        verdict: "growing",
-                        growth_per_s: Some(20.5),
-                        ..cs(10, "leak_timerfd")
-                    },
-                    cs(2, "other_fn"),
-                ],
-            }],
-            exited: vec![ExitedReport {
-                pid: 9,
-                comm: "gone".into(),
-                exited_after_s: 1.25,
-            }],
-            missing_tracepoints: vec![],
-        }
+        let leak = CallsiteReport {
+            verdict: "growing",
+            growth_per_s: Some(20.5),
+            ..cs(10, "leak_timerfd")
+        };
+        let mut p = process(
+            42,
+            "a_very_long_process_name",
+            vec![leak, cs(2, "other_fn")],
+        );
+        p.pre_existing = PreExisting {
+            posix_timers: 3,
+            ..PreExisting::default()
+        };
+        let mut r = report_of(vec![p]);
+        r.duration_s = 5.0;
+        r.exited = vec![ExitedReport {
+            pid: 9,
+            comm: "gone".into(),
+            exited_after_s: 1.25,
+        }];
+        r
     }
 
     #[test]

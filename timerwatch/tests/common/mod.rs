@@ -3,6 +3,7 @@
 // Each test file compiles this module into its own binary and uses only part of it.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod go;
 
 use std::collections::BTreeSet;
@@ -118,6 +119,29 @@ fn bpf_usable() -> Result<(), String> {
     Ok(())
 }
 
+/// Builds a C target the way every test needs it: frame pointers and no sibling calls keep
+/// every C frame on the stack the probes see.
+pub fn compile_c(src: &Path, out: &Path) {
+    let result = Command::new("gcc")
+        .args([
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+        ])
+        .arg("-o")
+        .arg(out)
+        .arg(src)
+        .output()
+        .expect("run gcc");
+    assert!(
+        result.status.success(),
+        "gcc failed for {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
 /// Path of a C target from tests/targets, built once per test-binary run.
 pub fn target_path(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -138,25 +162,7 @@ fn build_targets() -> PathBuf {
             continue;
         }
         let stem = path.file_stem().expect("a C file has a stem");
-        // Frame pointers and no sibling calls keep every C frame on the stack the probes see.
-        let out = Command::new("gcc")
-            .args([
-                "-O2",
-                "-g",
-                "-fno-omit-frame-pointer",
-                "-fno-optimize-sibling-calls",
-            ])
-            .arg("-o")
-            .arg(dir.join(stem))
-            .arg(&path)
-            .output()
-            .expect("run gcc");
-        assert!(
-            out.status.success(),
-            "gcc failed for {}:\n{}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        compile_c(&path, &dir.join(stem));
     }
     dir
 }
