@@ -160,9 +160,11 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                         armed_total: c.armed_total,
                         cancelled_total: c.cancelled_total,
                         expired_total: c.expired_total,
+                        // Ages are within the trace: a record from the attach itself may
+                        // predate the window's start by a few ms.
                         oldest_age_s: v
                             .oldest_live_since_ns
-                            .map(|s| secs(ctx.now_ns.saturating_sub(s))),
+                            .map(|s| secs(ctx.now_ns.saturating_sub(s.max(ctx.start_ns)))),
                         verdict: "unknown",
                         growth_per_s: None,
                         confidence: None,

@@ -129,9 +129,12 @@ impl Tracer {
                 e
             }
         })?;
-        let start_ns = probes.attached_ns;
         let ring = probes.take_ring()?;
         let go = go_tracer(args, &filter, &mut probes);
+        // The window starts once every probe, Go uprobes included, is attached, so that counts
+        // compare with rate x duration; records from the attach itself may be a little older
+        // (report ages are clamped to the window).
+        let start_ns = procfs::monotonic_ns();
         // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns for its whole
         // registration; nothing else closes or replaces it.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }

@@ -195,8 +195,6 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Tracepoints that this kernel lacks (optional ones only); reported once at start-up.
     pub missing: Vec<String>,
-    /// CLOCK_MONOTONIC ns just before the first program was attached.
-    pub attached_ns: u64,
 }
 
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
@@ -249,9 +247,6 @@ impl Probes {
             }
         }
 
-        // Records can come from the first attached program on: the trace window starts here,
-        // after the (slow) load and verification.
-        let attached_ns = crate::procfs::monotonic_ns();
         let mut missing = Vec::new();
         for a in ATTACHMENTS {
             if a.need == Wakeups && !filter.wakeups {
@@ -277,11 +272,7 @@ impl Probes {
             prog.attach(a.category, name)
                 .with_context(|| format!("attaching to {}:{}", a.category, name))?;
         }
-        Ok(Self {
-            ebpf,
-            missing,
-            attached_ns,
-        })
+        Ok(Self { ebpf, missing })
     }
 
     /// The loaded object, for attachments decided after load (Go uprobes, per process).
