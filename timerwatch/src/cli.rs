@@ -26,6 +26,9 @@ pub enum Command {
     /// Live view of timer-caused wake-ups: how often each callsite's timers wake their tasks,
     /// how late the timers fire (slack) and how long the woken task waits for a CPU.
     Wakeups(TopArgs),
+    /// Trace every process continuously and serve Prometheus metrics (with container and pod
+    /// labels) on /metrics, the last report on /report and liveness on /healthz.
+    Daemon(crate::daemon::DaemonArgs),
 }
 
 #[derive(Args, Debug, Clone)]

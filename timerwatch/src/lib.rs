@@ -5,6 +5,7 @@
 //! `report` and rendered by `output`. `session` runs that loop; `cli` and `main` drive it.
 
 pub mod cli;
+pub mod daemon;
 pub mod event;
 pub mod failure;
 pub mod go;

@@ -140,6 +140,7 @@ fn main() -> ExitCode {
                 }
                 top(a, View::Wakeups).await
             }
+            Command::Daemon(a) => timerwatch::daemon::run(a).await,
         }
     });
     match result {

@@ -50,6 +50,9 @@ impl Resolver for Env {
 /// large batches, so this bounds how stale the table can be.
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
 
+/// Records applied between two chances for other tasks to run (a few ms of work).
+const DRAIN_BATCH: usize = 16_384;
+
 /// How often live counts are sampled for growth verdicts.
 const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 
@@ -186,9 +189,30 @@ impl Tracer {
 
     /// Apply every queued record.
     pub fn drain(&mut self) {
+        while !self.drain_batch() {}
+    }
+
+    /// Apply every queued record, letting other tasks on this thread (the daemon's HTTP
+    /// server) run between batches.
+    async fn drain_yielding(&mut self) {
+        while !self.drain_batch() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Apply at most `DRAIN_BATCH` queued records; true when the ring is empty. Bounded so
+    /// that a backlog (a fork storm, a burst) cannot keep other work on this thread (the
+    /// daemon's HTTP server) waiting until it is gone.
+    fn drain_batch(&mut self) -> bool {
         let ring = self.ring.get_mut();
         let mut forget = Vec::new();
-        while let Some(item) = ring.next() {
+        let mut emptied = true;
+        for n in 0.. {
+            if n == DRAIN_BATCH {
+                emptied = false;
+                break;
+            }
+            let Some(item) = ring.next() else { break };
             match decode(&item) {
                 Ok(rec) => {
                     self.go.apply(&rec);
@@ -200,6 +224,7 @@ impl Tracer {
         if !forget.is_empty() {
             self.probes.forget_timers(&forget);
         }
+        emptied
     }
 
     /// The report with growth verdicts from the samples taken so far.
@@ -262,15 +287,15 @@ impl Tracer {
                     let mut guard = guard?;
                     guard.clear_ready();
                     drop(guard);
-                    self.drain();
+                    self.drain_yielding().await;
                 }
-                _ = drain_timer.tick() => self.drain(),
+                _ = drain_timer.tick() => self.drain_yielding().await,
                 _ = sample_timer.tick() => {
-                    self.drain();
+                    self.drain_yielding().await;
                     self.sample();
                 }
                 _ = tick_timer.tick(), if tick.is_some() => {
-                    self.drain();
+                    self.drain_yielding().await;
                     if !on_tick(&self.report()) {
                         break;
                     }

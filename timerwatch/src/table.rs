@@ -104,6 +104,8 @@ pub struct Table {
     /// the life of an address space, so a stack seen before costs no symbolization.
     index: HashMap<(u32, Kind, u64), u64>,
     processes: HashMap<u32, Process>,
+    /// The most recent exits only: a long-running daemon on a host that forks constantly would
+    /// otherwise keep every exit it ever saw.
     exited: Vec<Exited>,
     /// hrtimers of POSIX timers deleted while armed, whose cancel record is still to come.
     expected_cancels: HashSet<u64>,
@@ -113,6 +115,9 @@ pub struct Table {
     /// Records that could not be attributed (a timer we never saw start, an unknown id).
     pub unmatched: u64,
 }
+
+/// Exits kept for the report's `exited` list.
+pub const MAX_EXITED: usize = 4096;
 
 fn stack_hash(frames: &[u64]) -> u64 {
     let mut h = DefaultHasher::new();
@@ -476,7 +481,7 @@ impl Table {
         let comm = self.processes.get(&r.tgid).map(|p| p.comm.clone());
         let addrs = self.drop_process_state(r.tgid);
         if let Some(comm) = comm {
-            self.exited.push(Exited {
+            self.remember_exit(Exited {
                 tgid: r.tgid,
                 comm,
                 at_ns: r.ts_ns,
@@ -519,7 +524,7 @@ impl Table {
             .map(|p| p.comm.clone())
             .unwrap_or_default();
         let addrs = self.drop_process_state(tgid);
-        self.exited.push(Exited {
+        self.remember_exit(Exited {
             tgid,
             comm,
             at_ns: now,
@@ -539,6 +544,14 @@ impl Table {
 
     pub fn exited(&self) -> &[Exited] {
         &self.exited
+    }
+
+    fn remember_exit(&mut self, e: Exited) {
+        // Dropping the older half at once keeps the cost per exit constant.
+        if self.exited.len() >= MAX_EXITED {
+            self.exited.drain(..MAX_EXITED / 2);
+        }
+        self.exited.push(e);
     }
 
     /// Live timers of a process.
@@ -867,6 +880,18 @@ mod tests {
         let c = only_callsite(&t, 10);
         assert_eq!((c.kind, c.live, c.armed_total), (Kind::Sleep, 1, 1));
         assert_eq!(t.process(10).unwrap().comm, "target");
+    }
+
+    #[test]
+    fn exits_kept_are_bounded_and_the_latest() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        let total = MAX_EXITED as u32 * 3;
+        for tgid in 1..=total {
+            t.apply(&first_start(tgid, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+            t.apply(&rec(EventKind::ProcessExit, tgid, 0, 0, 2), &mut n);
+        }
+        assert!(t.exited().len() <= MAX_EXITED);
+        assert_eq!(t.exited().last().unwrap().tgid, total);
     }
 
     #[test]

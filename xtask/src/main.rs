@@ -4,6 +4,7 @@
 //! `cargo xtask test` on a fresh Debian machine is the whole story.
 
 mod bpf_linker;
+mod daemon_deps;
 mod dist;
 mod go_toolchains;
 mod run;

@@ -57,6 +57,7 @@ pub fn run(verbosity: Verbosity) -> Result<()> {
     let nightly = bpf_linker::nightly(&report)?;
     bpf_linker::bpf_linker(&report, &nightly)?;
     go_toolchains::install(&report)?;
+    crate::daemon_deps::install(&report)?;
     Ok(())
 }
 

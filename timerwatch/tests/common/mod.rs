@@ -3,6 +3,7 @@
 // Each test file compiles this module into its own binary and uses only part of it.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod go;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,99 @@
+//! `timerwatch daemon`: trace every process continuously and export what the reports say as
+//! Prometheus metrics, with container and pod labels, on `/metrics`, the last report on
+//! `/report`, and liveness on `/healthz`. Deployment and the label sources: deploy/README.md.
+//!
+//! The tracing loop (`session::Tracer`) and the HTTP server share the current-thread runtime:
+//! each report goes through the `pipeline` into a `snapshot` that the handlers read.
+
+mod args;
+pub mod cgroup;
+pub mod fold;
+pub mod kubelet;
+pub mod latency;
+pub mod metadata;
+pub mod metrics;
+mod pipeline;
+pub mod preflight;
+mod server;
+pub mod snapshot;
+pub mod verdict_log;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::net::TcpListener;
+
+pub use args::DaemonArgs;
+
+use crate::{failure::Failure, session::Tracer};
+use fold::{Fold, Limits};
+use metadata::{Metadata, PodFilter};
+use pipeline::Pipeline;
+use snapshot::Shared;
+
+fn validate(args: &DaemonArgs) -> Result<Duration> {
+    if args.trace.json {
+        return Err(Failure::bad_input("`daemon` serves JSON at /report: drop --json").into());
+    }
+    if !(args.interval.is_finite() && args.interval >= 0.1 && args.interval <= 3600.0) {
+        return Err(Failure::bad_input(format!(
+            "--interval must be between 0.1 and 3600 seconds, got {}",
+            args.interval
+        ))
+        .into());
+    }
+    if args.max_processes == 0 || args.max_callsites_per_process == 0 {
+        return Err(Failure::bad_input(
+            "--max-processes and --max-callsites-per-process must be at least 1",
+        )
+        .into());
+    }
+    Ok(Duration::from_secs_f64(args.interval))
+}
+
+pub async fn run(args: DaemonArgs) -> Result<()> {
+    let interval = validate(&args)?;
+    preflight::check()?;
+    // Before attaching: a taken port is the user's to fix, and should cost no BPF load.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::bad_input(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    let mut tracer = Tracer::start(&args.trace)?;
+    let shared = Shared::default();
+    tokio::spawn(server::serve(listener, shared.clone(), interval));
+
+    let metadata = Metadata::new(std::path::Path::new("/proc"), &args.kubelet_logs);
+    if !metadata.kubelet().available() {
+        eprintln!(
+            "timerwatch: note: no kubelet pod logs under {}: pod, namespace and container labels stay empty",
+            metadata.kubelet().root().display()
+        );
+    }
+    for tp in tracer.missing_tracepoints() {
+        eprintln!("timerwatch: note: this kernel has no {tp}; timers it would show are not seen");
+    }
+    // Scripts and tests wait for this line.
+    eprintln!("timerwatch: attached, serving http://{addr}/metrics, /report and /healthz");
+
+    let mut pipeline = Pipeline {
+        metadata,
+        filter: PodFilter {
+            namespaces: args.namespaces.clone(),
+            pods: args.pods.clone(),
+        },
+        fold: Fold::new(Limits {
+            processes: args.max_processes,
+            callsites_per_process: args.max_callsites_per_process,
+        }),
+        verdicts: verdict_log::VerdictLog::default(),
+        shared,
+    };
+    tracer
+        .run(None, Some(interval), |report| {
+            pipeline.tick(report);
+            true
+        })
+        .await?;
+    Ok(())
+}

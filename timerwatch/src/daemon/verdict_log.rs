@@ -1,0 +1,154 @@
+//! Verdict changes as JSON lines, for log pipelines that alert without Prometheus.
+//!
+//! A line is written when a callsite's verdict changes to or from `growing` or `draining` (a
+//! callsite seen for the first time counts as coming from `unknown`); `unknown` ↔ `stable`
+//! changes are every callsite's warm-up and would only be noise.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::{fold::identity, metadata::PodLabels};
+use crate::report::Report;
+
+/// One log line; field order is the order on the line, time and event first.
+#[derive(Serialize)]
+struct VerdictEvent<'a> {
+    ts: f64,
+    event: &'static str,
+    pid: u32,
+    comm: &'a str,
+    source: &'static str,
+    kind: &'static str,
+    caller: Option<&'a str>,
+    timer_function: Option<&'a str>,
+    from: &'static str,
+    to: &'static str,
+    growth_per_s: Option<f64>,
+    live: u64,
+    #[serde(flatten)]
+    pod: &'a PodLabels,
+}
+
+#[derive(Default)]
+pub struct VerdictLog {
+    last: HashMap<u64, &'static str>,
+}
+
+fn notable(v: &str) -> bool {
+    matches!(v, "growing" | "draining")
+}
+
+impl VerdictLog {
+    /// The lines for the changes since the previous report; `ts` is Unix time in seconds.
+    pub fn changes(
+        &mut self,
+        report: &Report,
+        pods: &HashMap<u32, PodLabels>,
+        ts: f64,
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut now = HashMap::with_capacity(self.last.len());
+        for p in &report.processes {
+            let pod = pods.get(&p.pid).cloned().unwrap_or_default();
+            for c in &p.callsites {
+                let key = identity(p.pid, c);
+                let from = self.last.get(&key).copied().unwrap_or("unknown");
+                now.insert(key, c.verdict);
+                if from == c.verdict || !(notable(from) || notable(c.verdict)) {
+                    continue;
+                }
+                let line = VerdictEvent {
+                    ts: (ts * 1000.0).round() / 1000.0,
+                    event: "verdict",
+                    pid: p.pid,
+                    comm: &p.comm,
+                    source: c.source,
+                    kind: c.kind,
+                    caller: c.caller.as_deref(),
+                    timer_function: c.timer_function.as_deref(),
+                    from,
+                    to: c.verdict,
+                    growth_per_s: c.growth_per_s,
+                    live: c.live,
+                    pod: &pod,
+                };
+                // Plain data with string keys always serialises.
+                lines.push(serde_json::to_string(&line).expect("verdict event serialises"));
+            }
+        }
+        // Callsites that left the report (their process exited) are forgotten.
+        self.last = now;
+        lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{CallsiteReport, PreExisting, ProcessReport, SCHEMA};
+
+    fn report(verdict: &'static str) -> Report {
+        Report {
+            schema: SCHEMA,
+            duration_s: 1.0,
+            lost_events: 0,
+            unattributed_events: 0,
+            processes: vec![ProcessReport {
+                pid: 7,
+                comm: "leaky".into(),
+                exe: String::new(),
+                live: 1,
+                pre_existing: PreExisting::default(),
+                go_version: None,
+                go_heap_timers: None,
+                verdict: "unknown",
+                growth_per_s: None,
+                projected_live_1h: None,
+                wakeups: None,
+                callsites: vec![CallsiteReport {
+                    source: "kernel",
+                    kind: "timerfd",
+                    timer_function: None,
+                    caller: Some("leak_timerfd".into()),
+                    frames: vec![],
+                    live: 1,
+                    created_total: 1,
+                    armed_total: 1,
+                    cancelled_total: 0,
+                    expired_total: 0,
+                    oldest_age_s: None,
+                    verdict,
+                    growth_per_s: (verdict == "growing").then_some(20.0),
+                    confidence: None,
+                    projected_live_1h: None,
+                    plateau: None,
+                    wakeups: None,
+                }],
+            }],
+            exited: vec![],
+            missing_tracepoints: vec![],
+        }
+    }
+
+    #[test]
+    fn logs_changes_that_matter_once() {
+        let mut log = VerdictLog::default();
+        let pods = HashMap::new();
+        assert!(log.changes(&report("unknown"), &pods, 1.0).is_empty());
+        assert!(log.changes(&report("stable"), &pods, 2.0).is_empty());
+        let lines = log.changes(&report("growing"), &pods, 3.0);
+        assert_eq!(lines.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["event"], "verdict");
+        assert_eq!(v["from"], "stable");
+        assert_eq!(v["to"], "growing");
+        assert_eq!(v["caller"], "leak_timerfd");
+        assert_eq!(v["pid"], 7);
+        assert_eq!(v["growth_per_s"], 20.0);
+        assert!(lines[0].starts_with("{\"ts\":3.0,\"event\":\"verdict\",\"pid\":7,"));
+        assert_eq!(v["container_id"], "");
+        assert!(log.changes(&report("growing"), &pods, 4.0).is_empty());
+        assert_eq!(log.changes(&report("stable"), &pods, 5.0).len(), 1);
+    }
+}
