@@ -3,6 +3,7 @@
 //! Everything a newcomer (or CI) needs beyond stable Rust is installed by `setup`, so that
 //! `cargo xtask test` on a fresh Debian machine is the whole story.
 
+mod bench;
 mod bpf_linker;
 mod daemon_deps;
 mod dist;
@@ -37,6 +38,9 @@ enum Command {
     Run(run::Args),
     /// Build a release tarball under dist/.
     Dist,
+    /// Measure timerwatch's costs against no tracing, empty BPF programs and bpftrace (root
+    /// only); prints Markdown and rewrites BENCHMARKS.md's results.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Test(args) => return test::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Dist => dist::run(),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,700 @@
+//! Added cost per traced event: one workload, several tracers ("columns"), interleaved within
+//! every round (A B C D, A B C D, …) so that a build starting on this shared machine slows all
+//! columns alike instead of whichever happened to run then.
+//!
+//! A suite is data: a workload (a C target under bench/ that reports its own rate) and columns.
+//! Go timers get their own suite once timerwatch has Go uprobes: a Go target and columns for
+//! nothing, empty uprobes (its floor), timerwatch and bpftrace; the rest needs no change.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::json::Json;
+use super::proc::{expect_line, expect_stderr, Proc, SIGINT};
+use super::stats::Summary;
+use super::{Env, ATTACH_TIMEOUT};
+
+pub struct Workload {
+    pub name: &'static str,
+    /// C target built from bench/TARGET.c; called as `TARGET SECONDS ARGS…`.
+    pub target: &'static str,
+    pub args: Vec<String>,
+    /// What one reported iteration is.
+    pub unit: &'static str,
+    /// The tracepoints whose events the measured tracers handle, counted per iteration in the
+    /// same run (never assumed).
+    pub events: &'static [&'static str],
+}
+
+pub enum Tool {
+    Nothing,
+    /// A script under bench/, given the workload's PID as `$1` if it takes one; ready once it
+    /// prints "up" (from BEGIN, which bpftrace runs after attaching every probe).
+    Bpftrace {
+        script: &'static str,
+        pid_arg: bool,
+    },
+    /// `timerwatch snapshot -p PID --json` plus these arguments.
+    Timerwatch {
+        args: &'static [&'static str],
+    },
+    /// `bench/empty_probes.c` on these tracepoints: `r0 = 0; exit` programs.
+    EmptyProbes {
+        tracepoints: &'static [&'static str],
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    Baseline,
+    Floor,
+    /// A cross-check of the floor with programs that return 0, as timerwatch's do.
+    FloorReturn0,
+    Timerwatch,
+    TimerwatchNoWakeups,
+    Bpftrace,
+}
+
+pub struct Column {
+    pub role: Role,
+    pub label: &'static str,
+    pub tool: Tool,
+}
+
+pub struct Suite {
+    pub title: &'static str,
+    pub workload: Workload,
+    pub columns: Vec<Column>,
+}
+
+/// Suites not measured yet, rendered as placeholder rows so the gap stays visible.
+pub const PENDING: &[(&str, &str)] = &[(
+    "Go worst case (runtime timers via uprobes: floor, timerwatch, bpftrace)",
+    "not measured yet: needs Go uprobes",
+)];
+
+const TIMER_EVENTS: &[&str] = &[
+    "timer:hrtimer_setup",
+    "timer:hrtimer_cancel",
+    "timer:hrtimer_start",
+    "timer:hrtimer_expire_entry",
+];
+
+pub fn suites(env: &Env) -> Vec<Suite> {
+    let pin_cpu = (env.cpus.saturating_sub(1)).to_string();
+    let mut suites = vec![
+        Suite {
+            title: "Kernel-timer worst case: one timerfd re-armed in a tight loop",
+            workload: Workload {
+                name: "rearm",
+                target: "rearm",
+                args: vec!["1".into()],
+                unit: "iteration",
+                events: TIMER_EVENTS,
+            },
+            columns: vec![
+                Column {
+                    role: Role::Baseline,
+                    label: "nothing attached",
+                    tool: Tool::Nothing,
+                },
+                Column {
+                    role: Role::Floor,
+                    label: "floor: empty bpftrace programs (bench/floor_timer.bt)",
+                    tool: Tool::Bpftrace {
+                        script: "floor_timer.bt",
+                        pid_arg: false,
+                    },
+                },
+                Column {
+                    role: Role::Timerwatch,
+                    label: "timerwatch snapshot -p PID",
+                    tool: Tool::Timerwatch { args: &[] },
+                },
+                Column {
+                    role: Role::TimerwatchNoWakeups,
+                    label: "timerwatch snapshot -p PID --no-wakeups",
+                    tool: Tool::Timerwatch {
+                        args: &["--no-wakeups"],
+                    },
+                },
+                Column {
+                    role: Role::Bpftrace,
+                    label: "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
+                    tool: Tool::Bpftrace {
+                        script: "live_per_stack.bt",
+                        pid_arg: true,
+                    },
+                },
+            ],
+        },
+        Suite {
+            title: "Scheduler probes: two processes ping-ponging a byte over pipes on one CPU",
+            workload: Workload {
+                name: "pingpong",
+                target: "pingpong",
+                args: vec![pin_cpu],
+                unit: "round trip",
+                events: &["sched:sched_switch", "sched:sched_waking"],
+            },
+            columns: vec![
+                Column {
+                    role: Role::Baseline,
+                    label: "nothing attached",
+                    tool: Tool::Nothing,
+                },
+                Column {
+                    role: Role::Floor,
+                    label: "floor: empty bpftrace programs (bench/floor_sched.bt)",
+                    tool: Tool::Bpftrace {
+                        script: "floor_sched.bt",
+                        pid_arg: false,
+                    },
+                },
+                Column {
+                    role: Role::Timerwatch,
+                    label: "timerwatch snapshot -p PID",
+                    tool: Tool::Timerwatch { args: &[] },
+                },
+                Column {
+                    role: Role::TimerwatchNoWakeups,
+                    label: "timerwatch snapshot -p PID --no-wakeups",
+                    tool: Tool::Timerwatch {
+                        args: &["--no-wakeups"],
+                    },
+                },
+            ],
+        },
+    ];
+    if env.plan.floor_cross_check {
+        suites[0].columns.insert(
+            2,
+            Column {
+                role: Role::FloorReturn0,
+                label: "floor cross-check: `r0 = 0; exit` programs (bench/empty_probes.c)",
+                tool: Tool::EmptyProbes {
+                    tracepoints: TIMER_EVENTS,
+                },
+            },
+        );
+    }
+    suites
+}
+
+/// What a target prints at the end: "iterations N seconds S rate R cpu_share C".
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoopResult {
+    pub iterations: f64,
+    pub seconds: f64,
+    pub rate: f64,
+    pub cpu_share: f64,
+}
+
+impl LoopResult {
+    pub fn parse(line: &str) -> Result<Self> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let field = |name: &str| -> Result<f64> {
+            let i = words
+                .iter()
+                .position(|w| *w == name)
+                .with_context(|| format!("no {name} in {line:?}"))?;
+            words
+                .get(i + 1)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("bad {name} in {line:?}"))
+        };
+        Ok(Self {
+            iterations: field("iterations")?,
+            seconds: field("seconds")?,
+            rate: field("rate")?,
+            cpu_share: field("cpu_share")?,
+        })
+    }
+
+    /// Iterations per second of the workload's own CPU time. The probes run on the traced
+    /// thread, in its time; normalising by it keeps a build that steals the CPU for part of a
+    /// run from counting as tracing overhead.
+    pub fn cpu_rate(&self) -> f64 {
+        self.rate / self.cpu_share.max(1e-3)
+    }
+}
+
+/// What timerwatch's report said about the traced processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts {
+    pub lost: f64,
+    pub unattributed: f64,
+    /// Records the daemon applied to the traced processes' callsites.
+    pub armed: f64,
+    pub cancelled: f64,
+    pub expired: f64,
+    /// First arms, each of which came with a user stack.
+    pub created: f64,
+    pub live: f64,
+}
+
+impl Counts {
+    pub fn from_report(report: &Json, pids: &[u32]) -> Self {
+        let mut c = Counts {
+            lost: report.num("lost_events").unwrap_or(0.0),
+            unattributed: report.num("unattributed_events").unwrap_or(0.0),
+            ..Counts::default()
+        };
+        for p in report.arr("processes") {
+            if !p.num("pid").is_some_and(|pid| pids.contains(&(pid as u32))) {
+                continue;
+            }
+            c.live += p.num("live").unwrap_or(0.0);
+            for cs in p.arr("callsites") {
+                c.armed += cs.num("armed_total").unwrap_or(0.0);
+                c.cancelled += cs.num("cancelled_total").unwrap_or(0.0);
+                c.expired += cs.num("expired_total").unwrap_or(0.0);
+                c.created += cs.num("created_total").unwrap_or(0.0);
+            }
+        }
+        c
+    }
+
+    pub fn records(&self) -> f64 {
+        self.armed + self.cancelled + self.expired
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub result: LoopResult,
+    /// Someone else's BPF tracers were attached before or after this run.
+    pub disturbed: bool,
+    /// CPU seconds the tracer's own process used during the loop.
+    pub tool_cpu: Option<f64>,
+    pub counts: Option<Counts>,
+    /// With `kernel.bpf_stats_enabled`: the tracer's programs' run counts and times.
+    pub programs: Vec<ProgramStat>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramStat {
+    pub name: String,
+    pub runs: f64,
+    pub ns_per_run: f64,
+}
+
+/// Turns on the kernel's per-program run time accounting (`run_time_ns`/`run_cnt` in
+/// `bpftool prog show`) and restores the previous setting when dropped. It adds two clock reads
+/// to every program run, on the whole machine, so only the profiling runs have it.
+struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let previous = std::fs::read_to_string(BPF_STATS)
+            .with_context(|| format!("reading {BPF_STATS}"))?
+            .trim()
+            .to_string();
+        std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.previous);
+    }
+}
+
+fn program_stats(ids: &[u32]) -> Result<Vec<ProgramStat>> {
+    let out = crate::util::output(Command::new("bpftool").args(["-j", "prog", "show"]))?;
+    let list = Json::parse(out.trim()).context("parsing `bpftool -j prog show`")?;
+    Ok(list
+        .items()
+        .iter()
+        .filter(|p| p.num("id").is_some_and(|id| ids.contains(&(id as u32))))
+        .filter_map(|p| {
+            let runs = p.num("run_cnt")?;
+            Some(ProgramStat {
+                name: p.str("name")?.to_string(),
+                runs,
+                ns_per_run: p.num("run_time_ns")? / runs.max(1.0),
+            })
+        })
+        .collect())
+}
+
+/// One more run of every traced column with per-program accounting on: where the added cost
+/// goes, program by program.
+pub fn profile_programs(env: &mut Env, suite: &Suite) -> Result<Vec<Vec<Option<Run>>>> {
+    let mut rounds = Vec::new();
+    for round in 0..env.plan.profile_rounds {
+        env.wait_quiet()?;
+        let _stats = BpfStats::enable()?;
+        let mut runs = Vec::new();
+        for col in &suite.columns {
+            if matches!(col.tool, Tool::Nothing) {
+                runs.push(None);
+                continue;
+            }
+            env.progress(&format!(
+                "{}: per-program profile {}/{}: {}",
+                suite.workload.name,
+                round + 1,
+                env.plan.profile_rounds,
+                col.label
+            ));
+            let run = run_column(env, &suite.workload, &col.tool, true)
+                .with_context(|| format!("{}: {} (profile)", suite.workload.name, col.label))?;
+            runs.push(Some(run));
+        }
+        rounds.push(runs);
+    }
+    Ok(rounds)
+}
+
+/// `num.median / den.median`, with both sides for the reader to judge the spread.
+#[derive(Clone, Copy, Debug)]
+pub struct Ratio {
+    pub ratio: f64,
+    pub num: Summary,
+    pub den: Summary,
+}
+
+impl Ratio {
+    /// The denominator's spread reaches zero: the ratio says little beyond "much larger".
+    pub fn den_in_noise(&self) -> bool {
+        self.den.min <= 0.0 || self.den.median <= 0.0
+    }
+
+    pub fn show(&self) -> String {
+        format!(
+            "{} = {} / {}{}",
+            super::stats::ratio(self.ratio),
+            self.num.show(super::stats::ns),
+            self.den.show(super::stats::ns),
+            if self.den_in_noise() {
+                "; the denominator is within this run's noise"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+pub struct SuiteResult {
+    pub events_per_unit: f64,
+    /// Per counted tracepoint: events per iteration.
+    pub breakdown: Vec<(String, f64)>,
+    /// `runs[round][column]`.
+    pub runs: Vec<Vec<Run>>,
+    /// `profile[round][column]`: runs with per-program accounting (None for the baseline).
+    pub profile: Vec<Vec<Option<Run>>>,
+}
+
+impl SuiteResult {
+    /// Rounds in which no column saw someone else's tracer, if there are at least two of them;
+    /// otherwise every round (and the report says the figures are unreliable).
+    pub fn rounds_used(&self) -> Vec<&Vec<Run>> {
+        let clean: Vec<&Vec<Run>> = self
+            .runs
+            .iter()
+            .filter(|row| row.iter().all(|r| !r.disturbed))
+            .collect();
+        if clean.len() >= 2 {
+            clean
+        } else {
+            self.runs.iter().collect()
+        }
+    }
+
+    /// Whether the rounds used are free of others' tracers.
+    pub fn clean(&self) -> bool {
+        self.rounds_used()
+            .iter()
+            .all(|row| row.iter().all(|r| !r.disturbed))
+    }
+
+    pub fn column(&self, i: usize) -> impl Iterator<Item = &Run> {
+        self.rounds_used().into_iter().map(move |r| &r[i])
+    }
+
+    /// Added ns per traced event of column `i` against the baseline, one value per round (the
+    /// baseline of the same round).
+    pub fn added_ns(&self, suite: &Suite, i: usize) -> Vec<f64> {
+        let Some(base) = suite.columns.iter().position(|c| c.role == Role::Baseline) else {
+            return Vec::new();
+        };
+        self.rounds_used()
+            .iter()
+            .map(|r| {
+                (1.0 / r[i].result.cpu_rate() - 1.0 / r[base].result.cpu_rate()) * 1e9
+                    / self.events_per_unit
+            })
+            .collect()
+    }
+
+    /// Ratio of two columns' added cost: of the medians, not a median of per-round ratios, which
+    /// a denominator near zero (the floor is a few ns, within the noise) would blow up.
+    pub fn cost_ratio(&self, suite: &Suite, a: Role, b: Role) -> Option<Ratio> {
+        let ia = suite.columns.iter().position(|c| c.role == a)?;
+        let ib = suite.columns.iter().position(|c| c.role == b)?;
+        let num = Summary::of(&self.added_ns(suite, ia))?;
+        let den = Summary::of(&self.added_ns(suite, ib))?;
+        Some(Ratio {
+            ratio: num.median / den.median,
+            num,
+            den,
+        })
+    }
+
+    /// Per-round difference of two columns' added cost (ns per event).
+    pub fn cost_difference(&self, suite: &Suite, a: Role, b: Role) -> Option<Summary> {
+        let ia = suite.columns.iter().position(|c| c.role == a)?;
+        let ib = suite.columns.iter().position(|c| c.role == b)?;
+        let (ca, cb) = (self.added_ns(suite, ia), self.added_ns(suite, ib));
+        let v: Vec<f64> = ca.iter().zip(&cb).map(|(x, y)| x - y).collect();
+        Summary::of(&v)
+    }
+}
+
+/// Events per iteration of a workload, counted by bpftrace on a short run.
+///
+/// Not `perf stat`: a BPF program on a tracepoint that returns 0 (timerwatch's do) stops perf
+/// from counting that tracepoint at all (`perf_trace_run_bpf_submit`), so on this shared machine
+/// perf reads 0 whenever someone else runs timerwatch. Programs in one tracepoint's array all
+/// run, so a counting bpftrace script is unaffected.
+pub fn events_per_unit(env: &Env, w: &Workload) -> Result<(f64, Vec<(String, f64)>)> {
+    let mut script = String::from("BEGIN { printf(\"up\\n\"); }\n");
+    for event in w.events {
+        // comm, not pid: the ping-pong's child is another process with the same name.
+        script += &format!(
+            "tracepoint:{event} /comm == \"{}\"/ {{ @[probe] = count(); }}\n",
+            w.target
+        );
+    }
+    let path = env.targets.join(format!("count_{}.bt", w.name));
+    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+    let mut cmd = Command::new(env.target(w.target));
+    cmd.arg(COUNT_SECONDS.to_string()).args(&w.args);
+    let mut target = Proc::spawn(w.target, &mut cmd)?;
+    expect_line(&mut target, Duration::from_secs(10), |l| {
+        l.starts_with("ready ")
+    })?;
+    let mut counter = start_bpftrace(&path, None)?;
+    let programs = counter.bpf_programs();
+    target.send_line("go")?;
+    let line = expect_line(
+        &mut target,
+        Duration::from_secs_f64(COUNT_SECONDS + 30.0),
+        |l| l.starts_with("iterations "),
+    )?;
+    let iterations = LoopResult::parse(&line)?.iterations;
+    let out = stop_tool(env, &mut counter, &programs)?;
+    target.close_stdin();
+    let mut breakdown = Vec::new();
+    for event in w.events {
+        // bpftrace prints `@[tracepoint:timer:hrtimer_start]: 978567` at exit.
+        let key = format!("@[tracepoint:{event}]:");
+        let count = out
+            .iter()
+            .find_map(|l| l.strip_prefix(&key)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        breakdown.push((event.to_string(), count / iterations));
+    }
+    let total = breakdown.iter().map(|(_, n)| n).sum();
+    Ok((total, breakdown))
+}
+
+/// Long enough for per-iteration counts to settle to two decimals.
+const COUNT_SECONDS: f64 = 0.5;
+
+pub fn run_suite(env: &mut Env, suite: &Suite) -> Result<SuiteResult> {
+    let (events_per_unit, breakdown) = events_per_unit(env, &suite.workload)?;
+    if events_per_unit < 0.5 {
+        bail!(
+            "{}: only {events_per_unit:.2} traced events per {}; the workload does not exercise the probes",
+            suite.workload.name,
+            suite.workload.unit
+        );
+    }
+    let mut runs = Vec::new();
+    for round in 0..env.plan.rounds {
+        env.wait_quiet()?;
+        let mut row = Vec::new();
+        for col in &suite.columns {
+            env.progress(&format!(
+                "{}: round {}/{}: {}",
+                suite.workload.name,
+                round + 1,
+                env.plan.rounds,
+                col.label
+            ));
+            let run = run_column(env, &suite.workload, &col.tool, false)
+                .with_context(|| format!("{}: {}", suite.workload.name, col.label))?;
+            env.conditions.cpu_shares.push(run.result.cpu_share);
+            row.push(run);
+        }
+        runs.push(row);
+    }
+    let profile = profile_programs(env, suite)?;
+    Ok(SuiteResult {
+        events_per_unit,
+        breakdown,
+        runs,
+        profile,
+    })
+}
+
+/// Starts a tracer on `pids` and waits until its probes are attached.
+pub fn start_tool(env: &Env, tool: &Tool, pids: &[u32], extra: &[&str]) -> Result<Option<Proc>> {
+    let proc = match tool {
+        Tool::Nothing => return Ok(None),
+        Tool::Bpftrace { script, pid_arg } => {
+            start_bpftrace(&env.scripts.join(script), pid_arg.then_some(pids[0]))?
+        }
+        Tool::EmptyProbes { tracepoints } => {
+            let mut p = Proc::spawn(
+                "empty_probes",
+                Command::new(env.target("empty_probes")).args(*tracepoints),
+            )?;
+            expect_line(&mut p, ATTACH_TIMEOUT, |l| l == "up")?;
+            p
+        }
+        Tool::Timerwatch { args } => {
+            let mut cmd = Command::new(&env.timerwatch);
+            cmd.arg("snapshot");
+            for pid in pids {
+                cmd.arg("-p").arg(pid.to_string());
+            }
+            // A bound on its life even if we never get to stop it.
+            cmd.args(["--json", "--duration", "600"])
+                .args(*args)
+                .args(extra);
+            let mut p = Proc::spawn("timerwatch", &mut cmd)?;
+            expect_stderr(&mut p, ATTACH_TIMEOUT, |l| {
+                l.starts_with("timerwatch: attached")
+            })?;
+            p
+        }
+    };
+    Ok(Some(proc))
+}
+
+/// Starts a bpftrace script and waits for its "up" (from BEGIN, which bpftrace runs after
+/// attaching every probe).
+fn start_bpftrace(script: &Path, pid: Option<u32>) -> Result<Proc> {
+    let mut cmd = Command::new("bpftrace");
+    cmd.arg(script);
+    if let Some(pid) = pid {
+        cmd.arg(pid.to_string());
+    }
+    let mut p = Proc::spawn("bpftrace", &mut cmd)?;
+    expect_line(&mut p, ATTACH_TIMEOUT, |l| l == "up")?;
+    Ok(p)
+}
+
+/// Stops a tracer with SIGINT (both detach and print their results on it) and returns its
+/// stdout. Fails if any of its BPF programs is still loaded afterwards.
+pub fn stop_tool(env: &Env, tool: &mut Proc, programs: &[u32]) -> Result<Vec<String>> {
+    let status = tool.stop(SIGINT, Duration::from_secs(20));
+    let out = tool
+        .stdout
+        .rest(std::time::Instant::now() + Duration::from_secs(5));
+    env.wait_unloaded(programs)?;
+    match status {
+        Ok(s) if s.success() => Ok(out),
+        Ok(s) => bail!("{} exited with {s}: {}", tool.name, tool.stderr_tail()),
+        Err(threads) => bail!(
+            "{} did not exit within 20 s of SIGINT (killed; threads: {threads}; stdout: {:?}; stderr: {})",
+            tool.name,
+            out.iter().rev().take(3).collect::<Vec<_>>(),
+            tool.stderr_tail()
+        ),
+    }
+}
+
+pub fn last_report(lines: &[String]) -> Result<Json> {
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("timerwatch printed no JSON report")?;
+    Json::parse(line).context("parsing timerwatch's report")
+}
+
+fn run_column(env: &mut Env, w: &Workload, tool: &Tool, profile: bool) -> Result<Run> {
+    let disturbed_before = env.note_foreign_bpf()?;
+    let mut cmd = Command::new(env.target(w.target));
+    cmd.arg(env.plan.loop_seconds.to_string()).args(&w.args);
+    let mut target = Proc::spawn(w.target, &mut cmd)?;
+    expect_line(&mut target, Duration::from_secs(10), |l| {
+        l.starts_with("ready ")
+    })?;
+    let mut tracer = start_tool(env, tool, &[target.pid()], &[])?;
+    let programs = tracer.as_ref().map(Proc::bpf_programs).unwrap_or_default();
+    let cpu_before = tracer.as_ref().and_then(Proc::cpu_seconds);
+    target.send_line("go")?;
+    let line = expect_line(
+        &mut target,
+        Duration::from_secs_f64(env.plan.loop_seconds + 30.0),
+        |l| l.starts_with("iterations "),
+    )?;
+    let result = LoopResult::parse(&line)?;
+    let cpu_after = tracer.as_ref().and_then(Proc::cpu_seconds);
+    let stats = if profile {
+        program_stats(&programs)?
+    } else {
+        Vec::new()
+    };
+    let mut counts = None;
+    if let Some(t) = tracer.as_mut() {
+        let out = stop_tool(env, t, &programs)?;
+        if matches!(tool, Tool::Timerwatch { .. }) {
+            counts = Some(Counts::from_report(&last_report(&out)?, &[target.pid()]));
+        }
+    }
+    target.close_stdin();
+    if target.wait_timeout(Duration::from_secs(10)).is_none() {
+        target.kill();
+    }
+    let disturbed_after = env.note_foreign_bpf()?;
+    Ok(Run {
+        result,
+        disturbed: disturbed_before || disturbed_after,
+        tool_cpu: cpu_before.zip(cpu_after).map(|(a, b)| b - a),
+        counts,
+        programs: stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_loop_result() {
+        let r = LoopResult::parse("iterations 100 seconds 2.0 rate 50.0 cpu_share 0.5").unwrap();
+        assert_eq!(r.iterations, 100.0);
+        assert_eq!(r.cpu_rate(), 100.0);
+        assert!(LoopResult::parse("iterations x").is_err());
+    }
+
+    #[test]
+    fn counts_only_traced_pids() {
+        let report = Json::parse(
+            r#"{"lost_events": 3, "unattributed_events": 1, "processes": [
+                {"pid": 5, "live": 1, "callsites": [{"armed_total": 10, "cancelled_total": 9, "expired_total": 0}]},
+                {"pid": 6, "live": 2, "callsites": [{"armed_total": 99, "cancelled_total": 0, "expired_total": 0}]}]}"#,
+        )
+        .unwrap();
+        let c = Counts::from_report(&report, &[5]);
+        assert_eq!(
+            (c.lost, c.armed, c.cancelled, c.live),
+            (3.0, 10.0, 9.0, 1.0)
+        );
+        assert_eq!(c.records(), 19.0);
+    }
+}
