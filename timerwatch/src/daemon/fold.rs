@@ -358,58 +358,22 @@ impl Fold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{PreExisting, WakeupReport, SCHEMA};
+    use crate::report::{fixtures, WakeupReport};
 
     fn cs(caller: &str, live: u64, created: u64) -> CallsiteReport {
         CallsiteReport {
-            source: "kernel",
-            kind: "timerfd",
-            timer_function: Some("timerfd_tmrproc".into()),
-            caller: Some(caller.into()),
-            frames: vec![caller.into()],
-            live,
             created_total: created,
             armed_total: created,
-            cancelled_total: 0,
-            expired_total: 0,
-            oldest_age_s: None,
             verdict: "stable",
-            growth_per_s: None,
-            confidence: None,
-            projected_live_1h: None,
-            plateau: None,
-            wakeups: None,
+            ..fixtures::callsite(caller, live)
         }
     }
 
     fn process(pid: u32, callsites: Vec<CallsiteReport>) -> ProcessReport {
-        ProcessReport {
-            pid,
-            comm: format!("p{pid}"),
-            exe: String::new(),
-            live: callsites.iter().map(|c| c.live).sum(),
-            pre_existing: PreExisting::default(),
-            go_version: None,
-            go_heap_timers: None,
-            verdict: "unknown",
-            growth_per_s: None,
-            projected_live_1h: None,
-            wakeups: None,
-            callsites,
-        }
+        fixtures::process(pid, &format!("p{pid}"), callsites)
     }
 
-    fn report(processes: Vec<ProcessReport>) -> Report {
-        Report {
-            schema: SCHEMA,
-            duration_s: 1.0,
-            lost_events: 0,
-            unattributed_events: 0,
-            processes,
-            exited: vec![],
-            missing_tracepoints: vec![],
-        }
-    }
+    use crate::report::fixtures::report;
 
     fn find<'a>(s: &'a [Series], pid: Option<u32>, caller: &str) -> &'a Series {
         s.iter()

@@ -86,49 +86,17 @@ impl VerdictLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{CallsiteReport, PreExisting, ProcessReport, SCHEMA};
+    use crate::report::{fixtures, CallsiteReport};
 
     fn report(verdict: &'static str) -> Report {
-        Report {
-            schema: SCHEMA,
-            duration_s: 1.0,
-            lost_events: 0,
-            unattributed_events: 0,
-            processes: vec![ProcessReport {
-                pid: 7,
-                comm: "leaky".into(),
-                exe: String::new(),
-                live: 1,
-                pre_existing: PreExisting::default(),
-                go_version: None,
-                go_heap_timers: None,
-                verdict: "unknown",
-                growth_per_s: None,
-                projected_live_1h: None,
-                wakeups: None,
-                callsites: vec![CallsiteReport {
-                    source: "kernel",
-                    kind: "timerfd",
-                    timer_function: None,
-                    caller: Some("leak_timerfd".into()),
-                    frames: vec![],
-                    live: 1,
-                    created_total: 1,
-                    armed_total: 1,
-                    cancelled_total: 0,
-                    expired_total: 0,
-                    oldest_age_s: None,
-                    verdict,
-                    growth_per_s: (verdict == "growing").then_some(20.0),
-                    confidence: None,
-                    projected_live_1h: None,
-                    plateau: None,
-                    wakeups: None,
-                }],
-            }],
-            exited: vec![],
-            missing_tracepoints: vec![],
-        }
+        let site = CallsiteReport {
+            timer_function: None,
+            frames: vec![],
+            verdict,
+            growth_per_s: (verdict == "growing").then_some(20.0),
+            ..fixtures::callsite("leak_timerfd", 1)
+        };
+        fixtures::report(vec![fixtures::process(7, "leaky", vec![site])])
     }
 
     #[test]
