@@ -1,13 +1,15 @@
 /* Kernel-timer worst case: re-arm timerfds (1 s expiry, so they never fire) as fast as possible
- * for a fixed wall time. With one fd every call re-arms an armed timer: the kernel emits
- * hrtimer_cancel + hrtimer_start per iteration.
+ * for a fixed wall time. With one fd every call re-arms an armed timer: on 6.18 the kernel emits
+ * hrtimer_setup, hrtimer_cancel and hrtimer_start per iteration (the bench counts them).
  *
- * usage: rearm SECONDS [NFDS]
+ * usage: rearm SECONDS [NFDS] [CPU]   (CPU: pin to it; -1 or absent: no pinning)
  * Prints "ready PID", then waits for a line (or EOF) on stdin so a tracer can attach first and
  * the timerfds are created, and first armed, while it is attached. Ends with one line:
  * "iterations N seconds S rate R cpu_share C" (cpu_share: CPU time / wall time of the loop,
  * below ~0.9 means something else took the CPU), and keeps its timers until the next line or EOF
  * so that a tracer can report on a process that still exists. */
+#define _GNU_SOURCE
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -36,6 +38,7 @@ int main(int argc, char **argv)
 {
 	double seconds = argc > 1 ? atof(argv[1]) : 2.0;
 	int nfds = argc > 2 ? atoi(argv[2]) : 1;
+	int cpu = argc > 3 ? atoi(argv[3]) : -1;
 	int *fds;
 	char line[64];
 	unsigned long n = 0;
@@ -46,6 +49,14 @@ int main(int argc, char **argv)
 	fds = calloc(nfds, sizeof(*fds));
 	if (!fds)
 		return 1;
+	if (cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		if (sched_setaffinity(0, sizeof(set), &set) != 0)
+			perror("sched_setaffinity");
+	}
 	printf("ready %d\n", (int)getpid());
 	fflush(stdout);
 	if (!fgets(line, sizeof(line), stdin))

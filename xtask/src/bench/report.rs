@@ -46,8 +46,9 @@ fn ratio_at_most(r: Option<Ratio>, limit: f64) -> (String, String) {
             r.show(),
             "undetermined: the denominator is within this run's noise".into(),
         ),
-        Some(r) if r.ratio <= limit => (r.show(), "met".into()),
-        Some(r) => (r.show(), format!("missed ({})", stats::ratio(r.ratio))),
+        Some(r) if r.ratio <= limit => (r.show(), format!("met ({:.3}×)", r.ratio)),
+        // Three decimals: "missed (0.50×)" against "≤ 0.5×" would read as a contradiction.
+        Some(r) => (r.show(), format!("missed ({:.3}×)", r.ratio)),
     }
 }
 
@@ -83,15 +84,18 @@ fn summary(v: impl IntoIterator<Item = f64>) -> Option<Summary> {
     Summary::of(&v.into_iter().collect::<Vec<_>>())
 }
 
-/// Zero-loss and first-loss rates among end-to-end runs with the given ring size.
+/// Among end-to-end runs with the given ring size: the highest applied rate with nothing lost,
+/// and the first loss as load grows (fewest copies; of those, the lowest rate).
 fn loss_edges(runs: &[E2eRun], ring: Option<u32>) -> (Option<&E2eRun>, Option<&E2eRun>) {
     let mine = || runs.iter().filter(move |r| r.ring_bytes == ring);
     let best_clean = mine()
         .filter(|r| !r.lost())
         .max_by(|a, b| a.received.total_cmp(&b.received));
-    let first_loss = mine()
-        .filter(|r| r.lost())
-        .min_by(|a, b| a.received.total_cmp(&b.received));
+    let first_loss = mine().filter(|r| r.lost()).min_by(|a, b| {
+        a.copies
+            .cmp(&b.copies)
+            .then(a.received.total_cmp(&b.received))
+    });
     (best_clean, first_loss)
 }
 
@@ -145,7 +149,7 @@ fn goals(results: &Results) -> Vec<Goal> {
         ),
         (Some(c), Some(l)) => (
             format!(
-                "{}/s with 0 lost; loss from {}/s",
+                "{}/s with 0 lost; first loss at {}/s",
                 stats::rate(c.received),
                 stats::rate(l.received)
             ),
@@ -266,10 +270,11 @@ fn cost_section(out: &mut String, n: &str, suite: &Suite, r: &SuiteResult, env: 
         .collect();
     let _ = writeln!(
         out,
-        "Workload `bench/{}.c`, {} s per run. Traced events per {} (counted with bpftrace in this run, events in the workload's own context): \
-         **{:.2}** = {}.\n",
+        "Workload `bench/{}.c`, {} s per run, pinned to CPU {} in every column. Traced events per {} (counted with \
+         bpftrace in this run, events in the workload's own context): **{:.2}** = {}.\n",
         w.target,
         env.plan.loop_seconds,
+        env.cpus.saturating_sub(1),
         w.unit,
         r.events_per_unit,
         breakdown.join(" + ")
@@ -549,17 +554,23 @@ fn e2e_section(out: &mut String, runs: &[E2eRun], env: &Env) {
             )
         });
         let loss = loss.map_or("none seen".to_string(), |r| {
+            let rounds = runs
+                .iter()
+                .filter(|x| x.ring_bytes == ring && x.copies == r.copies)
+                .collect::<Vec<_>>();
             format!(
-                "{}/s applied, {:.0} lost ({} cop{})",
+                "at {} cop{}: {}/s applied, {:.0} lost (loss in {} of {} rounds)",
+                r.copies,
+                if r.copies == 1 { "y" } else { "ies" },
                 stats::rate(r.received),
                 r.counts.lost,
-                r.copies,
-                if r.copies == 1 { "y" } else { "ies" }
+                rounds.iter().filter(|x| x.lost()).count(),
+                rounds.len()
             )
         });
         let _ = writeln!(
             out,
-            "- {what}: highest rate with 0 lost: {clean}; lowest rate with loss: {loss}"
+            "- {what}: highest rate with 0 lost: {clean}; first loss as load grows: {loss}"
         );
     }
     out.push('\n');
