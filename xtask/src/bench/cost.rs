@@ -6,6 +6,8 @@
 //! Go timers get their own suite once timerwatch has Go uprobes: a Go target and columns for
 //! nothing, empty uprobes (its floor), timerwatch and bpftrace; the rest needs no change.
 
+use std::ffi::{c_int, c_long};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -274,7 +276,7 @@ pub struct Run {
     /// CPU seconds the tracer's own process used during the loop.
     pub tool_cpu: Option<f64>,
     pub counts: Option<Counts>,
-    /// With `kernel.bpf_stats_enabled`: the tracer's programs' run counts and times.
+    /// With run-time statistics on (`BpfStats`): the tracer's programs' run counts and times.
     pub programs: Vec<ProgramStat>,
 }
 
@@ -285,29 +287,55 @@ pub struct ProgramStat {
     pub ns_per_run: f64,
 }
 
-/// Turns on the kernel's per-program run time accounting (`run_time_ns`/`run_cnt` in
-/// `bpftool prog show`) and restores the previous setting when dropped. It adds two clock reads
-/// to every program run, on the whole machine, so only the profiling runs have it.
+/// The kernel's per-program run time accounting (`run_time_ns`/`run_cnt` in `bpftool prog
+/// show`), on while this lives. It adds two clock reads to every program run on the machine, so
+/// only the profiling rounds have it. Taken with `BPF_ENABLE_STATS` rather than the
+/// `kernel.bpf_stats_enabled` sysctl: the kernel turns it off when the descriptor closes, even if
+/// the bench is killed.
 struct BpfStats {
-    previous: String,
+    _fd: OwnedFd,
 }
 
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+#[cfg(target_arch = "x86_64")]
+const SYS_BPF: c_long = 321;
+#[cfg(target_arch = "aarch64")]
+const SYS_BPF: c_long = 280;
+const BPF_ENABLE_STATS: c_int = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
+
+extern "C" {
+    fn syscall(num: c_long, ...) -> c_long;
+}
 
 impl BpfStats {
     fn enable() -> Result<Self> {
-        let previous = std::fs::read_to_string(BPF_STATS)
-            .with_context(|| format!("reading {BPF_STATS}"))?
-            .trim()
-            .to_string();
-        std::fs::write(BPF_STATS, "1").with_context(|| format!("writing {BPF_STATS}"))?;
-        Ok(Self { previous })
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write(BPF_STATS, &self.previous);
+        #[repr(C)]
+        struct EnableStatsAttr {
+            kind: u32,
+        }
+        let attr = EnableStatsAttr {
+            kind: BPF_STATS_RUN_TIME,
+        };
+        // SAFETY: attr is a valid prefix of union bpf_attr for this command; the kernel zero-fills
+        // the rest and returns a new descriptor or -1.
+        let fd = unsafe {
+            syscall(
+                SYS_BPF,
+                BPF_ENABLE_STATS,
+                &attr as *const EnableStatsAttr,
+                std::mem::size_of::<EnableStatsAttr>() as u32,
+            )
+        };
+        if fd < 0 {
+            bail!(
+                "BPF_ENABLE_STATS failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: a descriptor the kernel just gave us and nothing else owns.
+        Ok(Self {
+            _fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        })
     }
 }
 

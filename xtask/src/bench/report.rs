@@ -426,7 +426,8 @@ fn profile_table(out: &mut String, suite: &Suite, r: &SuiteResult) {
     let unit = suite.workload.unit;
     let _ = writeln!(
         out,
-        "Per BPF program, from {} more round(s) of each column with `kernel.bpf_stats_enabled=1` (which adds \
+        "Per BPF program, from {} more round(s) of each column with BPF run-time statistics on (`BPF_ENABLE_STATS`, \
+         as `kernel.bpf_stats_enabled=1`, which adds \
          two clock reads to every program run): median time per run × runs per {unit}. This is the programs' \
          own time; the tracepoint dispatch around them and side effects such as ring-buffer wake-ups are not \
          in it.\n",
