@@ -28,7 +28,8 @@ pub struct Verdicts {
     processes: HashMap<u32, Tracked>,
 }
 
-fn callsite_key(pid: u32, c: &CallsiteReport) -> u64 {
+/// A callsite's identity across reports (also the daemon's key for its counters).
+pub(crate) fn callsite_key(pid: u32, c: &CallsiteReport) -> u64 {
     let mut h = DefaultHasher::new();
     (
         pid,

@@ -13,7 +13,6 @@
 //! reused): all of its totals count as increase.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use super::{
     latency::{LatencyHistogram, Quantiles},
@@ -114,20 +113,9 @@ struct Seen {
     wakeups: u64,
 }
 
-/// A callsite's identity for increase tracking, as the verdicts key it.
-pub(super) fn identity(pid: u32, c: &CallsiteReport) -> u64 {
-    let mut h = DefaultHasher::new();
-    (
-        pid,
-        c.source,
-        c.kind,
-        &c.caller,
-        &c.frames,
-        &c.timer_function,
-    )
-        .hash(&mut h);
-    h.finish()
-}
+/// A callsite's identity for increase tracking: the verdicts' own key, so the two never
+/// disagree about which callsite is which.
+pub(super) use crate::verdict::callsite_key as identity;
 
 fn caller_label(c: &CallsiteReport) -> &str {
     c.caller.as_deref().unwrap_or(NO_CALLER)
