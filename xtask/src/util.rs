@@ -89,6 +89,39 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// `~/.cache/timerwatch` (or under `$XDG_CACHE_HOME`): what setup installs outside the system.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("timerwatch")
+}
+
+pub fn python() -> Option<PathBuf> {
+    ["python3", "python"].into_iter().find_map(which)
+}
+
+/// `pip install --target DIR REQUIREMENT` from scratch: touches nothing system-wide.
+pub fn pip_install_target(python: &Path, target: &Path, requirement: &str) -> Result<()> {
+    // A half-finished earlier install would make pip refuse or mix versions.
+    let _ = std::fs::remove_dir_all(target);
+    run(Command::new(python)
+        // A --target install touches nothing system-wide: pip's warning for root is noise.
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--target")
+        .arg(target)
+        .arg(requirement))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
