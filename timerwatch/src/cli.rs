@@ -52,6 +52,10 @@ pub struct TraceArgs {
     /// its timer heaps at every report; without -p/--comm Go timers are not traced.
     #[arg(long)]
     pub no_go: bool,
+    /// On stderr, one line per Go uprobe attached: the runtime function and its file offset,
+    /// to check the probe points or put another tool's probes on the same instructions.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
     /// Kernel→daemon ring buffer size in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = crate::probe::DEFAULT_RING_BYTES)]
     pub ring_buffer_size: u32,

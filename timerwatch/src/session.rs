@@ -81,7 +81,7 @@ fn go_tracer(args: &TraceArgs, filter: &Filter, probes: &mut Probes) -> GoTracer
     }
     pids.sort_unstable();
     pids.dedup();
-    GoTracer::start(probes.ebpf_mut(), &pids)
+    GoTracer::start(probes.ebpf_mut(), &pids, args.verbose)
 }
 
 fn validate(args: &TraceArgs) -> Result<Filter> {

@@ -39,8 +39,9 @@ pub struct GoTracer {
 
 impl GoTracer {
     /// Analyse each target and attach to the Go ones. What cannot be traced gets one line on
-    /// stderr and kernel tracing only; nothing here fails the session.
-    pub fn start(ebpf: &mut Ebpf, pids: &[u32]) -> Self {
+    /// stderr and kernel tracing only; nothing here fails the session. `verbose`: one line per
+    /// probe attached.
+    pub fn start(ebpf: &mut Ebpf, pids: &[u32], verbose: bool) -> Self {
         let mut tracer = Self::default();
         for &pid in pids {
             match Target::open(pid) {
@@ -48,6 +49,14 @@ impl GoTracer {
                     if let Err(e) = tracer.attacher.attach(ebpf, pid, &target.points()) {
                         eprintln!("timerwatch: error: pid {pid}: Go timers not traced: {e:#}");
                         continue;
+                    }
+                    if verbose {
+                        for p in target.points() {
+                            eprintln!(
+                                "timerwatch: pid {pid}: Go uprobe on {} at file offset {:#x} of /proc/{pid}/exe",
+                                p.name, p.file_offset
+                            );
+                        }
                     }
                     tracer.procs.insert(
                         pid,
