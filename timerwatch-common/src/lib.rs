@@ -56,6 +56,12 @@ pub enum EventKind {
     /// `time.Sleep` with its goroutine's reusable timer: carries the stack that names the sleeper
     /// (where the arm itself runs on the system stack and has no user frames).
     GoSleep = 16,
+    /// Re-arms of an armed timer (a cancel, then a start from the same callsite) that the probes
+    /// counted in the kernel instead of sending as records: `arg` is the timer's cumulative count
+    /// (wrapping u32, from 0 at its last `NEW_OWNER` start), `expires` the latest expiry. It
+    /// changes no state (the timer was armed before and after), only the armed and cancelled
+    /// totals, so it may arrive in any order relative to the timer's other records.
+    Rearms = 17,
 }
 
 impl EventKind {
@@ -77,6 +83,7 @@ impl EventKind {
             14 => Self::GoStop,
             15 => Self::GoFire,
             16 => Self::GoSleep,
+            17 => Self::Rearms,
             _ => return None,
         })
     }
@@ -158,10 +165,19 @@ pub struct Owner {
     pub tgid: u32,
     pub tid: u32,
     /// Non-zero once the daemon has the timer's callsite (a [`StackEvent`] was sent).
-    pub has_callsite: u32,
+    pub has_callsite: u8,
     /// Non-zero when the callsite was fixed at creation (POSIX timers, interval timers): arms
     /// from elsewhere never move it.
-    pub fixed: u32,
+    pub fixed: u8,
+    /// Non-zero for a `timer_list` timer.
+    pub timer_list: u8,
+    pub _pad: u8,
+    /// Re-arms counted here instead of sent (see [`EventKind::Rearms`]): cumulative, wrapping.
+    pub rearms: u32,
+    /// `rearms` when the last `Rearms` record was sent.
+    pub rearms_sent: u32,
+    /// `cur_tgid` of the held-back cancel.
+    pub cancel_cur_tgid: u32,
     /// Requested expiry of the last arm (hrtimers: soft expiry, ns on the timer's clock), for
     /// slack at expiry.
     pub expires: u64,
@@ -170,6 +186,12 @@ pub struct Owner {
     /// fingerprint reuses the callsite without a stack walk; a different one (an on-stack
     /// sleeper reused by another function) takes a new stack.
     pub fingerprint: u64,
+    /// When a cancel of this timer happened that was not sent yet (0: none). A start that
+    /// finds it set is a re-arm and counts in `rearms`; otherwise the next tracepoint on the
+    /// cancelling CPU sends the cancel with this timestamp.
+    pub cancel_ns: u64,
+    /// When the last `Rearms` record was sent.
+    pub rearms_sent_ns: u64,
 }
 
 impl Owner {
@@ -181,8 +203,26 @@ impl Owner {
             tid,
             has_callsite: 1,
             fixed: 1,
+            ..Self::new(tgid, tid)
+        }
+    }
+
+    /// A newly owned timer with no callsite yet.
+    pub const fn new(tgid: u32, tid: u32) -> Self {
+        Self {
+            tgid,
+            tid,
+            has_callsite: 0,
+            fixed: 0,
+            timer_list: 0,
+            _pad: 0,
+            rearms: 0,
+            rearms_sent: 0,
+            cancel_cur_tgid: 0,
             expires: 0,
             fingerprint: 0,
+            cancel_ns: 0,
+            rearms_sent_ns: 0,
         }
     }
 }
@@ -264,6 +304,10 @@ pub struct Config {
     /// Queued bytes above which a record wakes the reader; below it the reader polls, so a busy
     /// timer does not wake us per event.
     pub wakeup_bytes: u32,
+    /// Non-zero: count re-arms in the kernel (see `EventKind::Rearms`); zero: send every cancel
+    /// and start as a record.
+    pub count_rearms: u32,
+    pub _pad: u32,
     /// Address of `hrtimer_wakeup` (0 if unknown): sleeps are user timers even in hard mode.
     pub sleeper_fn: u64,
     pub offsets: Offsets,
@@ -392,6 +436,6 @@ const _: () = assert!(
     core::mem::size_of::<StackEvent>()
         == 56 + COMM_LEN + 8 + 8 * (STACK_SCAN_WORDS + MAX_STACK_DEPTH)
 );
-const _: () = assert!(core::mem::size_of::<Owner>() == 32);
+const _: () = assert!(core::mem::size_of::<Owner>() == 56);
 const _: () = assert!(core::mem::size_of::<GoRecipe>() == 4 * 8 + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GoKey>() == 16);

@@ -17,9 +17,27 @@ pub static TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(64, 0);
 
+/// One field of [`CONFIG`], e.g. `setting!(offsets.hrtimer_start_hrtimer)`. Not
+/// `CONFIG.load()`: that copies the whole ~190-byte struct onto the BPF stack, several times per
+/// event (measured: most of a small program's run time). Volatile, or the compiler would fold
+/// the compiled-in zeros the loader replaces.
+macro_rules! setting {
+    ($($field:ident).+) => {
+        $crate::filter::volatile(&$crate::filter::config().$($field).+)
+    };
+}
+pub(crate) use setting;
+
 #[inline(always)]
-pub fn config() -> Config {
-    CONFIG.load()
+pub fn config() -> &'static Config {
+    // SAFETY: `Global` is a transparent wrapper of an initialised `Config`.
+    unsafe { &*(&CONFIG as *const Global<Config>).cast::<Config>() }
+}
+
+#[inline(always)]
+pub fn volatile<T: Copy>(field: &T) -> T {
+    // SAFETY: a reference to a field of the loaded `CONFIG`.
+    unsafe { core::ptr::read_volatile(field) }
 }
 
 /// (tgid, tid) of `current`.
@@ -32,20 +50,20 @@ pub fn current() -> (u32, u32) {
 /// Whether a process is one we trace, judged by tgid alone (for events that name a process other
 /// than `current`, such as `itimer_expire`).
 #[inline(always)]
-pub fn tgid_traced(cfg: &Config, tgid: u32) -> bool {
-    if tgid == 0 || tgid == cfg.self_tgid {
+pub fn tgid_traced(tgid: u32) -> bool {
+    if tgid == 0 || tgid == setting!(self_tgid) {
         return false;
     }
-    cfg.filter_tgid == 0 || unsafe { TGIDS.get(&tgid) }.is_some()
+    setting!(filter_tgid) == 0 || unsafe { TGIDS.get(&tgid) }.is_some()
 }
 
 /// Whether `current` may become the owner of a timer.
 #[inline(always)]
-pub fn current_traced(cfg: &Config, tgid: u32) -> bool {
-    if !tgid_traced(cfg, tgid) {
+pub fn current_traced(tgid: u32) -> bool {
+    if !tgid_traced(tgid) {
         return false;
     }
-    if cfg.filter_comm == 0 {
+    if setting!(filter_comm) == 0 {
         return true;
     }
     match bpf_get_current_comm() {

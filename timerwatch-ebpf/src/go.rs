@@ -87,6 +87,7 @@ fn creates(recipe: &GoRecipe, f: u64) -> bool {
 
 #[uprobe]
 pub fn go_timer(ctx: ProbeContext) -> u32 {
+    crate::owner::release_held();
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let Some(recipe) = GO_RECIPES.get(cookie) else {
         return 0;
@@ -120,7 +121,7 @@ pub fn go_timer(ctx: ProbeContext) -> u32 {
         ev.kind = EventKind::GoCreate as u8;
         ev.flags = flags::NEW_OWNER;
         let _ = GO_SEEN.insert(&key, &go_seen::CALLSITE, 0);
-        emit_with_stack(&ctx, ev);
+        emit_with_stack(&ctx, ev, false);
         return 0;
     }
     let sleep = recipe.kind == EventKind::GoSleep as u8;
@@ -133,7 +134,7 @@ pub fn go_timer(ctx: ProbeContext) -> u32 {
                 // Seen before only at its arm, which in Go 1.25+ runs on the system stack with
                 // the user frames cut off: `time.Sleep` names the sleeper.
                 *seen |= go_seen::SLEEP | go_seen::CALLSITE;
-                emit_with_stack(&ctx, ev);
+                emit_with_stack(&ctx, ev, false);
             }
         }
         None if recipe.kind == EventKind::GoModify as u8 || sleep => {
@@ -146,7 +147,7 @@ pub fn go_timer(ctx: ProbeContext) -> u32 {
             };
             let _ = GO_SEEN.insert(&key, &bits, 0);
             ev.flags = flags::NEW_OWNER;
-            emit_with_stack(&ctx, ev);
+            emit_with_stack(&ctx, ev, false);
         }
         // Stops and fires of timers we never saw armed: the heap walk counts those.
         None => {}

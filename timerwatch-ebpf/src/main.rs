@@ -4,7 +4,9 @@
 //! Cost rules this file lives by (the traced thread pays for every instruction here):
 //! - a user stack is taken once per timer (its first arm in process context), never per re-arm;
 //! - events for timers we do not own are dropped after one hash lookup;
-//! - records are submitted without waking the reader until enough are queued.
+//! - a re-arm of an owned timer (cancel + start) is counted in the kernel, not sent (`owner`);
+//! - records are submitted without waking the reader until enough are queued;
+//! - configuration is read field by field, never copied whole (`filter::setting!`).
 #![no_std]
 #![no_main]
 

@@ -3,8 +3,8 @@
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_comm, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_buf,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::map,
@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use timerwatch_common::{flags, Event, StackEvent, MAX_STACK_DEPTH, STACK_SCAN_WORDS};
 
-use crate::filter::config;
+use crate::filter::setting;
 
 /// 8 MiB by default; the loader may resize it (`--ring-buffer-size`).
 #[map]
@@ -43,7 +43,7 @@ fn count_lost() {
 #[inline(always)]
 fn wakeup_flag() -> u64 {
     let queued = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if queued >= config().wakeup_bytes as u64 {
+    if queued >= setting!(wakeup_bytes) as u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -51,8 +51,14 @@ fn wakeup_flag() -> u64 {
 }
 
 #[inline(always)]
-pub fn emit(mut ev: Event) {
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+pub fn emit(ev: Event) {
+    emit_at(ev, unsafe { bpf_ktime_get_ns() });
+}
+
+/// Emit `ev` stamped `ts_ns` (a held-back record keeps the time it happened).
+#[inline(always)]
+pub fn emit_at(mut ev: Event, ts_ns: u64) {
+    ev.ts_ns = ts_ns;
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             entry.write(ev);
@@ -63,8 +69,10 @@ pub fn emit(mut ev: Event) {
 }
 
 /// Emit `ev` with `current`'s comm and user stack. Only call this in the owner's process context.
+/// `scan_sp`: also copy the words at the user stack pointer (a syscall's frameless libc
+/// wrapper); Go code keeps frame pointers everywhere, so its probes skip the copy.
 #[inline(always)]
-pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event) {
+pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event, scan_sp: bool) {
     let Some(mut entry) = EVENTS.reserve::<StackEvent>(0) else {
         count_lost();
         return;
@@ -85,7 +93,9 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event) {
         (*out).event.stack_len = if n > 0 { (n / 8) as u16 } else { 0 };
         (*out).user_sp = 0;
         (*out).scan = [0; STACK_SCAN_WORDS];
-        scan_user_stack(&mut (*out).user_sp, &mut (*out).scan);
+        if scan_sp {
+            scan_user_stack(&mut (*out).user_sp, &mut (*out).scan);
+        }
     }
     entry.submit(wakeup_flag());
 }
@@ -95,12 +105,14 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event) {
 fn user_regs() -> Option<(u64, u64, u64)> {
     #[cfg(bpf_target_arch = "x86_64")]
     unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as usize;
-        if regs == 0 {
+        // The helper returns a BTF-typed `struct pt_regs *`: the verifier lets us load its
+        // fields directly (as faulting-safe loads), three helper calls fewer per arm.
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        if regs.is_null() {
             return None;
         }
-        let read = |off: usize| bpf_probe_read_kernel((regs + off) as *const u64).ok();
-        Some((read(PT_REGS_IP)?, read(PT_REGS_SP)?, read(PT_REGS_BP)?))
+        let read = |off: usize| core::ptr::read_volatile(regs.add(off).cast::<u64>());
+        Some((read(PT_REGS_IP), read(PT_REGS_SP), read(PT_REGS_BP)))
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
     None

@@ -1,11 +1,20 @@
-//! Timer ownership by address.
+//! Timer ownership by address, and re-arms counted in the kernel.
 //!
 //! The owner of a timer is the task that set it up or first armed it in process context. Later
 //! events on the same address (expiry in hardirq, re-arm from softirq or a kworker) are credited to
 //! that owner, whoever `current` is, until the address is set up again.
+//!
+//! A re-arm of an armed timer is a cancel followed by a start (`timerfd_settime`, `mod_timer`,
+//! `hrtimer_start` on a queued timer, all inside one locked section on one CPU). Sending both as
+//! records is most of what a busy re-arming timer costs, and neither changes what is live. So a
+//! cancel is held back, on its owner (`cancel_ns`) and in a per-CPU slot: a start that finds it
+//! from the same callsite counts one re-arm in the owner and sends nothing; otherwise the next
+//! tracepoint on that CPU, whatever it is, sends the cancel with its own timestamp first.
+//! Counted re-arms go out as one `Rearms` record per [`REARMS_BATCH`] or [`REARMS_DELAY_NS`],
+//! and before the timer's next cancel, expiry or change of owner.
 
 use aya_ebpf::{
-    helpers::bpf_get_stack,
+    helpers::{bpf_get_stack, bpf_ktime_get_ns},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
     EbpfContext,
@@ -13,9 +22,14 @@ use aya_ebpf::{
 use timerwatch_common::{flags, Event, EventKind, IrqRanges, Owner, IRQ_RANGES, IRQ_STACK_DEPTH};
 
 use crate::{
-    filter::{config, current, current_traced},
-    output::{emit, emit_with_stack, user_fingerprint},
+    filter::{current, current_traced, setting},
+    output::{emit, emit_at, emit_with_stack, user_fingerprint},
 };
+
+/// Counted re-arms are sent at least every this many…
+const REARMS_BATCH: u32 = 64;
+/// …and at least this often while they keep coming, so totals lag by little.
+const REARMS_DELAY_NS: u64 = 100_000_000;
 
 /// Set by the loader (see `timerwatch_common::IrqRanges`).
 #[unsafe(export_name = "IRQ_RANGES")]
@@ -29,30 +43,128 @@ static KSTACK: PerCpuArray<[u64; IRQ_STACK_DEPTH]> = PerCpuArray::with_max_entri
 #[map]
 pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(1 << 18, 0);
 
+/// The timer whose cancel this CPU holds back (0: none).
+#[map]
+static HELD_CANCEL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Send the cancel this CPU holds back, unless it is `keep`'s (its start may follow). Every
+/// program calls this (or [`release_held`]) first, so records leave in the order things happened
+/// on this CPU. Programs of one CPU never nest, so the slot needs no atomics.
+#[inline(always)]
+pub fn release_held_except(keep: u64) {
+    let Some(slot) = HELD_CANCEL.get_ptr_mut(0) else {
+        return;
+    };
+    let held = unsafe { *slot };
+    if held == 0 || held == keep {
+        return;
+    }
+    unsafe { *slot = 0 };
+    if let Some(o) = OWNERS.get_ptr_mut(&held) {
+        send_cancel(held, unsafe { &mut *o });
+    }
+}
+
+#[inline(always)]
+pub fn release_held() {
+    release_held_except(0);
+}
+
+/// The start of `addr` consumed its held cancel: the slot is free.
+#[inline(always)]
+fn clear_held(addr: u64) {
+    if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
+        if unsafe { *slot } == addr {
+            unsafe { *slot = 0 };
+        }
+    }
+}
+
+#[inline(always)]
+fn list_flag(o: &Owner) -> u8 {
+    if o.timer_list != 0 {
+        flags::TIMER_LIST
+    } else {
+        0
+    }
+}
+
+/// Send `o`'s held-back cancel, if no start took it meanwhile (on another CPU).
+#[inline(always)]
+fn send_cancel(addr: u64, o: &mut Owner) {
+    let ts = o.cancel_ns;
+    if ts == 0 {
+        return;
+    }
+    o.cancel_ns = 0;
+    send_rearms(addr, o, ts, 0);
+    emit_at(
+        Event {
+            timer: addr,
+            tgid: o.tgid,
+            tid: o.tid,
+            cur_tgid: o.cancel_cur_tgid,
+            kind: EventKind::Cancel as u8,
+            flags: list_flag(o),
+            ..Event::default()
+        },
+        ts,
+    );
+}
+
+/// Send the re-arms counted since the last `Rearms` record, if any. `cur_tgid` 0 outside the
+/// re-arming context: such a record is no sign of the owner's life.
+#[inline(always)]
+fn send_rearms(addr: u64, o: &mut Owner, now: u64, cur_tgid: u32) {
+    if o.rearms == o.rearms_sent {
+        return;
+    }
+    o.rearms_sent = o.rearms;
+    o.rearms_sent_ns = now;
+    emit_at(
+        Event {
+            timer: addr,
+            expires: o.expires,
+            arg: o.rearms as u64,
+            tgid: o.tgid,
+            tid: o.tid,
+            cur_tgid,
+            kind: EventKind::Rearms as u8,
+            flags: list_flag(o),
+            ..Event::default()
+        },
+        now,
+    );
+}
+
 /// `timer_init` / `hrtimer_setup`: a (re)initialised object. The address may have belonged to
 /// another timer before; whoever sets it up now owns it.
 #[inline(always)]
 pub fn on_init(addr: u64, timer_list: bool) {
-    let cfg = config();
+    // timerfd_settime: cancel, set-up, start; the cancel stays held for the start.
+    release_held_except(addr);
     let (tgid, tid) = current();
-    if current_traced(&cfg, tgid) {
-        // timerfd_settime re-initialises its hrtimer on every arm: the same process setting
-        // up the same address again keeps what is known (the fingerprint decides at the arm).
-        if unsafe { OWNERS.get(&addr) }.is_some_and(|o| o.tgid == tgid) {
-            return;
-        }
+    let known = unsafe { OWNERS.get(&addr) }.map(|o| *o);
+    // timerfd_settime re-initialises its hrtimer on every arm: the same process setting up the
+    // same address again keeps what is known (the fingerprint decides at the arm). Checked
+    // before the filter, as this is the hot case.
+    if known.is_some_and(|o| o.tgid == tgid) {
+        return;
+    }
+    if current_traced(tgid) {
         let owner = Owner {
-            tgid,
-            tid,
-            has_callsite: 0,
-            fixed: 0,
-            expires: 0,
-            fingerprint: 0,
+            timer_list: timer_list as u8,
+            ..Owner::new(tgid, tid)
         };
         let _ = OWNERS.insert(&addr, &owner, 0);
-    } else if let Some(old) = unsafe { OWNERS.get(&addr) } {
-        // Memory a traced process used is now someone else's timer: tell the daemon to forget it.
-        let old = *old;
+    } else if let Some(mut old) = known {
+        // Memory a traced process used is now someone else's timer: tell the daemon to forget it
+        // (after what it still holds for it).
+        if old.cancel_ns != 0 {
+            send_cancel(addr, &mut old);
+        } else {
+            send_rearms(addr, &mut old, unsafe { bpf_ktime_get_ns() }, 0);
+        }
         let _ = OWNERS.remove(&addr);
         emit(Event {
             timer: addr,
@@ -80,6 +192,7 @@ pub fn on_start<C: EbpfContext>(
     pinned: bool,
     soft_expires: u64,
 ) {
+    release_held_except(addr);
     let (tgid, tid) = current();
     let mut ev = Event {
         timer: addr,
@@ -93,48 +206,71 @@ pub fn on_start<C: EbpfContext>(
     };
     if let Some(owner) = OWNERS.get_ptr_mut(&addr) {
         let o = unsafe { &mut *owner };
+        // A cancel not sent yet: this start re-arms the timer.
+        let cancel_ns = o.cancel_ns;
+        o.cancel_ns = 0;
+        if cancel_ns != 0 {
+            clear_held(addr);
+        }
         o.expires = soft_expires;
         ev.tgid = o.tgid;
         ev.tid = o.tid;
-        if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid) {
-            emit(ev);
-            return;
-        }
-        if o.tgid == tgid {
+        let same_callsite = if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid) {
+            true
+        } else if o.tgid == tgid {
             let fingerprint = user_fingerprint();
-            if o.has_callsite != 0 && o.fingerprint == fingerprint {
+            let same = o.has_callsite != 0 && o.fingerprint == fingerprint;
+            o.fingerprint = fingerprint;
+            same
+        } else {
+            false
+        };
+        if same_callsite {
+            if cancel_ns == 0 {
                 emit(ev);
                 return;
             }
+            o.rearms = o.rearms.wrapping_add(1);
+            if o.rearms.wrapping_sub(o.rearms_sent) >= REARMS_BATCH
+                || cancel_ns.wrapping_sub(o.rearms_sent_ns) >= REARMS_DELAY_NS
+            {
+                send_rearms(addr, o, cancel_ns, tgid);
+            }
+            return;
+        }
+        // Another callsite: what the old one holds goes first, then the counts start over.
+        if cancel_ns != 0 {
+            o.cancel_ns = cancel_ns;
+            send_cancel(addr, o);
+        }
+        o.rearms = 0;
+        o.rearms_sent = 0;
+        ev.flags |= flags::NEW_OWNER;
+        if o.tgid == tgid {
             o.has_callsite = 1;
-            o.fingerprint = fingerprint;
-            ev.flags |= flags::NEW_OWNER;
-            emit_with_stack(ctx, ev);
+            emit_with_stack(ctx, ev, true);
         } else {
-            ev.flags |= flags::NEW_OWNER;
             // Set up by one process (e.g. a parent at fork), armed by another context: keep the
             // owner and wait for an arm in its own context for the stack.
             emit(ev);
         }
         return;
     }
-    let cfg = config();
-    if pinned || !current_traced(&cfg, tgid) || in_interrupt(ctx) {
+    if pinned || !current_traced(tgid) || in_interrupt(ctx) {
         return;
     }
     let owner = Owner {
-        tgid,
-        tid,
         has_callsite: 1,
-        fixed: 0,
+        timer_list: timer_list as u8,
         expires: soft_expires,
         fingerprint: user_fingerprint(),
+        ..Owner::new(tgid, tid)
     };
     let _ = OWNERS.insert(&addr, &owner, 0);
     ev.tgid = tgid;
     ev.tid = tid;
     ev.flags |= flags::NEW_OWNER;
-    emit_with_stack(ctx, ev);
+    emit_with_stack(ctx, ev, true);
 }
 
 /// Whether the kernel stack passes through the interrupt or softirq machinery. Costs a kernel
@@ -178,22 +314,35 @@ fn in_interrupt<C: EbpfContext>(ctx: &C) -> bool {
     false
 }
 
-/// A cancel: forwarded only for timers we own.
+/// A cancel of a timer we own: held back (see the module comment).
 #[inline(always)]
-pub fn on_cancel(addr: u64, timer_list: bool) {
-    let Some(owner) = (unsafe { OWNERS.get(&addr) }) else {
+pub fn on_cancel(addr: u64) {
+    release_held();
+    let Some(owner) = OWNERS.get_ptr_mut(&addr) else {
         return;
     };
+    let o = unsafe { &mut *owner };
+    // Held on another CPU and not taken by a start: it goes now.
+    send_cancel(addr, o);
     let (cur_tgid, _) = current();
-    emit(Event {
-        timer: addr,
-        tgid: owner.tgid,
-        tid: owner.tid,
-        cur_tgid,
-        kind: EventKind::Cancel as u8,
-        flags: if timer_list { flags::TIMER_LIST } else { 0 },
-        ..Event::default()
-    });
+    if setting!(count_rearms) == 0 {
+        emit(Event {
+            timer: addr,
+            tgid: o.tgid,
+            tid: o.tid,
+            cur_tgid,
+            kind: EventKind::Cancel as u8,
+            flags: list_flag(o),
+            ..Event::default()
+        });
+        return;
+    }
+    // Never 0: 0 means "no cancel held".
+    o.cancel_ns = unsafe { bpf_ktime_get_ns() } | 1;
+    o.cancel_cur_tgid = cur_tgid;
+    if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
+        unsafe { *slot = addr };
+    }
 }
 
 /// An expiry of a timer we own. `now` is the timer's clock at expiry (hrtimers), so the slack
@@ -201,9 +350,14 @@ pub fn on_cancel(addr: u64, timer_list: bool) {
 /// expire_exit on this CPU are credited to this timer (see `wakeup`).
 #[inline(always)]
 pub fn on_expire(addr: u64, function: u64, now: Option<u64>, timer_list: bool) {
-    let Some(owner) = (unsafe { OWNERS.get(&addr) }) else {
+    release_held();
+    let Some(owner) = OWNERS.get_ptr_mut(&addr) else {
         return;
     };
+    let owner = unsafe { &mut *owner };
+    if owner.rearms != owner.rearms_sent {
+        send_rearms(addr, owner, unsafe { bpf_ktime_get_ns() }, 0);
+    }
     let (cur_tgid, _) = current();
     let mut ev = Event {
         timer: addr,

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use timerwatch_common::{Event, EventKind, Owner};
 
 use crate::{
-    filter::{config, current, current_traced},
+    filter::{current, current_traced, setting},
     output::{emit, emit_with_stack},
     owner::OWNERS,
 };
@@ -30,13 +30,13 @@ static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(4096, 0);
 
 #[tracepoint]
 pub fn sys_enter_timer_create(ctx: TracePointContext) -> u32 {
-    let cfg = config();
+    crate::owner::release_held();
     let (tgid, tid) = current();
-    if !current_traced(&cfg, tgid) {
+    if !current_traced(tgid) {
         return 0;
     }
     let id_ptr: u64 =
-        unsafe { ctx.read_at(cfg.offsets.timer_create_created_id as usize) }.unwrap_or(0);
+        unsafe { ctx.read_at(setting!(offsets.timer_create_created_id) as usize) }.unwrap_or(0);
     let _ = PENDING.insert(&tid, &Pending { id_ptr, hrtimer: 0 }, 0);
     0
 }
@@ -52,13 +52,15 @@ pub fn note_hrtimer_setup(addr: u64) {
 
 #[tracepoint]
 pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
+    crate::owner::release_held();
     let (tgid, tid) = current();
     let Some(p) = (unsafe { PENDING.get(&tid) }) else {
         return 0;
     };
     let pending = *p;
     let _ = PENDING.remove(&tid);
-    let ret: i64 = unsafe { ctx.read_at(config().offsets.timer_create_ret as usize) }.unwrap_or(-1);
+    let ret: i64 =
+        unsafe { ctx.read_at(setting!(offsets.timer_create_ret) as usize) }.unwrap_or(-1);
     if ret != 0 {
         return 0;
     }
@@ -82,18 +84,20 @@ pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
             kind: EventKind::PosixCreate as u8,
             ..Event::default()
         },
+        true,
     );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_timer_delete(ctx: TracePointContext) -> u32 {
-    let cfg = config();
+    crate::owner::release_held();
     let (tgid, tid) = current();
-    if !current_traced(&cfg, tgid) {
+    if !current_traced(tgid) {
         return 0;
     }
-    let id: u64 = unsafe { ctx.read_at(cfg.offsets.timer_delete_id as usize) }.unwrap_or(u64::MAX);
+    let id: u64 =
+        unsafe { ctx.read_at(setting!(offsets.timer_delete_id) as usize) }.unwrap_or(u64::MAX);
     emit(Event {
         timer: id & 0xffff_ffff,
         tgid,

@@ -4,18 +4,18 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use timerwatch_common::{Event, EventKind};
 
 use crate::{
-    filter::{config, current, tgid_traced},
+    filter::{current, setting, tgid_traced},
     output::emit,
 };
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let cfg = config();
+    crate::owner::release_held();
     let (tgid, tid) = current();
-    if !tgid_traced(&cfg, tgid) {
+    if !tgid_traced(tgid) {
         return 0;
     }
-    let off = cfg.offsets.process_exit_group_dead;
+    let off = setting!(offsets.process_exit_group_dead);
     // Kernels without `group_dead` report only the leader's exit, which is close enough: the
     // leader is reaped last in the common case.
     let whole_process = if off != 0 {
@@ -37,9 +37,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
-    let cfg = config();
+    crate::owner::release_held();
     let (tgid, tid) = current();
-    if !tgid_traced(&cfg, tgid) {
+    if !tgid_traced(tgid) {
         return 0;
     }
     emit(Event {

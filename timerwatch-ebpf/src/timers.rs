@@ -8,9 +8,9 @@ use timerwatch_common::{
 };
 
 use crate::{
-    filter::{config, current, current_traced, tgid_traced},
+    filter::{current, current_traced, setting, tgid_traced},
     output::{emit, emit_with_stack},
-    owner::{on_cancel, on_expire, on_init, on_start, OWNERS},
+    owner::{on_cancel, on_expire, on_init, on_start, release_held, OWNERS},
     posix,
 };
 
@@ -25,8 +25,7 @@ where
 /// Attached to `timer:hrtimer_setup` (6.15+) or `timer:hrtimer_init` (older kernels).
 #[tracepoint]
 pub fn hrtimer_init(ctx: TracePointContext) -> u32 {
-    let off = config().offsets;
-    let addr: u64 = field(&ctx, off.hrtimer_init_hrtimer);
+    let addr: u64 = field(&ctx, setting!(offsets.hrtimer_init_hrtimer));
     on_init(addr, false);
     posix::note_hrtimer_setup(addr);
     0
@@ -34,14 +33,13 @@ pub fn hrtimer_init(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
-    let off = config().offsets;
-    let addr: u64 = field(&ctx, off.hrtimer_start_hrtimer);
-    let function: u64 = field(&ctx, off.hrtimer_start_function);
-    let expires: u64 = field(&ctx, off.hrtimer_start_expires);
-    let mode: u32 = field(&ctx, off.hrtimer_start_mode);
+    let addr: u64 = field(&ctx, setting!(offsets.hrtimer_start_hrtimer));
+    let function: u64 = field(&ctx, setting!(offsets.hrtimer_start_function));
+    let expires: u64 = field(&ctx, setting!(offsets.hrtimer_start_expires));
+    let mode: u32 = field(&ctx, setting!(offsets.hrtimer_start_mode));
     let kernel_only = mode & (HRTIMER_MODE_PINNED | HRTIMER_MODE_HARD) != 0;
-    let pinned = kernel_only && function != config().sleeper_fn;
-    let soft: u64 = field(&ctx, off.hrtimer_start_softexpires);
+    let pinned = kernel_only && function != setting!(sleeper_fn);
+    let soft: u64 = field(&ctx, setting!(offsets.hrtimer_start_softexpires));
     on_start(
         &ctx,
         addr,
@@ -57,42 +55,41 @@ pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn hrtimer_cancel(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, config().offsets.hrtimer_cancel_hrtimer);
-    on_cancel(addr, false);
+    let addr: u64 = field(&ctx, setting!(offsets.hrtimer_cancel_hrtimer));
+    on_cancel(addr);
     0
 }
 
 #[tracepoint]
 pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
-    let off = config().offsets;
-    let addr: u64 = field(&ctx, off.hrtimer_expire_hrtimer);
-    let function: u64 = field(&ctx, off.hrtimer_expire_function);
-    let now: u64 = field(&ctx, off.hrtimer_expire_now);
+    let addr: u64 = field(&ctx, setting!(offsets.hrtimer_expire_hrtimer));
+    let function: u64 = field(&ctx, setting!(offsets.hrtimer_expire_function));
+    let now: u64 = field(&ctx, setting!(offsets.hrtimer_expire_now));
     on_expire(addr, function, Some(now), false);
     0
 }
 
 #[tracepoint]
 pub fn hrtimer_expire_exit(_ctx: TracePointContext) -> u32 {
+    release_held();
     crate::wakeup::expired();
     0
 }
 
 #[tracepoint]
 pub fn timer_init(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, config().offsets.timer_init_timer);
+    let addr: u64 = field(&ctx, setting!(offsets.timer_init_timer));
     on_init(addr, true);
     0
 }
 
 #[tracepoint]
 pub fn timer_start(ctx: TracePointContext) -> u32 {
-    let off = config().offsets;
-    let addr: u64 = field(&ctx, off.timer_start_timer);
-    let function: u64 = field(&ctx, off.timer_start_function);
-    let expires: u64 = field(&ctx, off.timer_start_expires);
-    let flags: u32 = if off.timer_start_flags != 0 {
-        field(&ctx, off.timer_start_flags)
+    let addr: u64 = field(&ctx, setting!(offsets.timer_start_timer));
+    let function: u64 = field(&ctx, setting!(offsets.timer_start_function));
+    let expires: u64 = field(&ctx, setting!(offsets.timer_start_expires));
+    let flags: u32 = if setting!(offsets.timer_start_flags) != 0 {
+        field(&ctx, setting!(offsets.timer_start_flags))
     } else {
         0
     };
@@ -111,22 +108,22 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn timer_cancel(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, config().offsets.timer_cancel_timer);
-    on_cancel(addr, true);
+    let addr: u64 = field(&ctx, setting!(offsets.timer_cancel_timer));
+    on_cancel(addr);
     0
 }
 
 #[tracepoint]
 pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
-    let off = config().offsets;
-    let addr: u64 = field(&ctx, off.timer_expire_timer);
-    let function: u64 = field(&ctx, off.timer_expire_function);
+    let addr: u64 = field(&ctx, setting!(offsets.timer_expire_timer));
+    let function: u64 = field(&ctx, setting!(offsets.timer_expire_function));
     on_expire(addr, function, None, true);
     0
 }
 
 #[tracepoint]
 pub fn timer_expire_exit(_ctx: TracePointContext) -> u32 {
+    release_held();
     crate::wakeup::expired();
     0
 }
@@ -141,18 +138,21 @@ fn itimer_key(tgid: u32, which: u32) -> u64 {
 /// `setitimer`/`alarm`, always in the owner's process context.
 #[tracepoint]
 pub fn itimer_state(ctx: TracePointContext) -> u32 {
-    let cfg = config();
+    release_held();
     let (tgid, tid) = current();
-    if !current_traced(&cfg, tgid) {
+    if !current_traced(tgid) {
         return 0;
     }
-    let off = cfg.offsets;
-    let which: i32 = field(&ctx, off.itimer_state_which);
-    let unit = if off.itimer_state_usec != 0 { 1_000 } else { 1 };
-    let value_sec: i64 = field(&ctx, off.itimer_state_value_sec);
-    let value_sub: i64 = field(&ctx, off.itimer_state_value_nsec);
-    let interval_sec: i64 = field(&ctx, off.itimer_state_interval_sec);
-    let interval_sub: i64 = field(&ctx, off.itimer_state_interval_nsec);
+    let which: i32 = field(&ctx, setting!(offsets.itimer_state_which));
+    let unit = if setting!(offsets.itimer_state_usec) != 0 {
+        1_000
+    } else {
+        1
+    };
+    let value_sec: i64 = field(&ctx, setting!(offsets.itimer_state_value_sec));
+    let value_sub: i64 = field(&ctx, setting!(offsets.itimer_state_value_nsec));
+    let interval_sec: i64 = field(&ctx, setting!(offsets.itimer_state_interval_sec));
+    let interval_sub: i64 = field(&ctx, setting!(offsets.itimer_state_interval_nsec));
     let value = (value_sec as u64).wrapping_mul(1_000_000_000) + (value_sub as u64) * unit;
     let interval = (interval_sec as u64).wrapping_mul(1_000_000_000) + (interval_sub as u64) * unit;
     let ev = Event {
@@ -172,7 +172,7 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
     } else {
         let owner = Owner::fixed_callsite(tgid, tid);
         let _ = OWNERS.insert(&key, &owner, 0);
-        emit_with_stack(&ctx, ev);
+        emit_with_stack(&ctx, ev, true);
     }
     0
 }
@@ -181,13 +181,12 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
 /// process in its `pid` field, which is what we filter on.
 #[tracepoint]
 pub fn itimer_expire(ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    let off = cfg.offsets;
-    let pid: i32 = field(&ctx, off.itimer_expire_pid);
-    if !tgid_traced(&cfg, pid as u32) {
+    release_held();
+    let pid: i32 = field(&ctx, setting!(offsets.itimer_expire_pid));
+    if !tgid_traced(pid as u32) {
         return 0;
     }
-    let which: i32 = field(&ctx, off.itimer_expire_which);
+    let which: i32 = field(&ctx, setting!(offsets.itimer_expire_which));
     let (cur_tgid, _) = current();
     emit(Event {
         timer: which as u64,

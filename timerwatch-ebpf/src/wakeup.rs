@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use timerwatch_common::{flags, Event, EventKind, Expiring, Woken};
 
-use crate::{filter::config, output::emit};
+use crate::{filter::setting, output::emit};
 
 #[map]
 static EXPIRING: PerCpuArray<Expiring> = PerCpuArray::with_max_entries(1, 0);
@@ -48,11 +48,12 @@ pub fn expired() {
 
 #[tracepoint]
 pub fn sched_waking(ctx: TracePointContext) -> u32 {
+    crate::owner::release_held();
     let Some(e) = EXPIRING.get(0) else { return 0 };
     if e.active == 0 {
         return 0;
     }
-    let pid: i32 = unsafe { ctx.read_at(config().offsets.sched_waking_pid as usize) }.unwrap_or(0);
+    let pid: i32 = unsafe { ctx.read_at(setting!(offsets.sched_waking_pid) as usize) }.unwrap_or(0);
     if pid <= 0 {
         return 0;
     }
@@ -68,8 +69,9 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    crate::owner::release_held();
     let next: i32 =
-        unsafe { ctx.read_at(config().offsets.sched_switch_next_pid as usize) }.unwrap_or(0);
+        unsafe { ctx.read_at(setting!(offsets.sched_switch_next_pid) as usize) }.unwrap_or(0);
     if next <= 0 {
         return 0;
     }

@@ -52,6 +52,11 @@ pub struct TraceArgs {
     /// its timer heaps at every report; without -p/--comm Go timers are not traced.
     #[arg(long)]
     pub no_go: bool,
+    /// Send every cancel and start of a re-armed timer to the daemon as its own record instead
+    /// of counting re-arms in the kernel: totals exact at every instant, at a few times the
+    /// cost per re-arm (BENCHMARKS.md measures both).
+    #[arg(long)]
+    pub no_rearm_counting: bool,
     /// On stderr, one line per Go uprobe attached: the runtime function and its file offset,
     /// to check the probe points or put another tool's probes on the same instructions.
     #[arg(short = 'v', long)]

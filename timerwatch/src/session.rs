@@ -114,6 +114,7 @@ fn validate(args: &TraceArgs) -> Result<Filter> {
         tgids,
         comms: args.comms.clone(),
         wakeups: !args.no_wakeups,
+        count_rearms: !args.no_rearm_counting,
     })
 }
 

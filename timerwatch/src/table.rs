@@ -44,6 +44,8 @@ enum TimerKey {
 #[derive(Clone, Debug)]
 struct Timer {
     tgid: u32,
+    /// The kernel's cumulative re-arm count at the last `Rearms` record (see `on_rearms`).
+    rearms_seen: u32,
     callsite: u64,
     armed: bool,
     /// Set while the timer counts as live: when it became live (ns, CLOCK_MONOTONIC).
@@ -205,6 +207,7 @@ impl Table {
     fn create(&mut self, key: TimerKey, tgid: u32, callsite: u64, object: bool) {
         let timer = Timer {
             tgid,
+            rearms_seen: 0,
             callsite,
             armed: false,
             live_since: None,
@@ -277,6 +280,7 @@ impl Table {
         match r.kind {
             EventKind::Start => self.on_start(r, res),
             EventKind::Cancel | EventKind::Expire => self.on_stop(r),
+            EventKind::Rearms => self.on_rearms(r),
             EventKind::Wakeup => {
                 let key = self.key_of(r.timer);
                 self.bump(key, |c| c.wakeup_latency.record(r.arg));
@@ -419,6 +423,27 @@ impl Table {
         if !object {
             self.set_live(key, false, r.ts_ns);
         }
+    }
+
+    /// Re-arms the probes counted in the kernel: each was a cancel and an arm of an armed timer,
+    /// so only the totals move. The count is cumulative per timer, which makes a record that
+    /// overtook a later one harmless.
+    fn on_rearms(&mut self, r: &Record) {
+        let key = self.key_of(r.timer);
+        let Some(t) = self.timers.get_mut(&key).filter(|t| t.tgid == r.tgid) else {
+            self.unmatched += 1;
+            return;
+        };
+        let total = r.arg as u32;
+        let n = total.wrapping_sub(t.rearms_seen);
+        if n == 0 || n > u32::MAX / 2 {
+            return;
+        }
+        t.rearms_seen = total;
+        self.bump(key, |c| {
+            c.armed_total += u64::from(n);
+            c.cancelled_total += u64::from(n);
+        });
     }
 
     fn on_itimer_state(&mut self, r: &Record, res: &mut dyn Resolver) {
@@ -727,6 +752,47 @@ mod tests {
         t.apply(&rec(EventKind::Start, 10, 0xa, TIMERFD_FN, 4), &mut n);
         let c = only_callsite(&t, 10);
         assert_eq!((c.live, c.armed_total, c.cancelled_total), (1, 3, 1));
+    }
+
+    fn rearms(tgid: u32, timer: u64, total: u64, ts: u64) -> Record {
+        Record {
+            arg: total,
+            ..rec(EventKind::Rearms, tgid, timer, 0, ts)
+        }
+    }
+
+    #[test]
+    fn kernel_counted_rearms_move_only_the_totals() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.apply(&rearms(10, 0xa, 64, 2), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!(
+            (c.live, c.armed_total, c.cancelled_total, c.created_total),
+            (1, 65, 64, 1)
+        );
+        // Cumulative: a record that overtook a later one changes nothing, the later one adds
+        // only the difference.
+        t.apply(&rearms(10, 0xa, 100, 3), &mut n);
+        t.apply(&rearms(10, 0xa, 80, 4), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.live, c.armed_total, c.cancelled_total), (1, 101, 100));
+        // A held-back cancel that arrives after them still disarms the timer.
+        t.apply(&rec(EventKind::Cancel, 10, 0xa, 0, 5), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.live, c.cancelled_total), (0, 101));
+        // The count wraps with the kernel's u32.
+        t.apply(&rec(EventKind::Start, 10, 0xa, TIMERFD_FN, 6), &mut n);
+        t.apply(&rearms(10, 0xa, 1 << 31, 7), &mut n);
+        t.apply(&rearms(10, 0xa, u64::from(u32::MAX), 7), &mut n);
+        t.apply(&rearms(10, 0xa, 3, 8), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!(c.armed_total, 102 + u64::from(u32::MAX) - 100 + 4);
+        assert_eq!(t.unmatched, 0);
+        // Another process's record for the address, or an unknown address: unattributed.
+        t.apply(&rearms(11, 0xa, 5, 9), &mut n);
+        t.apply(&rearms(10, 0xb, 5, 9), &mut n);
+        assert_eq!(t.unmatched, 2);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Filter {
     pub comms: Vec<String>,
     /// Attach the scheduler probes that attribute wake-ups to timers.
     pub wakeups: bool,
+    /// Count re-arms in the kernel instead of sending each cancel and start.
+    pub count_rearms: bool,
 }
 
 /// Whether a tracepoint must exist for timerwatch to run.
@@ -212,6 +214,8 @@ impl Probes {
             // A quarter of the ring: the reader also drains on a 50 ms timer, so this only matters
             // for bursts that would otherwise overflow the ring before the timer fires.
             wakeup_bytes: ring_bytes / 4,
+            count_rearms: filter.count_rearms as u32,
+            _pad: 0,
             sleeper_fn: syms
                 .iter()
                 .find(|s| s.1 == "hrtimer_wakeup")
