@@ -2,8 +2,10 @@
  * tracepoint given (CATEGORY:NAME), the way aya attaches timerwatch's (perf_event_open on the
  * tracepoint, PERF_EVENT_IOC_SET_BPF). bpftrace's `{}` compiles to `r0 = 1; exit`, and a
  * non-zero return also hands the event to perf; timerwatch's programs return 0.
+ * `uprobe:PID:OFFSET:PATH` puts one on a uprobe instead (file offset OFFSET of PATH, process PID
+ * only), as aya attaches timerwatch's Go probes: the floor at exactly their instructions.
  *
- * usage: empty_probes [TRACEFS] CATEGORY:NAME...
+ * usage: empty_probes [TRACEFS] CATEGORY:NAME|uprobe:PID:OFFSET:PATH...
  * Prints "up" once every program is attached, then waits for SIGINT/SIGTERM or EOF on stdin;
  * closing the descriptors on exit detaches and unloads everything. */
 #include <errno.h>
@@ -28,7 +30,7 @@ static void on_signal(int sig)
 
 /* Named after its tracepoint (cut to 15 bytes, as the kernel keeps them) so per-program
  * statistics line up with other tools' programs on the same tracepoint. */
-static int load_empty(const char *name)
+static int load_empty(const char *name, enum bpf_prog_type type)
 {
 	struct bpf_insn insns[] = {
 		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 0 },
@@ -37,12 +39,63 @@ static int load_empty(const char *name)
 	union bpf_attr attr;
 
 	memset(&attr, 0, sizeof(attr));
-	attr.prog_type = BPF_PROG_TYPE_TRACEPOINT;
+	attr.prog_type = type;
 	attr.insns = (unsigned long)insns;
 	attr.insn_cnt = 2;
 	attr.license = (unsigned long)"GPL";
 	strncpy(attr.prog_name, name, sizeof(attr.prog_name) - 1);
 	return syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof(attr));
+}
+
+static int enable(int fd, int prog, const char *spec)
+{
+	if (fd < 0 || ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog) || ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)) {
+		fprintf(stderr, "empty_probes: attaching to %s: %s\n", spec, strerror(errno));
+		return -1;
+	}
+	return fd;
+}
+
+/* The uprobe PMU, as aya uses it: config1 the path, config2 the file offset. */
+static int attach_uprobe(const char *spec)
+{
+	struct perf_event_attr pe;
+	char *end;
+	const char *path;
+	long pid;
+	unsigned long long offset;
+	int type, prog;
+	FILE *f = fopen("/sys/bus/event_source/devices/uprobe/type", "r");
+
+	if (!f || fscanf(f, "%d", &type) != 1) {
+		fprintf(stderr, "empty_probes: no uprobe PMU\n");
+		return -1;
+	}
+	fclose(f);
+	pid = strtol(spec + strlen("uprobe:"), &end, 10);
+	if (*end != ':')
+		goto bad;
+	offset = strtoull(end + 1, &end, 0);
+	if (*end != ':' || end[1] != '/')
+		goto bad;
+	path = end + 1;
+	prog = load_empty("uprobe_empty", BPF_PROG_TYPE_KPROBE);
+	if (prog < 0) {
+		fprintf(stderr, "empty_probes: BPF_PROG_LOAD: %s\n", strerror(errno));
+		return -1;
+	}
+	memset(&pe, 0, sizeof(pe));
+	pe.type = type;
+	pe.size = sizeof(pe);
+	pe.config1 = (unsigned long)path;
+	pe.config2 = offset;
+	pe.sample_period = 1;
+	pe.wakeup_events = 1;
+	return enable(syscall(SYS_perf_event_open, &pe, (int)pid, -1, -1, PERF_FLAG_FD_CLOEXEC), prog,
+		      spec);
+bad:
+	fprintf(stderr, "empty_probes: bad uprobe spec %s (uprobe:PID:OFFSET:/PATH)\n", spec);
+	return -1;
 }
 
 static int attach(const char *tracefs, const char *spec)
@@ -51,8 +104,10 @@ static int attach(const char *tracefs, const char *spec)
 	const char *colon = strchr(spec, ':');
 	struct perf_event_attr pe;
 	FILE *f;
-	int id, fd, prog;
+	int id, prog;
 
+	if (strncmp(spec, "uprobe:", 7) == 0)
+		return attach_uprobe(spec);
 	if (!colon || (size_t)(colon - spec) >= sizeof(name))
 		return -1;
 	memcpy(name, spec, colon - spec);
@@ -64,7 +119,7 @@ static int attach(const char *tracefs, const char *spec)
 		return -1;
 	}
 	fclose(f);
-	prog = load_empty(colon + 1);
+	prog = load_empty(colon + 1, BPF_PROG_TYPE_TRACEPOINT);
 	if (prog < 0) {
 		fprintf(stderr, "empty_probes: BPF_PROG_LOAD: %s\n", strerror(errno));
 		return -1;
@@ -75,12 +130,7 @@ static int attach(const char *tracefs, const char *spec)
 	pe.config = id;
 	pe.sample_period = 1;
 	pe.wakeup_events = 1;
-	fd = syscall(SYS_perf_event_open, &pe, -1, 0, -1, PERF_FLAG_FD_CLOEXEC);
-	if (fd < 0 || ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog) || ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)) {
-		fprintf(stderr, "empty_probes: attaching to %s: %s\n", spec, strerror(errno));
-		return -1;
-	}
-	return fd;
+	return enable(syscall(SYS_perf_event_open, &pe, -1, 0, -1, PERF_FLAG_FD_CLOEXEC), prog, spec);
 }
 
 int main(int argc, char **argv)
@@ -92,7 +142,7 @@ int main(int argc, char **argv)
 	if (argc > 1 && argv[1][0] == '/')
 		tracefs = argv[first++];
 	if (first >= argc) {
-		fprintf(stderr, "usage: empty_probes [TRACEFS] CATEGORY:NAME...\n");
+		fprintf(stderr, "usage: empty_probes [TRACEFS] CATEGORY:NAME|uprobe:PID:OFFSET:PATH...\n");
 		return 2;
 	}
 	sigaction(SIGINT, &sa, NULL);

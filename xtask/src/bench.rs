@@ -142,10 +142,14 @@ pub struct Env {
     pub cpus: usize,
     pub timerwatch: PathBuf,
     pub decode_bench: PathBuf,
-    /// Compiled C targets.
+    /// Compiled C and Go targets.
     pub targets: PathBuf,
     /// bench/: C sources and bpftrace scripts.
     pub scripts: PathBuf,
+    /// The Go toolchain version the Go workload is built with.
+    pub go_version: &'static str,
+    /// Where timerwatch puts its uprobes in the Go workload (file offsets), once measured.
+    pub go_uprobe_offsets: Vec<u64>,
     pub conditions: Conditions,
     started: Instant,
 }
@@ -362,6 +366,39 @@ fn build_targets(src: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Builds bench/afterfunc/ with the newest Go toolchain `cargo xtask setup` installed (1.23+:
+/// the runtime timer functions the Go suite counts), with a go.mod of that version.
+fn build_go_target(src: &Path, out: &Path) -> Result<&'static str> {
+    let Some((goroot, version)) = crate::go_toolchains::newest() else {
+        bail!("no Go toolchain for the Go workload; `cargo xtask setup` installs them");
+    };
+    let minor = version.split('.').nth(1).unwrap_or("0");
+    let dir = out.join("afterfunc-src");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::copy(src.join("afterfunc/main.go"), dir.join("main.go"))
+        .context("copying bench/afterfunc/main.go")?;
+    std::fs::write(
+        dir.join("go.mod"),
+        format!("module timerwatch.bench/afterfunc\n\ngo 1.{minor}\n"),
+    )
+    .context("writing the Go workload's go.mod")?;
+    util::run(
+        Command::new(goroot.join("bin/go"))
+            .current_dir(&dir)
+            .args(["build", "-o"])
+            .arg(out.join(cost::GO_TARGET))
+            .arg(".")
+            .env("GOROOT", &goroot)
+            // Exactly this toolchain, never a download for the go line.
+            .env("GOTOOLCHAIN", "local")
+            .env("CGO_ENABLED", "0")
+            .env("GOFLAGS", "")
+            .env("GOCACHE", out.join("go-cache"))
+            .env("GOPATH", out.join("go-path")),
+    )?;
+    Ok(version)
+}
+
 pub struct Results {
     pub machine: Machine,
     pub suites: Vec<(cost::Suite, cost::SuiteResult)>,
@@ -397,6 +434,7 @@ pub fn run(args: &Args) -> Result<()> {
     let release = target_dir().join("release");
     let targets = target_dir().join("bench");
     build_targets(&root.join("bench"), &targets)?;
+    let go_version = build_go_target(&root.join("bench"), &targets)?;
 
     let mut env = Env {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -405,6 +443,8 @@ pub fn run(args: &Args) -> Result<()> {
         decode_bench: release.join("examples").join("decode_bench"),
         targets,
         scripts: root.join("bench"),
+        go_version,
+        go_uprobe_offsets: Vec::new(),
         conditions: Conditions {
             load_start: load_average(),
             ..Conditions::default()

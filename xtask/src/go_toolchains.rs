@@ -46,6 +46,14 @@ pub fn roots() -> Vec<PathBuf> {
     out
 }
 
+/// The newest installed toolchain and its version ("1.27.3"), for the bench's Go workload.
+pub fn newest() -> Option<(PathBuf, &'static str)> {
+    PYPI.iter()
+        .rev()
+        .map(|v| (pypi_root(v), *v))
+        .find(|(root, v)| has_version(root, v))
+}
+
 pub fn install(report: &Report) -> Result<()> {
     debian(report)?;
     for version in PYPI {

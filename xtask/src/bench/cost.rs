@@ -2,9 +2,8 @@
 //! every round (A B C D, A B C D, …) so that a build starting on this shared machine slows all
 //! columns alike instead of whichever happened to run then.
 //!
-//! A suite is data: a workload (a C target under bench/ that reports its own rate) and columns.
-//! Go timers get their own suite once timerwatch has Go uprobes: a Go target and columns for
-//! nothing, empty uprobes (its floor), timerwatch and bpftrace; the rest needs no change.
+//! A suite is data: a workload (a C or Go target under bench/ that reports its own rate) and
+//! columns.
 
 use std::ffi::{c_int, c_long};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -21,20 +20,40 @@ use super::{Env, ATTACH_TIMEOUT};
 
 pub struct Workload {
     pub name: &'static str,
-    /// C target built from bench/TARGET.c; called as `TARGET SECONDS ARGS…`.
+    /// Executable built into the bench's target directory (also its command name); called as
+    /// `TARGET SECONDS ARGS…`.
     pub target: &'static str,
+    /// Where it is built from, relative to the workspace.
+    pub source: &'static str,
     pub args: Vec<String>,
     /// What one reported iteration is.
     pub unit: &'static str,
-    /// The tracepoints whose events the measured tracers handle, counted per iteration in the
-    /// same run (never assumed).
-    pub events: &'static [&'static str],
+    /// The probes whose events the measured tracers handle, counted per iteration in the same
+    /// run (never assumed).
+    pub events: &'static [Probe],
+}
+
+/// One probe point of a workload.
+pub struct Probe {
+    /// As bpftrace writes it; `{{target}}` stands for the workload's executable.
+    pub bpftrace: &'static str,
+    /// Tracepoint (`timer:hrtimer_start`) or function name.
+    pub name: &'static str,
+}
+
+const fn tracepoint(bpftrace: &'static str) -> Probe {
+    Probe {
+        bpftrace,
+        // Past "tracepoint:".
+        name: bpftrace.split_at(11).1,
+    }
 }
 
 pub enum Tool {
     Nothing,
     /// A script under bench/, given the workload's PID as `$1` if it takes one; ready once it
-    /// prints "up" (from BEGIN, which bpftrace runs after attaching every probe).
+    /// prints "up" (from BEGIN, which bpftrace runs after attaching every probe). `{{target}}`
+    /// in it stands for the workload's executable (uprobes need its path).
     Bpftrace {
         script: &'static str,
         pid_arg: bool,
@@ -43,10 +62,16 @@ pub enum Tool {
     Timerwatch {
         args: &'static [&'static str],
     },
-    /// `bench/empty_probes.c` on these tracepoints: `r0 = 0; exit` programs.
-    EmptyProbes {
-        tracepoints: &'static [&'static str],
-    },
+    /// `bench/empty_probes.c`: `r0 = 0; exit` programs.
+    EmptyProbes(Empty),
+}
+
+pub enum Empty {
+    /// On these tracepoints.
+    Tracepoints(&'static [&'static str]),
+    /// On the uprobes timerwatch attaches to the workload's Go runtime, at the same file
+    /// offsets (from its `--verbose` lines), for the workload's process only, as timerwatch's.
+    TimerwatchGoUprobes,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -57,6 +82,8 @@ pub enum Role {
     FloorReturn0,
     Timerwatch,
     TimerwatchNoWakeups,
+    /// timerwatch with other options, shown for comparison.
+    TimerwatchVariant,
     Bpftrace,
 }
 
@@ -67,22 +94,54 @@ pub struct Column {
 }
 
 pub struct Suite {
+    pub kind: Kind,
     pub title: &'static str,
     pub workload: Workload,
     pub columns: Vec<Column>,
 }
 
-/// Suites not measured yet, rendered as placeholder rows so the gap stays visible.
-pub const PENDING: &[(&str, &str)] = &[(
-    "Go worst case (runtime timers via uprobes: floor, timerwatch, bpftrace)",
-    "not measured yet: needs Go uprobes",
-)];
+/// Which part of BENCHMARKS.md a suite is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    KernelTimers,
+    Sched,
+    GoTimers,
+}
 
-const TIMER_EVENTS: &[&str] = &[
+const TIMER_TRACEPOINTS: &[&str] = &[
     "timer:hrtimer_setup",
     "timer:hrtimer_cancel",
     "timer:hrtimer_start",
     "timer:hrtimer_expire_entry",
+];
+
+const TIMER_EVENTS: &[Probe] = &[
+    tracepoint("tracepoint:timer:hrtimer_setup"),
+    tracepoint("tracepoint:timer:hrtimer_cancel"),
+    tracepoint("tracepoint:timer:hrtimer_start"),
+    tracepoint("tracepoint:timer:hrtimer_expire_entry"),
+];
+
+const SCHED_EVENTS: &[Probe] = &[
+    tracepoint("tracepoint:sched:sched_switch"),
+    tracepoint("tracepoint:sched:sched_waking"),
+];
+
+/// The Go 1.23+ runtime functions timerwatch probes (docs/go-runtime-timers.md §2); the Go
+/// workload is built with such a toolchain.
+const GO_EVENTS: &[Probe] = &[
+    Probe {
+        bpftrace: "uprobe:{{target}}:\"runtime.(*timer).modify\"",
+        name: "runtime.(*timer).modify",
+    },
+    Probe {
+        bpftrace: "uprobe:{{target}}:\"runtime.(*timer).stop\"",
+        name: "runtime.(*timer).stop",
+    },
+    Probe {
+        bpftrace: "uprobe:{{target}}:\"runtime.(*timer).unlockAndRun\"",
+        name: "runtime.(*timer).unlockAndRun",
+    },
 ];
 
 pub fn suites(env: &Env) -> Vec<Suite> {
@@ -92,10 +151,12 @@ pub fn suites(env: &Env) -> Vec<Suite> {
     let pin_cpu = (env.cpus.saturating_sub(1)).to_string();
     let mut suites = vec![
         Suite {
+            kind: Kind::KernelTimers,
             title: "Kernel-timer worst case: one timerfd re-armed in a tight loop",
             workload: Workload {
                 name: "rearm",
                 target: "rearm",
+                source: "bench/rearm.c",
                 args: vec!["1".into(), pin_cpu.clone()],
                 unit: "iteration",
                 events: TIMER_EVENTS,
@@ -127,6 +188,13 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                     },
                 },
                 Column {
+                    role: Role::TimerwatchVariant,
+                    label: "timerwatch snapshot -p PID --no-rearm-counting (every cancel and start a record)",
+                    tool: Tool::Timerwatch {
+                        args: &["--no-rearm-counting"],
+                    },
+                },
+                Column {
                     role: Role::Bpftrace,
                     label: "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
                     tool: Tool::Bpftrace {
@@ -137,13 +205,15 @@ pub fn suites(env: &Env) -> Vec<Suite> {
             ],
         },
         Suite {
+            kind: Kind::Sched,
             title: "Scheduler probes: two processes ping-ponging a byte over pipes on one CPU",
             workload: Workload {
                 name: "pingpong",
                 target: "pingpong",
-                args: vec![pin_cpu],
+                source: "bench/pingpong.c",
+                args: vec![pin_cpu.clone()],
                 unit: "round trip",
-                events: &["sched:sched_switch", "sched:sched_waking"],
+                events: SCHED_EVENTS,
             },
             columns: vec![
                 Column {
@@ -173,6 +243,43 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                 },
             ],
         },
+        Suite {
+            kind: Kind::GoTimers,
+            title: "Go worst case: time.AfterFunc + Stop in a tight loop",
+            workload: Workload {
+                name: "afterfunc",
+                target: GO_TARGET,
+                source: "bench/afterfunc/main.go",
+                args: vec![pin_cpu],
+                unit: "iteration",
+                events: GO_EVENTS,
+            },
+            columns: vec![
+                Column {
+                    role: Role::Baseline,
+                    label: "nothing attached",
+                    tool: Tool::Nothing,
+                },
+                Column {
+                    role: Role::Floor,
+                    label: "floor: `r0 = 0; exit` uprobes at timerwatch's probe points (bench/empty_probes.c)",
+                    tool: Tool::EmptyProbes(Empty::TimerwatchGoUprobes),
+                },
+                Column {
+                    role: Role::Timerwatch,
+                    label: "timerwatch snapshot -p PID",
+                    tool: Tool::Timerwatch { args: &[] },
+                },
+                Column {
+                    role: Role::Bpftrace,
+                    label: "bpftrace: live Go timers per ustack (bench/go_live_per_stack.bt)",
+                    tool: Tool::Bpftrace {
+                        script: "go_live_per_stack.bt",
+                        pid_arg: true,
+                    },
+                },
+            ],
+        },
     ];
     if env.plan.floor_cross_check {
         suites[0].columns.insert(
@@ -180,14 +287,15 @@ pub fn suites(env: &Env) -> Vec<Suite> {
             Column {
                 role: Role::FloorReturn0,
                 label: "floor cross-check: `r0 = 0; exit` programs (bench/empty_probes.c)",
-                tool: Tool::EmptyProbes {
-                    tracepoints: TIMER_EVENTS,
-                },
+                tool: Tool::EmptyProbes(Empty::Tracepoints(TIMER_TRACEPOINTS)),
             },
         );
     }
     suites
 }
+
+/// The Go workload's executable (bench/afterfunc/), built with the newest Go toolchain.
+pub const GO_TARGET: &str = "afterfunc";
 
 /// What a target prints at the end: "iterations N seconds S rate R cpu_share C".
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -499,15 +607,16 @@ impl SuiteResult {
 /// run, so a counting bpftrace script is unaffected.
 pub fn events_per_unit(env: &Env, w: &Workload) -> Result<(f64, Vec<(String, f64)>)> {
     let mut script = String::from("BEGIN { printf(\"up\\n\"); }\n");
-    for event in w.events {
+    for (i, event) in w.events.iter().enumerate() {
         // comm, not pid: the ping-pong's child is another process with the same name.
         script += &format!(
-            "tracepoint:{event} /comm == \"{}\"/ {{ @[probe] = count(); }}\n",
-            w.target
+            "{} /comm == \"{}\"/ {{ @[{i}] = count(); }}\n",
+            event.bpftrace, w.target
         );
     }
     let path = env.targets.join(format!("count_{}.bt", w.name));
-    std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, with_target(env, &script, w))
+        .with_context(|| format!("writing {}", path.display()))?;
     let mut cmd = Command::new(env.target(w.target));
     cmd.arg(COUNT_SECONDS.to_string()).args(&w.args);
     let mut target = Proc::spawn(w.target, &mut cmd)?;
@@ -526,14 +635,14 @@ pub fn events_per_unit(env: &Env, w: &Workload) -> Result<(f64, Vec<(String, f64
     let out = stop_tool(env, &mut counter, &programs)?;
     target.close_stdin();
     let mut breakdown = Vec::new();
-    for event in w.events {
-        // bpftrace prints `@[tracepoint:timer:hrtimer_start]: 978567` at exit.
-        let key = format!("@[tracepoint:{event}]:");
+    for (i, event) in w.events.iter().enumerate() {
+        // bpftrace prints `@[2]: 978567` at exit.
+        let key = format!("@[{i}]:");
         let count = out
             .iter()
             .find_map(|l| l.strip_prefix(&key)?.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
-        breakdown.push((event.to_string(), count / iterations));
+        breakdown.push((event.name.to_string(), count / iterations));
     }
     let total = breakdown.iter().map(|(_, n)| n).sum();
     Ok((total, breakdown))
@@ -550,6 +659,13 @@ pub fn run_suite(env: &mut Env, suite: &Suite) -> Result<SuiteResult> {
             suite.workload.name,
             suite.workload.unit
         );
+    }
+    if suite
+        .columns
+        .iter()
+        .any(|c| matches!(c.tool, Tool::EmptyProbes(Empty::TimerwatchGoUprobes)))
+    {
+        env.go_uprobe_offsets = timerwatch_go_uprobes(env, &suite.workload)?;
     }
     let mut runs = Vec::new();
     for round in 0..env.plan.rounds {
@@ -579,39 +695,125 @@ pub fn run_suite(env: &mut Env, suite: &Suite) -> Result<SuiteResult> {
     })
 }
 
-/// Starts a tracer on `pids` and waits until its probes are attached.
-pub fn start_tool(env: &Env, tool: &Tool, pids: &[u32], extra: &[&str]) -> Result<Option<Proc>> {
+/// File offsets of the uprobes timerwatch attaches to `w`'s Go runtime, from a short run with
+/// `--verbose`.
+fn timerwatch_go_uprobes(env: &Env, w: &Workload) -> Result<Vec<u64>> {
+    let mut cmd = Command::new(env.target(w.target));
+    cmd.arg("0.01").args(&w.args);
+    let mut target = Proc::spawn(w.target, &mut cmd)?;
+    expect_line(&mut target, Duration::from_secs(10), |l| {
+        l.starts_with("ready ")
+    })?;
+    let (mut tw, lines) = start_timerwatch(env, &[target.pid()], &["--verbose"], &[])?;
+    let programs = tw.bpf_programs();
+    stop_tool(env, &mut tw, &programs)?;
+    target.close_stdin();
+    target.send_line("").ok();
+    if target.wait_timeout(Duration::from_secs(10)).is_none() {
+        target.kill();
+    }
+    let offsets = parse_go_uprobes(&lines);
+    if offsets.is_empty() {
+        bail!(
+            "timerwatch attached no Go uprobes to {} (stderr: {})",
+            w.target,
+            lines.join(" | ")
+        );
+    }
+    Ok(offsets)
+}
+
+/// The offsets in timerwatch's `--verbose` lines
+/// ("… Go uprobe on runtime.(*timer).stop at file offset 0x5f2a4 of /proc/PID/exe").
+fn parse_go_uprobes(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter(|l| l.contains(" Go uprobe on "))
+        .filter_map(|l| {
+            let hex = l
+                .split(" at file offset 0x")
+                .nth(1)?
+                .split_whitespace()
+                .next()?;
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .collect()
+}
+
+/// `script` with `{{target}}` replaced by the path of `w`'s executable.
+fn with_target(env: &Env, script: &str, w: &Workload) -> String {
+    script.replace("{{target}}", &env.target(w.target).to_string_lossy())
+}
+
+/// Starts a tracer on `pids` (processes of workload `w`) and waits until its probes are
+/// attached.
+pub fn start_tool(
+    env: &Env,
+    w: &Workload,
+    tool: &Tool,
+    pids: &[u32],
+    extra: &[&str],
+) -> Result<Option<Proc>> {
     let proc = match tool {
         Tool::Nothing => return Ok(None),
         Tool::Bpftrace { script, pid_arg } => {
-            start_bpftrace(&env.scripts.join(script), pid_arg.then_some(pids[0]))?
+            let path = env.scripts.join(script);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let run = env.targets.join(script);
+            std::fs::write(&run, with_target(env, &text, w))
+                .with_context(|| format!("writing {}", run.display()))?;
+            start_bpftrace(&run, pid_arg.then_some(pids[0]))?
         }
-        Tool::EmptyProbes { tracepoints } => {
+        Tool::EmptyProbes(on) => {
+            let specs: Vec<String> = match on {
+                Empty::Tracepoints(tps) => tps.iter().map(|t| t.to_string()).collect(),
+                Empty::TimerwatchGoUprobes => env
+                    .go_uprobe_offsets
+                    .iter()
+                    .map(|off| {
+                        format!(
+                            "uprobe:{}:{off:#x}:{}",
+                            pids[0],
+                            env.target(w.target).display()
+                        )
+                    })
+                    .collect(),
+            };
             let mut p = Proc::spawn(
                 "empty_probes",
-                Command::new(env.target("empty_probes")).args(*tracepoints),
+                Command::new(env.target("empty_probes")).args(specs),
             )?;
             expect_line(&mut p, ATTACH_TIMEOUT, |l| l == "up")?;
             p
         }
-        Tool::Timerwatch { args } => {
-            let mut cmd = Command::new(&env.timerwatch);
-            cmd.arg("snapshot");
-            for pid in pids {
-                cmd.arg("-p").arg(pid.to_string());
-            }
-            // A bound on its life even if we never get to stop it.
-            cmd.args(["--json", "--duration", "600"])
-                .args(*args)
-                .args(extra);
-            let mut p = Proc::spawn("timerwatch", &mut cmd)?;
-            expect_stderr(&mut p, ATTACH_TIMEOUT, |l| {
-                l.starts_with("timerwatch: attached")
-            })?;
-            p
-        }
+        Tool::Timerwatch { args } => start_timerwatch(env, pids, args, extra)?.0,
     };
     Ok(Some(proc))
+}
+
+/// `timerwatch snapshot -p PID… --json` plus `args` and `extra`, once attached, with the
+/// stderr lines it printed before "attached".
+pub fn start_timerwatch(
+    env: &Env,
+    pids: &[u32],
+    args: &[&str],
+    extra: &[&str],
+) -> Result<(Proc, Vec<String>)> {
+    let mut cmd = Command::new(&env.timerwatch);
+    cmd.arg("snapshot");
+    for pid in pids {
+        cmd.arg("-p").arg(pid.to_string());
+    }
+    // A bound on its life even if we never get to stop it.
+    cmd.args(["--json", "--duration", "600"])
+        .args(args)
+        .args(extra);
+    let mut p = Proc::spawn("timerwatch", &mut cmd)?;
+    let lines = expect_stderr(&mut p, ATTACH_TIMEOUT, |l| {
+        l.starts_with("timerwatch: attached")
+    })?;
+    Ok((p, lines))
 }
 
 /// Starts a bpftrace script and waits for its "up" (from BEGIN, which bpftrace runs after
@@ -664,7 +866,7 @@ fn run_column(env: &mut Env, w: &Workload, tool: &Tool, profile: bool) -> Result
     expect_line(&mut target, Duration::from_secs(10), |l| {
         l.starts_with("ready ")
     })?;
-    let mut tracer = start_tool(env, tool, &[target.pid()], &[])?;
+    let mut tracer = start_tool(env, w, tool, &[target.pid()], &[])?;
     let programs = tracer.as_ref().map(Proc::bpf_programs).unwrap_or_default();
     let cpu_before = tracer.as_ref().and_then(Proc::cpu_seconds);
     target.send_line("go")?;
@@ -711,6 +913,17 @@ mod tests {
         assert_eq!(r.iterations, 100.0);
         assert_eq!(r.cpu_rate(), 100.0);
         assert!(LoopResult::parse("iterations x").is_err());
+    }
+
+    #[test]
+    fn reads_timerwatch_go_uprobe_offsets() {
+        let lines = [
+            "timerwatch: pid 7: Go uprobe on runtime.(*timer).modify at file offset 0x5f2a4 of /proc/7/exe",
+            "timerwatch: note: something else",
+            "timerwatch: pid 7: Go uprobe on time.Sleep at file offset 0x10 of /proc/7/exe",
+        ]
+        .map(String::from);
+        assert_eq!(parse_go_uprobes(&lines), vec![0x5f2a4, 0x10]);
     }
 
     #[test]

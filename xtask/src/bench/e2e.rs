@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::cost::{last_report, start_tool, stop_tool, Counts, LoopResult, Tool};
+use super::cost::{last_report, start_timerwatch, stop_tool, Counts, LoopResult};
 use super::proc::{expect_line, Proc};
 use super::Env;
 
@@ -84,8 +84,8 @@ fn run_once(
         Some(r) => vec!["--ring-buffer-size", r],
         None => Vec::new(),
     };
-    let mut tw = start_tool(env, &Tool::Timerwatch { args: &[] }, &pids, &extra)?
-        .expect("timerwatch is a tool");
+    // Every event a record: the ring buffer and the drain loop are what is measured.
+    let (mut tw, _) = start_timerwatch(env, &pids, &["--no-rearm-counting"], &extra)?;
     let programs = tw.bpf_programs();
     for p in &mut loops {
         p.send_line("go")?;

@@ -292,19 +292,19 @@ pub fn expect_line(
     }
 }
 
-/// Reads stderr until `want` matches (a tracer's "attached" line).
+/// Reads stderr until `want` matches (a tracer's "attached" line); returns the lines before it.
 pub fn expect_stderr(
     proc: &mut Proc,
     timeout: Duration,
     want: impl Fn(&str) -> bool,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut skipped = Vec::new();
     if proc
         .stderr
         .wait_for(Instant::now() + timeout, &mut skipped, want)
         .is_some()
     {
-        return Ok(());
+        return Ok(skipped);
     }
     let status = proc.wait_timeout(Duration::from_millis(100));
     bail!(
