@@ -115,7 +115,21 @@ async fn top(args: TopArgs, view: View) -> Result<()> {
     Ok(())
 }
 
+/// The table's hash maps double as timers arrive, freeing the old table each time. glibc
+/// raises its mmap threshold after the first large free, so from then on the freed tables stay
+/// in the heap and in RSS for good (about half the memory per live timer at 100k timers,
+/// BENCHMARKS.md). A fixed threshold (glibc's default, 128 KiB) keeps large blocks mmap'ed and
+/// gives them back when freed. `MALLOC_MMAP_THRESHOLD_` in the environment still wins.
+fn keep_large_frees_returnable() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+    }
+}
+
 fn main() -> ExitCode {
+    keep_large_frees_returnable();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

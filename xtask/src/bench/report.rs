@@ -679,9 +679,9 @@ pub fn render(results: &Results, env: &Env) -> String {
                 out,
                 "| {} | {} | {} | {} → {} | {} | {} | {} |",
                 if fixed {
-                    format!("`MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}` (freed big blocks go back to the OS)")
+                    format!("`MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}` in the environment (a cross-check: timerwatch fixes the threshold itself)")
                 } else {
-                    "default (what users get; the goal's figure)".to_string()
+                    "as shipped (the goal's figure)".to_string()
                 },
                 show(per(|m| m.live), |x| format!("{x:.0}")),
                 show(per(|m| m.lost), |x| format!("{x:.0}")),
