@@ -121,17 +121,18 @@ fn user_regs() -> Option<(u64, u64, u64)> {
 /// A cheap identity of the user call path of this syscall (see `Owner::fingerprint`): the user
 /// IP and the first two return addresses of the frame-pointer chain. A frameless libc wrapper
 /// leaves rbp at its caller's frame, so these name the caller's call site and the one above
-/// it. Three reads of user memory, no stack walk; words near the stack pointer are no good
-/// here, as wrappers keep changing locals there (clock_nanosleep's deadline).
+/// it. Two reads of user memory (the saved frame pointer and return address are adjacent), no
+/// stack walk; words near the stack pointer are no good here, as wrappers keep changing locals
+/// there (clock_nanosleep's deadline).
 #[inline(always)]
 pub fn user_fingerprint() -> u64 {
     let Some((ip, _, bp)) = user_regs() else {
         return 0;
     };
-    let word = |addr: u64| unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0);
-    let ret1 = word(bp.wrapping_add(8));
-    let ret2 = word(word(bp).wrapping_add(8));
-    (ip ^ ret1.rotate_left(21) ^ ret2.rotate_left(42)) | 1
+    // [saved rbp, return address] of the innermost frame.
+    let frame = unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }.unwrap_or([0; 2]);
+    let ret2 = unsafe { bpf_probe_read_user(frame[0].wrapping_add(8) as *const u64) }.unwrap_or(0);
+    (ip ^ frame[1].rotate_left(21) ^ ret2.rotate_left(42)) | 1
 }
 
 /// Copy the words at the user stack pointer. A frameless libc wrapper's return address into its
