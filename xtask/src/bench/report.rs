@@ -384,8 +384,8 @@ fn cost_section(out: &mut String, n: &str, suite: &Suite, r: &SuiteResult, env: 
             continue;
         }
         lines.push(format!(
-            "{what}'s reports: {} records applied per {}, of which {} first arms that carried a user stack \
-             (`created_total`); lost events per round: {}",
+            "{what}'s reports: {} transitions per {} (armed + cancelled + expired totals), of which {} first arms \
+             that carried a user stack (`created_total`); lost events per round: {}",
             show(records, |x| format!("{x:.2}")),
             w.unit,
             show(per_iter(|c| c.created), |x| format!("{x:.2}")),
