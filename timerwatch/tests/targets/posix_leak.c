@@ -5,6 +5,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "pace.h"
+
 /* Each signal-notifying timer preallocates a queued signal charged to RLIMIT_SIGPENDING. */
 static void raise_sigpending_limit(void)
 {
@@ -47,12 +49,6 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	for (;;) {
 		leak_posix_timer();
-		next.tv_nsec += 1000000000L / rate;
-		while (next.tv_nsec >= 1000000000L) {
-			next.tv_nsec -= 1000000000L;
-			next.tv_sec++;
-		}
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
-			;
+		PACE_NEXT(next, rate);
 	}
 }

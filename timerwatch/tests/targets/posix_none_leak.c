@@ -6,6 +6,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "pace.h"
+
 /* The test asserts this name as the callsite's caller: noclone keeps GCC from renaming it,
  * and using the result keeps timer_create from becoming a tail jump. */
 __attribute__((noinline, noclone)) void leak_sigev_none_timer(void)
@@ -35,12 +37,6 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	for (;;) {
 		leak_sigev_none_timer();
-		next.tv_nsec += 1000000000L / rate;
-		while (next.tv_nsec >= 1000000000L) {
-			next.tv_nsec -= 1000000000L;
-			next.tv_sec++;
-		}
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
-			;
+		PACE_NEXT(next, rate);
 	}
 }

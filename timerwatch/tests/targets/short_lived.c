@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pace.h"
+
 /* Using the results keeps both calls from becoming tail jumps, like in posix_leak. */
 __attribute__((noinline, noclone)) void leak_posix_timer(void)
 {
@@ -39,13 +41,7 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	for (long i = 0; i < rate; i++) {
 		leak_posix_timer();
-		next.tv_nsec += 1000000000L / rate;
-		while (next.tv_nsec >= 1000000000L) {
-			next.tv_nsec -= 1000000000L;
-			next.tv_sec++;
-		}
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
-			;
+		PACE_NEXT(next, rate);
 	}
 	return 0;
 }

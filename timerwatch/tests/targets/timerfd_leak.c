@@ -5,6 +5,8 @@
 #include <sys/timerfd.h>
 #include <time.h>
 
+#include "pace.h"
+
 /* The test asserts this name as the callsite's caller: noclone keeps GCC from renaming it,
  * and using the results keeps both calls from becoming tail jumps. */
 __attribute__((noinline, noclone)) void leak_timerfd(void)
@@ -36,12 +38,6 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	for (;;) {
 		leak_timerfd();
-		next.tv_nsec += 1000000000L / rate;
-		while (next.tv_nsec >= 1000000000L) {
-			next.tv_nsec -= 1000000000L;
-			next.tv_sec++;
-		}
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
-			;
+		PACE_NEXT(next, rate);
 	}
 }

@@ -6,6 +6,8 @@
 #include <sys/timerfd.h>
 #include <time.h>
 
+#include "pace.h"
+
 #define POOL 64
 
 /* Created here but first armed in rearm_pool_timer, which is the callsite the test expects. */
@@ -48,12 +50,6 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	for (unsigned long n = 0;; n++) {
 		rearm_pool_timer(fds[n % POOL]);
-		next.tv_nsec += 1000000000L / rate;
-		while (next.tv_nsec >= 1000000000L) {
-			next.tv_nsec -= 1000000000L;
-			next.tv_sec++;
-		}
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR)
-			;
+		PACE_NEXT(next, rate);
 	}
 }
