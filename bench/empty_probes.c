@@ -56,6 +56,23 @@ static int enable(int fd, int prog, const char *spec)
 	return fd;
 }
 
+/* Load an empty program named `name` and attach it to the perf event `pe` describes. */
+static int attach_empty(const char *spec, const char *name, enum bpf_prog_type type,
+			struct perf_event_attr *pe, int pid, int cpu)
+{
+	int prog = load_empty(name, type);
+
+	if (prog < 0) {
+		fprintf(stderr, "empty_probes: BPF_PROG_LOAD: %s\n", strerror(errno));
+		return -1;
+	}
+	pe->size = sizeof(*pe);
+	pe->sample_period = 1;
+	pe->wakeup_events = 1;
+	return enable(syscall(SYS_perf_event_open, pe, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC), prog,
+		      spec);
+}
+
 /* The uprobe PMU, as aya uses it: config1 the path, config2 the file offset. */
 static int attach_uprobe(const char *spec)
 {
@@ -64,7 +81,7 @@ static int attach_uprobe(const char *spec)
 	const char *path;
 	long pid;
 	unsigned long long offset;
-	int type, prog;
+	int type;
 	FILE *f = fopen("/sys/bus/event_source/devices/uprobe/type", "r");
 
 	if (!f || fscanf(f, "%d", &type) != 1) {
@@ -79,20 +96,11 @@ static int attach_uprobe(const char *spec)
 	if (*end != ':' || end[1] != '/')
 		goto bad;
 	path = end + 1;
-	prog = load_empty("uprobe_empty", BPF_PROG_TYPE_KPROBE);
-	if (prog < 0) {
-		fprintf(stderr, "empty_probes: BPF_PROG_LOAD: %s\n", strerror(errno));
-		return -1;
-	}
 	memset(&pe, 0, sizeof(pe));
 	pe.type = type;
-	pe.size = sizeof(pe);
 	pe.config1 = (unsigned long)path;
 	pe.config2 = offset;
-	pe.sample_period = 1;
-	pe.wakeup_events = 1;
-	return enable(syscall(SYS_perf_event_open, &pe, (int)pid, -1, -1, PERF_FLAG_FD_CLOEXEC), prog,
-		      spec);
+	return attach_empty(spec, "uprobe_empty", BPF_PROG_TYPE_KPROBE, &pe, (int)pid, -1);
 bad:
 	fprintf(stderr, "empty_probes: bad uprobe spec %s (uprobe:PID:OFFSET:/PATH)\n", spec);
 	return -1;
@@ -104,7 +112,7 @@ static int attach(const char *tracefs, const char *spec)
 	const char *colon = strchr(spec, ':');
 	struct perf_event_attr pe;
 	FILE *f;
-	int id, prog;
+	int id;
 
 	if (strncmp(spec, "uprobe:", 7) == 0)
 		return attach_uprobe(spec);
@@ -119,18 +127,10 @@ static int attach(const char *tracefs, const char *spec)
 		return -1;
 	}
 	fclose(f);
-	prog = load_empty(colon + 1, BPF_PROG_TYPE_TRACEPOINT);
-	if (prog < 0) {
-		fprintf(stderr, "empty_probes: BPF_PROG_LOAD: %s\n", strerror(errno));
-		return -1;
-	}
 	memset(&pe, 0, sizeof(pe));
 	pe.type = PERF_TYPE_TRACEPOINT;
-	pe.size = sizeof(pe);
 	pe.config = id;
-	pe.sample_period = 1;
-	pe.wakeup_events = 1;
-	return enable(syscall(SYS_perf_event_open, &pe, -1, 0, -1, PERF_FLAG_FD_CLOEXEC), prog, spec);
+	return attach_empty(spec, colon + 1, BPF_PROG_TYPE_TRACEPOINT, &pe, -1, 0);
 }
 
 int main(int argc, char **argv)

@@ -6,30 +6,19 @@
  * Prints "ready PID" (the parent), waits for a line or EOF on stdin, then prints
  * "iterations N seconds S rate R cpu_share C" (round trips; cpu_share: CPU time of both
  * processes / wall time, at most 1 when pinned), and exits at the next line or EOF. */
-#define _GNU_SOURCE
-#include <sched.h>
+#include "workload.h"
+
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-static double now_s(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 int main(int argc, char **argv)
 {
 	double seconds = argc > 1 ? atof(argv[1]) : 2.0;
 	int cpu = argc > 2 ? atoi(argv[2]) : 0;
 	int p2c[2], c2p[2];
-	char b = 0, line[64];
+	char b = 0;
 	unsigned long n = 0;
 	double start, end, cpu0, cpu1;
 	pid_t child;
@@ -37,14 +26,7 @@ int main(int argc, char **argv)
 
 	if (seconds <= 0)
 		return 2;
-	if (cpu >= 0) {
-		cpu_set_t set;
-
-		CPU_ZERO(&set);
-		CPU_SET(cpu, &set);
-		if (sched_setaffinity(0, sizeof(set), &set) != 0)
-			perror("sched_setaffinity");
-	}
+	pin_to_cpu(cpu);
 	if (pipe(p2c) || pipe(c2p))
 		return 1;
 	child = fork();
@@ -60,10 +42,7 @@ int main(int argc, char **argv)
 	}
 	close(p2c[0]);
 	close(c2p[1]);
-	printf("ready %d\n", (int)getpid());
-	fflush(stdout);
-	if (!fgets(line, sizeof(line), stdin))
-		clearerr(stdin);
+	ready_and_wait();
 
 	start = now_s(CLOCK_MONOTONIC);
 	cpu0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
@@ -87,11 +66,6 @@ int main(int argc, char **argv)
 	if (getrusage(RUSAGE_CHILDREN, &ru) == 0)
 		cpu1 += ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
 			ru.ru_stime.tv_usec / 1e6;
-	printf("iterations %lu seconds %.6f rate %.1f cpu_share %.3f\n", n, end - start,
-	       n / (end - start), (cpu1 - cpu0) / (end - start));
-	fflush(stdout);
-	/* Stay until told, like rearm, so a tracer reports on a live process. */
-	if (!fgets(line, sizeof(line), stdin))
-		return 0;
+	report_and_wait(n, end - start, cpu1 - cpu0);
 	return 0;
 }

@@ -8,22 +8,10 @@
  * "iterations N seconds S rate R cpu_share C" (cpu_share: CPU time / wall time of the loop,
  * below ~0.9 means something else took the CPU), and keeps its timers until the next line or EOF
  * so that a tracer can report on a process that still exists. */
-#define _GNU_SOURCE
-#include <sched.h>
-#include <stdio.h>
+#include "workload.h"
+
 #include <stdlib.h>
-#include <sys/resource.h>
 #include <sys/timerfd.h>
-#include <time.h>
-#include <unistd.h>
-
-static double now_s(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* A named, non-inlined callsite: tracers that take a user stack see the same frames for
  * every re-arm. */
@@ -40,7 +28,6 @@ int main(int argc, char **argv)
 	int nfds = argc > 2 ? atoi(argv[2]) : 1;
 	int cpu = argc > 3 ? atoi(argv[3]) : -1;
 	int *fds;
-	char line[64];
 	unsigned long n = 0;
 	double start, end, cpu0, cpu1;
 
@@ -49,18 +36,8 @@ int main(int argc, char **argv)
 	fds = calloc(nfds, sizeof(*fds));
 	if (!fds)
 		return 1;
-	if (cpu >= 0) {
-		cpu_set_t set;
-
-		CPU_ZERO(&set);
-		CPU_SET(cpu, &set);
-		if (sched_setaffinity(0, sizeof(set), &set) != 0)
-			perror("sched_setaffinity");
-	}
-	printf("ready %d\n", (int)getpid());
-	fflush(stdout);
-	if (!fgets(line, sizeof(line), stdin))
-		clearerr(stdin);
+	pin_to_cpu(cpu);
+	ready_and_wait();
 
 	for (int i = 0; i < nfds; i++) {
 		fds[i] = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
@@ -85,10 +62,6 @@ int main(int argc, char **argv)
 	}
 	end = now_s(CLOCK_MONOTONIC);
 	cpu1 = now_s(CLOCK_PROCESS_CPUTIME_ID);
-	printf("iterations %lu seconds %.6f rate %.1f cpu_share %.3f\n", n, end - start,
-	       n / (end - start), (cpu1 - cpu0) / (end - start));
-	fflush(stdout);
-	if (!fgets(line, sizeof(line), stdin))
-		return 0;
+	report_and_wait(n, end - start, cpu1 - cpu0);
 	return 0;
 }

@@ -144,6 +144,22 @@ const GO_EVENTS: &[Probe] = &[
     },
 ];
 
+fn nothing() -> Column {
+    Column {
+        role: Role::Baseline,
+        label: "nothing attached",
+        tool: Tool::Nothing,
+    }
+}
+
+fn timerwatch(role: Role, label: &'static str, args: &'static [&'static str]) -> Column {
+    Column {
+        role,
+        label,
+        tool: Tool::Timerwatch { args },
+    }
+}
+
 pub fn suites(env: &Env) -> Vec<Suite> {
     // Every column on the same CPU: the two CPUs of a VM differ (interrupts), and CPU 0 is where
     // tracers open their tracepoint perf events, so bpftrace's programs, which return 1, also pay
@@ -162,11 +178,7 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                 events: TIMER_EVENTS,
             },
             columns: vec![
-                Column {
-                    role: Role::Baseline,
-                    label: "nothing attached",
-                    tool: Tool::Nothing,
-                },
+                nothing(),
                 Column {
                     role: Role::Floor,
                     label: "floor: empty bpftrace programs (bench/floor_timer.bt)",
@@ -175,25 +187,17 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                         pid_arg: false,
                     },
                 },
-                Column {
-                    role: Role::Timerwatch,
-                    label: "timerwatch snapshot -p PID",
-                    tool: Tool::Timerwatch { args: &[] },
-                },
-                Column {
-                    role: Role::TimerwatchNoWakeups,
-                    label: "timerwatch snapshot -p PID --no-wakeups",
-                    tool: Tool::Timerwatch {
-                        args: &["--no-wakeups"],
-                    },
-                },
-                Column {
-                    role: Role::TimerwatchVariant,
-                    label: "timerwatch snapshot -p PID --no-rearm-counting (every cancel and start a record)",
-                    tool: Tool::Timerwatch {
-                        args: &["--no-rearm-counting"],
-                    },
-                },
+                timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
+                timerwatch(
+                    Role::TimerwatchNoWakeups,
+                    "timerwatch snapshot -p PID --no-wakeups",
+                    &["--no-wakeups"],
+                ),
+                timerwatch(
+                    Role::TimerwatchVariant,
+                    "timerwatch snapshot -p PID --no-rearm-counting (every cancel and start a record)",
+                    &["--no-rearm-counting"],
+                ),
                 Column {
                     role: Role::Bpftrace,
                     label: "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
@@ -216,11 +220,7 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                 events: SCHED_EVENTS,
             },
             columns: vec![
-                Column {
-                    role: Role::Baseline,
-                    label: "nothing attached",
-                    tool: Tool::Nothing,
-                },
+                nothing(),
                 Column {
                     role: Role::Floor,
                     label: "floor: empty bpftrace programs (bench/floor_sched.bt)",
@@ -229,18 +229,12 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                         pid_arg: false,
                     },
                 },
-                Column {
-                    role: Role::Timerwatch,
-                    label: "timerwatch snapshot -p PID",
-                    tool: Tool::Timerwatch { args: &[] },
-                },
-                Column {
-                    role: Role::TimerwatchNoWakeups,
-                    label: "timerwatch snapshot -p PID --no-wakeups",
-                    tool: Tool::Timerwatch {
-                        args: &["--no-wakeups"],
-                    },
-                },
+                timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
+                timerwatch(
+                    Role::TimerwatchNoWakeups,
+                    "timerwatch snapshot -p PID --no-wakeups",
+                    &["--no-wakeups"],
+                ),
             ],
         },
         Suite {
@@ -255,21 +249,13 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                 events: GO_EVENTS,
             },
             columns: vec![
-                Column {
-                    role: Role::Baseline,
-                    label: "nothing attached",
-                    tool: Tool::Nothing,
-                },
+                nothing(),
                 Column {
                     role: Role::Floor,
                     label: "floor: `r0 = 0; exit` uprobes at timerwatch's probe points (bench/empty_probes.c)",
                     tool: Tool::EmptyProbes(Empty::TimerwatchGoUprobes),
                 },
-                Column {
-                    role: Role::Timerwatch,
-                    label: "timerwatch snapshot -p PID",
-                    tool: Tool::Timerwatch { args: &[] },
-                },
+                timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
                 Column {
                     role: Role::Bpftrace,
                     label: "bpftrace: live Go timers per ustack (bench/go_live_per_stack.bt)",
