@@ -98,18 +98,20 @@ fn send_cancel(addr: u64, o: &mut Owner) {
     }
     o.cancel_ns = 0;
     send_rearms(addr, o, ts, 0);
-    emit_at(
-        Event {
-            timer: addr,
-            tgid: o.tgid,
-            tid: o.tid,
-            cur_tgid: o.cancel_cur_tgid,
-            kind: EventKind::Cancel as u8,
-            flags: list_flag(o),
-            ..Event::default()
-        },
-        ts,
-    );
+    emit_at(cancel_event(addr, o, o.cancel_cur_tgid), ts);
+}
+
+#[inline(always)]
+fn cancel_event(addr: u64, o: &Owner, cur_tgid: u32) -> Event {
+    Event {
+        timer: addr,
+        tgid: o.tgid,
+        tid: o.tid,
+        cur_tgid,
+        kind: EventKind::Cancel as u8,
+        flags: list_flag(o),
+        ..Event::default()
+    }
 }
 
 /// Send the re-arms counted since the last `Rearms` record, if any. `cur_tgid` 0 outside the
@@ -326,15 +328,7 @@ pub fn on_cancel(addr: u64) {
     send_cancel(addr, o);
     let (cur_tgid, _) = current();
     if setting!(count_rearms) == 0 {
-        emit(Event {
-            timer: addr,
-            tgid: o.tgid,
-            tid: o.tid,
-            cur_tgid,
-            kind: EventKind::Cancel as u8,
-            flags: list_flag(o),
-            ..Event::default()
-        });
+        emit(cancel_event(addr, o, cur_tgid));
         return;
     }
     // Never 0: 0 means "no cancel held".
