@@ -10,6 +10,7 @@ pub struct Histogram {
     counts: Vec<u64>,
     count: u64,
     max: u64,
+    sum: u64,
 }
 
 impl Default for Histogram {
@@ -18,6 +19,7 @@ impl Default for Histogram {
             counts: vec![0; BUCKETS],
             count: 0,
             max: 0,
+            sum: 0,
         }
     }
 }
@@ -47,6 +49,18 @@ impl Histogram {
         self.counts[index(v)] += 1;
         self.count += 1;
         self.max = self.max.max(v);
+        self.sum = self.sum.saturating_add(v);
+    }
+
+    /// Sum of the recorded values (saturating).
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// Samples at most `v`, to the histogram's resolution: the whole bucket holding `v` counts,
+    /// so samples up to one bucket width (1/16 of the octave) above `v` may be included.
+    pub fn count_at_most(&self, v: u64) -> u64 {
+        self.counts[..=index(v)].iter().sum()
     }
 
     pub fn count(&self) -> u64 {
@@ -86,6 +100,7 @@ impl Histogram {
         }
         self.count += other.count;
         self.max = self.max.max(other.max);
+        self.sum = self.sum.saturating_add(other.sum);
     }
 }
 
@@ -152,5 +167,21 @@ mod tests {
         // The median is the lower sample, reported within its bucket (42..44 here).
         let p50 = a.quantile(0.5).unwrap();
         assert!((42..44).contains(&p50), "{p50}");
+        assert_eq!(a.sum(), 1_000_042);
+    }
+
+    #[test]
+    fn counts_at_most_a_bound_to_bucket_resolution() {
+        let mut h = Histogram::default();
+        for v in [500u64, 990, 1_000, 1_100, 2_000, 1_000_000] {
+            h.record(v);
+        }
+        assert_eq!(h.count_at_most(0), 0);
+        assert_eq!(h.count_at_most(400), 0);
+        // The bound 1_000 lies in the bucket [992, 1024): samples in it count, 1_100 does not.
+        assert_eq!(h.count_at_most(1_000), 3);
+        assert_eq!(h.count_at_most(1_500), 4);
+        assert_eq!(h.count_at_most(900_000), 5);
+        assert_eq!(h.count_at_most(u64::MAX), 6);
     }
 }

@@ -89,7 +89,19 @@ pub struct WakeupReport {
     pub latency_p50_s: Option<f64>,
     pub latency_p99_s: Option<f64>,
     pub latency_max_s: Option<f64>,
+    /// Wake-ups with latency at most each of [`LATENCY_BOUNDS_S`] (cumulative, to the
+    /// histogram's resolution), so consumers can build real histograms (the daemon's
+    /// Prometheus one); `count` is the +Inf bucket.
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum_s: f64,
 }
+
+/// Upper bounds of `latency_buckets`, in seconds: 1 µs to 1 s in 1–2.5–5 steps, the range from
+/// an idle CPU's wake-up to a starved one's.
+pub const LATENCY_BOUNDS_S: [f64; 19] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    5e-2, 0.1, 0.25, 0.5, 1.0,
+];
 
 fn ns_to_s(ns: u64) -> f64 {
     // Latencies are µs-scale: keep full resolution, unlike the ms-rounded report durations.
@@ -112,6 +124,11 @@ fn wakeup_report(latency: &Histogram, slack: &Histogram, duration_s: f64) -> Opt
         latency_p50_s: latency.quantile(0.5).map(ns_to_s),
         latency_p99_s: latency.quantile(0.99).map(ns_to_s),
         latency_max_s: latency.max().map(ns_to_s),
+        latency_buckets: LATENCY_BOUNDS_S
+            .iter()
+            .map(|b| latency.count_at_most((b * 1e9).round() as u64))
+            .collect(),
+        latency_sum_s: ns_to_s(latency.sum()),
     })
 }
 

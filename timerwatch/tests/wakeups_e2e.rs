@@ -46,6 +46,38 @@ fn check_rate(target: &'static str, caller: &str, kind: &str, rate: f64) {
             && report.num(w, "latency_p99_s") <= report.num(w, "latency_max_s"),
         "latency quantiles out of order; report:\n{report}"
     );
+    // The bucket counts agree with the count and the quantiles: cumulative, never above the
+    // count, and the bucket whose bound is the first at or above p50 holds at least half.
+    let count = report.num(w, "count");
+    let buckets: Vec<f64> = w["latency_buckets"]
+        .as_array()
+        .expect("latency_buckets")
+        .iter()
+        .map(|v| v.as_f64().expect("a count"))
+        .collect();
+    assert_eq!(buckets.len(), 19, "19 bounds; report:\n{report}");
+    assert!(
+        buckets.windows(2).all(|p| p[0] <= p[1]) && buckets[18] <= count,
+        "latency_buckets not cumulative up to count {count}: {buckets:?}"
+    );
+    const BOUNDS_S: [f64; 19] = [
+        1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2,
+        2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
+    ];
+    let p50 = report.num(w, "latency_p50_s");
+    if let Some(i) = BOUNDS_S.iter().position(|&b| b >= p50) {
+        assert!(
+            buckets[i] >= count / 2.0,
+            "p50 {p50} s but only {} of {count} wake-ups at most {} s: {buckets:?}",
+            buckets[i],
+            BOUNDS_S[i]
+        );
+    }
+    let sum = report.num(w, "latency_sum_s");
+    assert!(
+        sum > 0.0 && sum <= count * report.num(w, "latency_max_s") * 1.0001,
+        "latency_sum_s {sum} not within (0, count × max]; report:\n{report}"
+    );
     // The process total includes this callsite.
     let total = &report.process(pid)["wakeups"];
     assert!(

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    latency::{LatencyHistogram, Quantiles},
+    latency::{Cumulative, LatencyHistogram},
     metadata::PodLabels,
 };
 use crate::report::{CallsiteReport, ProcessReport, Report};
@@ -110,7 +110,7 @@ struct Acc {
 #[derive(Clone, Copy, Default)]
 struct Seen {
     totals: Totals,
-    wakeups: u64,
+    latency: Cumulative,
 }
 
 /// A callsite's identity for increase tracking: the verdicts' own key, so the two never
@@ -130,27 +130,25 @@ pub fn verdict_rank(v: &str) -> u8 {
     }
 }
 
-fn quantiles(c: &CallsiteReport) -> Option<(u64, Quantiles)> {
-    let w = c.wakeups.as_ref()?;
-    let p50_s = w.latency_p50_s?;
-    let p99_s = w.latency_p99_s.unwrap_or(p50_s);
-    let max_s = w.latency_max_s.unwrap_or(p99_s);
-    Some((
-        w.count,
-        Quantiles {
-            p50_s,
-            p99_s,
-            max_s,
-        },
-    ))
+fn latency(c: &CallsiteReport) -> Cumulative {
+    let Some(w) = c.wakeups.as_ref() else {
+        return Cumulative::default();
+    };
+    let mut at_most = [0; super::latency::BUCKETS];
+    for (slot, n) in at_most.iter_mut().zip(&w.latency_buckets) {
+        *slot = *n;
+    }
+    Cumulative {
+        at_most,
+        count: w.count,
+        sum_s: w.latency_sum_s,
+    }
 }
 
 /// This report's callsites sharing one identity, summed.
 struct Pending {
     dest: Dest,
     seen: Seen,
-    /// The quantiles of the member with the most wake-ups.
-    quantiles: Option<(u64, Quantiles)>,
 }
 
 pub struct Fold {
@@ -203,15 +201,9 @@ impl Fold {
                 let entry = pending.entry(identity(p.pid, c)).or_insert(Pending {
                     dest,
                     seen: Seen::default(),
-                    quantiles: None,
                 });
                 entry.seen.totals.add(&Totals::of(c));
-                if let Some((count, q)) = quantiles(c) {
-                    entry.seen.wakeups += count;
-                    if entry.quantiles.as_ref().is_none_or(|(n, _)| count > *n) {
-                        entry.quantiles = Some((count, q));
-                    }
-                }
+                entry.seen.latency.add(&latency(c));
             }
         }
         self.accumulate(pending);
@@ -330,13 +322,12 @@ impl Fold {
         let mut seen = HashMap::with_capacity(pending.len());
         for (id, p) in pending {
             let before = self.seen.get(&id).copied().unwrap_or_default();
-            let reused = !p.seen.totals.covers(&before.totals) || p.seen.wakeups < before.wakeups;
+            let reused = !p.seen.totals.covers(&before.totals)
+                || p.seen.latency.count < before.latency.count;
             let base = if reused { Seen::default() } else { before };
             let acc = self.acc.entry(p.dest).or_default();
             acc.totals.add(&p.seen.totals.minus(&base.totals));
-            if let Some((_, q)) = &p.quantiles {
-                acc.latency.add(p.seen.wakeups - base.wakeups, q);
-            }
+            acc.latency.add_increase(&p.seen.latency, &base.latency);
             seen.insert(id, p.seen);
         }
         self.seen = seen;
@@ -464,8 +455,13 @@ mod tests {
     #[test]
     fn wakeups_feed_the_latency_histogram_by_increase() {
         let mut f = Fold::new(limits(10, 10));
-        let with = |count| {
+        // `fast` wake-ups within 10 µs (bound 3), the rest of `count` above 1 s.
+        let with = |count: u64, fast: u64| {
             let mut c = cs("a", 1, 1);
+            let mut buckets = vec![0; 19];
+            for b in &mut buckets[3..] {
+                *b = fast;
+            }
             c.wakeups = Some(WakeupReport {
                 count,
                 per_s: 0.0,
@@ -474,11 +470,17 @@ mod tests {
                 latency_p50_s: Some(10e-6),
                 latency_p99_s: Some(1e-3),
                 latency_max_s: Some(2e-3),
+                latency_buckets: buckets,
+                latency_sum_s: count as f64 * 1e-3,
             });
             report(vec![process(7, vec![c])])
         };
-        f.update(&with(100), &HashMap::new());
-        let s = f.update(&with(300), &HashMap::new());
-        assert_eq!(find(&s, Some(7), "a").latency.count(), 300);
+        f.update(&with(100, 90), &HashMap::new());
+        let s = f.update(&with(300, 250), &HashMap::new());
+        let h = &find(&s, Some(7), "a").latency;
+        assert_eq!(h.count(), 300);
+        let b = h.buckets();
+        assert_eq!((b[3], b[19]), ((1e-5, 250), (f64::INFINITY, 50)));
+        assert!((h.sum_s() - 0.3).abs() < 1e-9);
     }
 }

@@ -1,55 +1,54 @@
-//! Wake-up latency as a Prometheus histogram, rebuilt from what the report carries.
+//! Wake-up latency as a Prometheus histogram, from the bucket counts the report carries.
 //!
-//! The report gives each callsite's cumulative wake-up count and its p50, p99 and max latency,
-//! not bucket counts. Each report's new wake-ups are placed at those three points in their
-//! proportions (50% at p50, 49% at p99, 1% at max): the exported `_count` is exact, and
-//! `histogram_quantile(0.5|0.99, …)` over the buckets lands in the bucket of the true p50/p99 of
-//! the callsite's whole trace, so a shift in latency shows with some lag. `_sum` is the same
-//! three-point estimate.
+//! Each callsite's report has cumulative wake-up counts at the fixed bounds
+//! [`LATENCY_BOUNDS_S`] (to the table's histogram resolution: a bucket holding a bound counts
+//! whole) and the latency sum. A series adds each report's increase of those, so the exported
+//! buckets, `_count` and `_sum` are the callsites' own counts.
 
-/// Upper bounds in seconds: 1 µs to 1 s in 1–2.5–5 steps, the range from an idle CPU's wake-up
-/// to a starved one's.
-pub const BOUNDS_S: [f64; 19] = [
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
-    5e-2, 0.1, 0.25, 0.5, 1.0,
-];
+use crate::report::LATENCY_BOUNDS_S;
+
+pub const BUCKETS: usize = LATENCY_BOUNDS_S.len();
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LatencyHistogram {
     /// Per bucket (not cumulative); the last one is +Inf.
-    counts: [u64; BOUNDS_S.len() + 1],
+    counts: [u64; BUCKETS + 1],
     sum_s: f64,
     count: u64,
 }
 
-/// The three points a report's quantiles give, with the share of wake-ups each stands for.
-pub struct Quantiles {
-    pub p50_s: f64,
-    pub p99_s: f64,
-    pub max_s: f64,
+/// A callsite's cumulative latency counts as of one report.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cumulative {
+    /// Wake-ups at most each bound.
+    pub at_most: [u64; BUCKETS],
+    pub count: u64,
+    pub sum_s: f64,
+}
+
+impl Cumulative {
+    pub fn add(&mut self, o: &Cumulative) {
+        for (a, b) in self.at_most.iter_mut().zip(&o.at_most) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.sum_s += o.sum_s;
+    }
 }
 
 impl LatencyHistogram {
-    fn record(&mut self, v_s: f64, n: u64) {
-        if n == 0 {
-            return;
+    /// Add what happened between `before` and `now` (cumulative counts of the same callsites).
+    pub fn add_increase(&mut self, now: &Cumulative, before: &Cumulative) {
+        let mut below = 0;
+        for i in 0..BUCKETS {
+            let at_most = now.at_most[i].saturating_sub(before.at_most[i]);
+            self.counts[i] += at_most.saturating_sub(below);
+            below = below.max(at_most);
         }
-        let i = BOUNDS_S
-            .iter()
-            .position(|&b| v_s <= b)
-            .unwrap_or(BOUNDS_S.len());
-        self.counts[i] += n;
-        self.sum_s += v_s * n as f64;
+        let n = now.count.saturating_sub(before.count);
+        self.counts[BUCKETS] += n.saturating_sub(below);
         self.count += n;
-    }
-
-    /// Add `n` new wake-ups distributed like `q`.
-    pub fn add(&mut self, n: u64, q: &Quantiles) {
-        let at_p50 = n / 2;
-        let at_max = n / 100;
-        self.record(q.p50_s, at_p50);
-        self.record(q.p99_s, n - at_p50 - at_max);
-        self.record(q.max_s, at_max);
+        self.sum_s += (now.sum_s - before.sum_s).max(0.0);
     }
 
     pub fn merge(&mut self, other: &LatencyHistogram) {
@@ -70,7 +69,7 @@ impl LatencyHistogram {
 
     /// (upper bound, count in that bucket) pairs ending with +Inf, as the encoder wants them.
     pub fn buckets(&self) -> Vec<(f64, u64)> {
-        BOUNDS_S
+        LATENCY_BOUNDS_S
             .iter()
             .copied()
             .chain([f64::INFINITY])
@@ -83,28 +82,48 @@ impl LatencyHistogram {
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_are_exact_and_land_in_their_buckets() {
-        let mut h = LatencyHistogram::default();
-        let q = Quantiles {
-            p50_s: 20e-6,
-            p99_s: 300e-6,
-            max_s: 2.0,
+    /// Cumulative counts with `n` wake-ups at each of the given bounds' buckets.
+    fn cumulative(per_bound: &[(usize, u64)], above: u64, sum_s: f64) -> Cumulative {
+        let mut c = Cumulative {
+            sum_s,
+            ..Cumulative::default()
         };
-        h.add(1000, &q);
-        h.add(1, &q);
-        assert_eq!(h.count(), 1001);
+        for &(i, n) in per_bound {
+            for slot in &mut c.at_most[i..] {
+                *slot += n;
+            }
+            c.count += n;
+        }
+        c.count += above;
+        c
+    }
+
+    #[test]
+    fn increases_land_in_their_buckets_and_counts_are_exact() {
+        let mut h = LatencyHistogram::default();
+        // 2.5e-5 is bound 4, 5e-4 bound 8.
+        let first = cumulative(&[(4, 500), (8, 490)], 10, 0.5);
+        h.add_increase(&first, &Cumulative::default());
+        assert_eq!(h.count(), 1000);
         let b = h.buckets();
-        assert_eq!(b.len(), BOUNDS_S.len() + 1);
-        assert_eq!(b.iter().map(|(_, c)| c).sum::<u64>(), 1001);
-        let at = |bound: f64| b.iter().find(|(u, _)| *u == bound).unwrap().1;
-        assert_eq!(at(2.5e-5), 500);
-        assert_eq!(at(5e-4), 491);
-        assert_eq!(at(f64::INFINITY), 10);
-        assert!((h.sum_s() - (500.0 * 20e-6 + 491.0 * 300e-6 + 20.0)).abs() < 1e-9);
+        assert_eq!(b.len(), BUCKETS + 1);
+        let at = |b: &[(f64, u64)], bound: f64| b.iter().find(|(u, _)| *u == bound).unwrap().1;
+        assert_eq!(at(&b, 2.5e-5), 500);
+        assert_eq!(at(&b, 5e-4), 490);
+        assert_eq!(at(&b, f64::INFINITY), 10);
+        // The next report: only the difference is added.
+        let second = cumulative(&[(4, 600), (8, 490)], 12, 0.75);
+        h.add_increase(&second, &first);
+        let b = h.buckets();
+        assert_eq!(h.count(), 1102);
+        assert_eq!(
+            (at(&b, 2.5e-5), at(&b, 5e-4), at(&b, f64::INFINITY)),
+            (600, 490, 12)
+        );
+        assert!((h.sum_s() - 0.75).abs() < 1e-9);
         let mut m = LatencyHistogram::default();
         m.merge(&h);
         m.merge(&h);
-        assert_eq!(m.count(), 2002);
+        assert_eq!(m.count(), 2204);
     }
 }
