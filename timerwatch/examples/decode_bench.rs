@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use timerwatch::event::{decode, Callstack};
-use timerwatch::symbolize::{Frame, UserStack};
+use timerwatch::symbolize::UserStack;
 use timerwatch::table::{Resolver, Table};
 use timerwatch_common::{flags, Event, EventKind, StackEvent};
 
@@ -54,21 +54,7 @@ impl Resolver for FixedNames {
             .clone()
     }
     fn user(&mut self, _tgid: u32, stack: &Callstack) -> UserStack {
-        let frames: Vec<Frame> = stack
-            .frames
-            .iter()
-            .map(|&addr| Frame {
-                addr,
-                function: Some(format!("f_{addr:x}")),
-                file: None,
-                line: None,
-                module: None,
-            })
-            .collect();
-        UserStack {
-            caller: frames.get(1).and_then(|f| f.function.clone()),
-            frames,
-        }
+        UserStack::named(&stack.frames, |addr| format!("f_{addr:x}"))
     }
     fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>) {
         (

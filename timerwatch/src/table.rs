@@ -623,7 +623,6 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::symbolize::Frame;
 
     /// Resolves names from fixed tables, the way kallsyms and blazesym would.
     #[derive(Default)]
@@ -652,21 +651,7 @@ mod tests {
             )
         }
         fn user(&mut self, _tgid: u32, stack: &Callstack) -> UserStack {
-            let frames: Vec<Frame> = stack
-                .frames
-                .iter()
-                .map(|&a| Frame {
-                    addr: a,
-                    function: Some(format!("f{a:x}")),
-                    file: None,
-                    line: None,
-                    module: None,
-                })
-                .collect();
-            UserStack {
-                caller: frames.get(1).and_then(|f| f.function.clone()),
-                frames,
-            }
+            UserStack::named(&stack.frames, |a| format!("f{a:x}"))
         }
         fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>) {
             (

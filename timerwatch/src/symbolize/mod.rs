@@ -53,6 +53,29 @@ pub struct UserStack {
     pub caller: Option<String>,
 }
 
+impl UserStack {
+    /// A stack whose frames are named by `name` and whose caller is the second frame (the
+    /// innermost is the libc wrapper): what the table's tests and the decode benchmark resolve
+    /// stacks to, without symbols.
+    #[doc(hidden)]
+    pub fn named(addrs: &[u64], name: impl Fn(u64) -> String) -> Self {
+        let frames: Vec<Frame> = addrs
+            .iter()
+            .map(|&addr| Frame {
+                addr,
+                function: Some(name(addr)),
+                file: None,
+                line: None,
+                module: None,
+            })
+            .collect();
+        Self {
+            caller: frames.get(1).and_then(|f| f.function.clone()),
+            frames,
+        }
+    }
+}
+
 /// Names for kernel and user addresses, with caches that live as long as the tracing session.
 ///
 /// Not `Send`: blazesym's symbolizer keeps its caches in `Rc`/`RefCell`.
