@@ -43,26 +43,41 @@ static KSTACK: PerCpuArray<[u64; IRQ_STACK_DEPTH]> = PerCpuArray::with_max_entri
 #[map]
 pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(1 << 18, 0);
 
-/// The timer whose cancel this CPU holds back (0: none).
-#[map]
-static HELD_CANCEL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// The timer whose cancel a CPU holds back.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Held {
+    /// 0: none.
+    addr: u64,
+    /// Its owner's process.
+    tgid: u32,
+    _pad: u32,
+}
 
-/// Send the cancel this CPU holds back, unless it is `keep`'s (its start may follow). Every
-/// program calls this (or [`release_held`]) first, so records leave in the order things happened
-/// on this CPU. Programs of one CPU never nest, so the slot needs no atomics.
+#[map]
+static HELD_CANCEL: PerCpuArray<Held> = PerCpuArray::with_max_entries(1, 0);
+
+/// Send the cancel this CPU holds back, unless it is `keep`'s (its start may follow); then
+/// return its owner's tgid (else 0). Every program calls this (or [`release_held`]) first, so
+/// records leave in the order things happened on this CPU. Programs of one CPU never nest, so
+/// the slot needs no atomics.
 #[inline(always)]
-pub fn release_held_except(keep: u64) {
+pub fn release_held_except(keep: u64) -> u32 {
     let Some(slot) = HELD_CANCEL.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     let held = unsafe { *slot };
-    if held == 0 || held == keep {
-        return;
+    if held.addr == 0 {
+        return 0;
     }
-    unsafe { *slot = 0 };
-    if let Some(o) = OWNERS.get_ptr_mut(&held) {
-        send_cancel(held, unsafe { &mut *o });
+    if held.addr == keep {
+        return held.tgid;
     }
+    unsafe { (*slot).addr = 0 };
+    if let Some(o) = OWNERS.get_ptr_mut(&held.addr) {
+        send_cancel(held.addr, unsafe { &mut *o });
+    }
+    0
 }
 
 #[inline(always)]
@@ -74,8 +89,8 @@ pub fn release_held() {
 #[inline(always)]
 fn clear_held(addr: u64) {
     if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
-        if unsafe { *slot } == addr {
-            unsafe { *slot = 0 };
+        if unsafe { (*slot).addr } == addr {
+            unsafe { (*slot).addr = 0 };
         }
     }
 }
@@ -143,9 +158,13 @@ fn send_rearms(addr: u64, o: &mut Owner, now: u64, cur_tgid: u32) {
 /// another timer before; whoever sets it up now owns it.
 #[inline(always)]
 pub fn on_init(addr: u64, timer_list: bool) {
-    // timerfd_settime: cancel, set-up, start; the cancel stays held for the start.
-    release_held_except(addr);
+    // timerfd_settime: cancel, set-up, start; the cancel stays held for the start. Its owner
+    // setting it up again changes nothing: known without a lookup.
+    let held_by = release_held_except(addr);
     let (tgid, tid) = current();
+    if held_by == tgid && tgid != 0 {
+        return;
+    }
     let known = unsafe { OWNERS.get(&addr) }.map(|o| *o);
     // timerfd_settime re-initialises its hrtimer on every arm: the same process setting up the
     // same address again keeps what is known (the fingerprint decides at the arm). Checked
@@ -335,7 +354,13 @@ pub fn on_cancel(addr: u64) {
     o.cancel_ns = unsafe { bpf_ktime_get_ns() } | 1;
     o.cancel_cur_tgid = cur_tgid;
     if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
-        unsafe { *slot = addr };
+        unsafe {
+            *slot = Held {
+                addr,
+                tgid: o.tgid,
+                _pad: 0,
+            }
+        };
     }
 }
 
