@@ -113,17 +113,21 @@ fn send_cancel(addr: u64, o: &mut Owner) {
     }
     o.cancel_ns = 0;
     send_rearms(addr, o, ts, 0);
-    emit_at(cancel_event(addr, o, o.cancel_cur_tgid), ts);
+    emit_at(
+        owner_event(addr, o, o.cancel_cur_tgid, EventKind::Cancel),
+        ts,
+    );
 }
 
+/// A record about owned timer `addr`, as seen from a task of `cur_tgid`.
 #[inline(always)]
-fn cancel_event(addr: u64, o: &Owner, cur_tgid: u32) -> Event {
+fn owner_event(addr: u64, o: &Owner, cur_tgid: u32, kind: EventKind) -> Event {
     Event {
         timer: addr,
         tgid: o.tgid,
         tid: o.tid,
         cur_tgid,
-        kind: EventKind::Cancel as u8,
+        kind: kind as u8,
         flags: list_flag(o),
         ..Event::default()
     }
@@ -140,15 +144,9 @@ fn send_rearms(addr: u64, o: &mut Owner, now: u64, cur_tgid: u32) {
     o.rearms_sent_ns = now;
     emit_at(
         Event {
-            timer: addr,
             expires: o.expires,
             arg: o.rearms as u64,
-            tgid: o.tgid,
-            tid: o.tid,
-            cur_tgid,
-            kind: EventKind::Rearms as u8,
-            flags: list_flag(o),
-            ..Event::default()
+            ..owner_event(addr, o, cur_tgid, EventKind::Rearms)
         },
         now,
     );
@@ -347,7 +345,7 @@ pub fn on_cancel(addr: u64) {
     send_cancel(addr, o);
     let (cur_tgid, _) = current();
     if setting!(count_rearms) == 0 {
-        emit(cancel_event(addr, o, cur_tgid));
+        emit(owner_event(addr, o, cur_tgid, EventKind::Cancel));
         return;
     }
     // Never 0: 0 means "no cancel held".
