@@ -53,7 +53,7 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_go: bool,
     /// Send every cancel and start of a re-armed timer to the daemon as its own record instead
-    /// of counting re-arms in the kernel: totals exact at every instant, at a few times the
+    /// of counting re-arms in the kernel: totals exact at every instant, at about twice the
     /// cost per re-arm (BENCHMARKS.md measures both).
     #[arg(long)]
     pub no_rearm_counting: bool,
