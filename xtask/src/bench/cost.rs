@@ -33,6 +33,18 @@ pub struct Workload {
     pub events: &'static [Probe],
 }
 
+impl Workload {
+    /// Starts the workload for `seconds` of its loop and waits for its "ready".
+    fn spawn(&self, env: &Env, seconds: f64) -> Result<Proc> {
+        Proc::spawn_workload(
+            self.target,
+            Command::new(env.target(self.target))
+                .arg(seconds.to_string())
+                .args(&self.args),
+        )
+    }
+}
+
 /// One probe point of a workload.
 pub struct Probe {
     /// As bpftrace writes it; `{{target}}` stands for the workload's executable.
@@ -152,6 +164,14 @@ fn nothing() -> Column {
     }
 }
 
+fn bpftrace(role: Role, label: &'static str, script: &'static str, pid_arg: bool) -> Column {
+    Column {
+        role,
+        label,
+        tool: Tool::Bpftrace { script, pid_arg },
+    }
+}
+
 fn timerwatch(role: Role, label: &'static str, args: &'static [&'static str]) -> Column {
     Column {
         role,
@@ -179,14 +199,12 @@ pub fn suites(env: &Env) -> Vec<Suite> {
             },
             columns: vec![
                 nothing(),
-                Column {
-                    role: Role::Floor,
-                    label: "floor: empty bpftrace programs (bench/floor_timer.bt)",
-                    tool: Tool::Bpftrace {
-                        script: "floor_timer.bt",
-                        pid_arg: false,
-                    },
-                },
+                bpftrace(
+                    Role::Floor,
+                    "floor: empty bpftrace programs (bench/floor_timer.bt)",
+                    "floor_timer.bt",
+                    false,
+                ),
                 timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
                 timerwatch(
                     Role::TimerwatchNoWakeups,
@@ -198,14 +216,12 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                     "timerwatch snapshot -p PID --no-rearm-counting (every cancel and start a record)",
                     &["--no-rearm-counting"],
                 ),
-                Column {
-                    role: Role::Bpftrace,
-                    label: "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
-                    tool: Tool::Bpftrace {
-                        script: "live_per_stack.bt",
-                        pid_arg: true,
-                    },
-                },
+                bpftrace(
+                    Role::Bpftrace,
+                    "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
+                    "live_per_stack.bt",
+                    true,
+                ),
             ],
         },
         Suite {
@@ -221,14 +237,12 @@ pub fn suites(env: &Env) -> Vec<Suite> {
             },
             columns: vec![
                 nothing(),
-                Column {
-                    role: Role::Floor,
-                    label: "floor: empty bpftrace programs (bench/floor_sched.bt)",
-                    tool: Tool::Bpftrace {
-                        script: "floor_sched.bt",
-                        pid_arg: false,
-                    },
-                },
+                bpftrace(
+                    Role::Floor,
+                    "floor: empty bpftrace programs (bench/floor_sched.bt)",
+                    "floor_sched.bt",
+                    false,
+                ),
                 timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
                 timerwatch(
                     Role::TimerwatchNoWakeups,
@@ -256,14 +270,12 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                     tool: Tool::EmptyProbes(Empty::TimerwatchGoUprobes),
                 },
                 timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
-                Column {
-                    role: Role::Bpftrace,
-                    label: "bpftrace: live Go timers per ustack (bench/go_live_per_stack.bt)",
-                    tool: Tool::Bpftrace {
-                        script: "go_live_per_stack.bt",
-                        pid_arg: true,
-                    },
-                },
+                bpftrace(
+                    Role::Bpftrace,
+                    "bpftrace: live Go timers per ustack (bench/go_live_per_stack.bt)",
+                    "go_live_per_stack.bt",
+                    true,
+                ),
             ],
         },
     ];
@@ -603,12 +615,7 @@ pub fn events_per_unit(env: &Env, w: &Workload) -> Result<(f64, Vec<(String, f64
     let path = env.targets.join(format!("count_{}.bt", w.name));
     std::fs::write(&path, with_target(env, &script, w))
         .with_context(|| format!("writing {}", path.display()))?;
-    let mut cmd = Command::new(env.target(w.target));
-    cmd.arg(COUNT_SECONDS.to_string()).args(&w.args);
-    let mut target = Proc::spawn(w.target, &mut cmd)?;
-    expect_line(&mut target, Duration::from_secs(10), |l| {
-        l.starts_with("ready ")
-    })?;
+    let mut target = w.spawn(env, COUNT_SECONDS)?;
     let mut counter = start_bpftrace(&path, None)?;
     let programs = counter.bpf_programs();
     target.send_line("go")?;
@@ -619,7 +626,7 @@ pub fn events_per_unit(env: &Env, w: &Workload) -> Result<(f64, Vec<(String, f64
     )?;
     let iterations = LoopResult::parse(&line)?.iterations;
     let out = stop_tool(env, &mut counter, &programs)?;
-    target.close_stdin();
+    target.finish(Duration::from_secs(10));
     let mut breakdown = Vec::new();
     for (i, event) in w.events.iter().enumerate() {
         // bpftrace prints `@[2]: 978567` at exit.
@@ -684,20 +691,11 @@ pub fn run_suite(env: &mut Env, suite: &Suite) -> Result<SuiteResult> {
 /// File offsets of the uprobes timerwatch attaches to `w`'s Go runtime, from a short run with
 /// `--verbose`.
 fn timerwatch_go_uprobes(env: &Env, w: &Workload) -> Result<Vec<u64>> {
-    let mut cmd = Command::new(env.target(w.target));
-    cmd.arg("0.01").args(&w.args);
-    let mut target = Proc::spawn(w.target, &mut cmd)?;
-    expect_line(&mut target, Duration::from_secs(10), |l| {
-        l.starts_with("ready ")
-    })?;
+    let mut target = w.spawn(env, 0.01)?;
     let (mut tw, lines) = start_timerwatch(env, &[target.pid()], &["--verbose"], &[])?;
     let programs = tw.bpf_programs();
     stop_tool(env, &mut tw, &programs)?;
-    target.close_stdin();
-    target.send_line("").ok();
-    if target.wait_timeout(Duration::from_secs(10)).is_none() {
-        target.kill();
-    }
+    target.finish(Duration::from_secs(10));
     let offsets = parse_go_uprobes(&lines);
     if offsets.is_empty() {
         bail!(
@@ -846,12 +844,7 @@ pub fn last_report(lines: &[String]) -> Result<Json> {
 
 fn run_column(env: &mut Env, w: &Workload, tool: &Tool, profile: bool) -> Result<Run> {
     let disturbed_before = env.note_foreign_bpf()?;
-    let mut cmd = Command::new(env.target(w.target));
-    cmd.arg(env.plan.loop_seconds.to_string()).args(&w.args);
-    let mut target = Proc::spawn(w.target, &mut cmd)?;
-    expect_line(&mut target, Duration::from_secs(10), |l| {
-        l.starts_with("ready ")
-    })?;
+    let mut target = w.spawn(env, env.plan.loop_seconds)?;
     let mut tracer = start_tool(env, w, tool, &[target.pid()], &[])?;
     let programs = tracer.as_ref().map(Proc::bpf_programs).unwrap_or_default();
     let cpu_before = tracer.as_ref().and_then(Proc::cpu_seconds);
@@ -875,10 +868,7 @@ fn run_column(env: &mut Env, w: &Workload, tool: &Tool, profile: bool) -> Result
             counts = Some(Counts::from_report(&last_report(&out)?, &[target.pid()]));
         }
     }
-    target.close_stdin();
-    if target.wait_timeout(Duration::from_secs(10)).is_none() {
-        target.kill();
-    }
+    target.finish(Duration::from_secs(10));
     let disturbed_after = env.note_foreign_bpf()?;
     Ok(Run {
         result,

@@ -72,11 +72,12 @@ fn run_once(
     env.note_foreign_bpf()?;
     let mut loops = Vec::new();
     for _ in 0..copies {
-        let mut cmd = Command::new(env.target("rearm"));
-        cmd.arg(env.plan.loop_seconds.to_string()).arg(FDS_PER_COPY);
-        let mut p = Proc::spawn("rearm", &mut cmd)?;
-        expect_line(&mut p, Duration::from_secs(10), |l| l.starts_with("ready "))?;
-        loops.push(p);
+        loops.push(Proc::spawn_workload(
+            "rearm",
+            Command::new(env.target("rearm"))
+                .arg(env.plan.loop_seconds.to_string())
+                .arg(FDS_PER_COPY),
+        )?);
     }
     let pids: Vec<u32> = loops.iter().map(Proc::pid).collect();
     let ring_arg = ring.map(|r| r.to_string());
@@ -101,13 +102,12 @@ fn run_once(
     }
     let out = stop_tool(env, &mut tw, &programs)?;
     let counts = Counts::from_report(&last_report(&out)?, &pids);
+    // EOF to every loop before waiting on any, so they exit together.
     for p in &mut loops {
         p.close_stdin();
     }
     for p in &mut loops {
-        if p.wait_timeout(Duration::from_secs(10)).is_none() {
-            p.kill();
-        }
+        p.finish(Duration::from_secs(10));
     }
     let seconds = results.iter().map(|r| r.seconds).fold(0.0, f64::max);
     let iterations: f64 = results.iter().map(|r| r.iterations).sum();

@@ -81,13 +81,10 @@ pub fn memory(env: &mut Env) -> Result<Vec<MemoryRun>> {
 fn memory_once(env: &mut Env, fixed_mmap_threshold: bool) -> Result<MemoryRun> {
     let count = env.plan.live_timers;
     env.note_foreign_bpf()?;
-    let mut target = Proc::spawn(
+    let mut target = Proc::spawn_workload(
         TARGET,
         Command::new(env.target(TARGET)).arg(count.to_string()),
     )?;
-    expect_line(&mut target, Duration::from_secs(10), |l| {
-        l.starts_with("ready ")
-    })?;
     let mut cmd = Command::new(&env.timerwatch);
     // --no-rearm-counting: the warm-up below must turn its re-arms into records. It changes
     // nothing in the daemon's memory per timer.
@@ -149,10 +146,7 @@ fn memory_once(env: &mut Env, fixed_mmap_threshold: bool) -> Result<MemoryRun> {
         bail!("timerwatch did not exit within 20 s of SIGINT (killed; threads: {threads})");
     }
     env.wait_unloaded(&programs)?;
-    target.close_stdin();
-    if target.wait_timeout(Duration::from_secs(20)).is_none() {
-        target.kill();
-    }
+    target.finish(Duration::from_secs(20));
     Ok(MemoryRun {
         fixed_mmap_threshold,
         timers: count as f64,
@@ -176,10 +170,8 @@ pub struct StartupRun {
 
 pub fn startup(env: &mut Env) -> Result<Vec<StartupRun>> {
     // bpftrace's script takes a PID; a target that waits on stdin is a quiet one to give it.
-    let mut idle = Proc::spawn("rearm", Command::new(env.target("rearm")).args(["1", "1"]))?;
-    expect_line(&mut idle, Duration::from_secs(10), |l| {
-        l.starts_with("ready ")
-    })?;
+    let mut idle =
+        Proc::spawn_workload("rearm", Command::new(env.target("rearm")).args(["1", "1"]))?;
     let script = std::fs::read_to_string(env.scripts.join("live_per_stack.bt"))
         .context("reading bench/live_per_stack.bt")?;
     // The same script, plus what makes a first report: a 100 ms interval that prints the

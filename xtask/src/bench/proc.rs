@@ -116,6 +116,22 @@ impl Proc {
         })
     }
 
+    /// Starts a bench workload (bench/workload.h's protocol) and waits for its "ready".
+    pub fn spawn_workload(name: &str, cmd: &mut Command) -> Result<Self> {
+        let mut p = Self::spawn(name, cmd)?;
+        expect_line(&mut p, Duration::from_secs(10), |l| l.starts_with("ready "))?;
+        Ok(p)
+    }
+
+    /// EOF on stdin, which a workload exits on, then up to `timeout` for it to go (killed
+    /// after that).
+    pub fn finish(&mut self, timeout: Duration) {
+        self.close_stdin();
+        if self.wait_timeout(timeout).is_none() {
+            self.kill();
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -113,20 +113,18 @@ fn goals(results: &Results) -> Vec<Goal> {
                 format!("{status}; unreliable: other tracers were attached")
             }
         };
-        let (m, s) = ratio_at_most(r.cost_ratio(suite, Role::Timerwatch, Role::Floor), 1.2);
-        goals.push(Goal {
-            what: format!("added cost per traced event, {probes} probes, vs the floor"),
-            target: "≤ 1.2×",
-            measured: m,
-            status: skewed(s),
-        });
-        let (m, s) = ratio_at_most(r.cost_ratio(suite, Role::Timerwatch, Role::Bpftrace), 0.5);
-        goals.push(Goal {
-            what: format!("added cost per traced event, {probes} probes, vs bpftrace"),
-            target: "≤ 0.5×",
-            measured: m,
-            status: skewed(s),
-        });
+        for (against, name, limit, target) in [
+            (Role::Floor, "the floor", 1.2, "≤ 1.2×"),
+            (Role::Bpftrace, "bpftrace", 0.5, "≤ 0.5×"),
+        ] {
+            let (m, s) = ratio_at_most(r.cost_ratio(suite, Role::Timerwatch, against), limit);
+            goals.push(Goal {
+                what: format!("added cost per traced event, {probes} probes, vs {name}"),
+                target,
+                measured: m,
+                status: skewed(s),
+            });
+        }
     }
     let (m, s) = at_least(summary(results.decode.iter().map(|d| d.steady)), 2e6, |x| {
         format!("{}/s", stats::rate(x))
