@@ -164,10 +164,11 @@ pub fn on_init(addr: u64, timer_list: bool) {
         return;
     }
     let known = unsafe { OWNERS.get(&addr) }.map(|o| *o);
-    // timerfd_settime re-initialises its hrtimer on every arm: the same process setting up the
-    // same address again keeps what is known (the fingerprint decides at the arm). Checked
-    // before the filter, as this is the hot case.
-    if known.is_some_and(|o| o.tgid == tgid) {
+    // Without a held cancel (a disarmed timerfd re-armed), the same process setting up the
+    // same timer again also keeps what is known (the fingerprint decides at the arm). Checked
+    // before the filter, as this is the hot case. Memory reused for the other kind of timer is
+    // a new timer: the owner's kind flags every record sent on its behalf.
+    if known.is_some_and(|o| o.tgid == tgid && o.timer_list == timer_list as u8) {
         return;
     }
     if current_traced(tgid) {
@@ -185,15 +186,7 @@ pub fn on_init(addr: u64, timer_list: bool) {
             send_rearms(addr, &mut old, unsafe { bpf_ktime_get_ns() }, 0);
         }
         let _ = OWNERS.remove(&addr);
-        emit(Event {
-            timer: addr,
-            tgid: old.tgid,
-            tid: old.tid,
-            cur_tgid: tgid,
-            kind: EventKind::Forget as u8,
-            flags: if timer_list { flags::TIMER_LIST } else { 0 },
-            ..Event::default()
-        });
+        emit(owner_event(addr, &old, tgid, EventKind::Forget));
     }
 }
 
@@ -366,7 +359,7 @@ pub fn on_cancel(addr: u64) {
 /// against the requested expiry travels with the record; wake-ups until the matching
 /// expire_exit on this CPU are credited to this timer (see `wakeup`).
 #[inline(always)]
-pub fn on_expire(addr: u64, function: u64, now: Option<u64>, timer_list: bool) {
+pub fn on_expire(addr: u64, function: u64, now: Option<u64>) {
     release_held();
     let Some(owner) = OWNERS.get_ptr_mut(&addr) else {
         return;
@@ -377,14 +370,8 @@ pub fn on_expire(addr: u64, function: u64, now: Option<u64>, timer_list: bool) {
     }
     let (cur_tgid, _) = current();
     let mut ev = Event {
-        timer: addr,
         function,
-        tgid: owner.tgid,
-        tid: owner.tid,
-        cur_tgid,
-        kind: EventKind::Expire as u8,
-        flags: if timer_list { flags::TIMER_LIST } else { 0 },
-        ..Event::default()
+        ..owner_event(addr, owner, cur_tgid, EventKind::Expire)
     };
     if let Some(now) = now {
         if owner.expires != 0 && now >= owner.expires {
@@ -392,6 +379,6 @@ pub fn on_expire(addr: u64, function: u64, now: Option<u64>, timer_list: bool) {
             ev.flags |= flags::SLACK;
         }
     }
-    crate::wakeup::expiring(addr, owner.tgid, timer_list);
+    crate::wakeup::expiring(addr, owner.tgid, owner.timer_list != 0);
     emit(ev);
 }

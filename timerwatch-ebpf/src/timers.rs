@@ -65,7 +65,7 @@ pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
     let addr: u64 = field(&ctx, setting!(offsets.hrtimer_expire_hrtimer));
     let function: u64 = field(&ctx, setting!(offsets.hrtimer_expire_function));
     let now: u64 = field(&ctx, setting!(offsets.hrtimer_expire_now));
-    on_expire(addr, function, Some(now), false);
+    on_expire(addr, function, Some(now));
     0
 }
 
@@ -117,7 +117,7 @@ pub fn timer_cancel(ctx: TracePointContext) -> u32 {
 pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
     let addr: u64 = field(&ctx, setting!(offsets.timer_expire_timer));
     let function: u64 = field(&ctx, setting!(offsets.timer_expire_function));
-    on_expire(addr, function, None, true);
+    on_expire(addr, function, None);
     0
 }
 
