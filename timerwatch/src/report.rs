@@ -92,7 +92,7 @@ pub struct WakeupReport {
     /// Wake-ups with latency at most each of [`LATENCY_BOUNDS_S`] (cumulative, to the
     /// histogram's resolution), so consumers can build real histograms (the daemon's
     /// Prometheus one); `count` is the +Inf bucket.
-    pub latency_buckets: Vec<u64>,
+    pub latency_buckets: [u64; LATENCY_BOUNDS_S.len()],
     pub latency_sum_s: f64,
 }
 
@@ -124,10 +124,7 @@ fn wakeup_report(latency: &Histogram, slack: &Histogram, duration_s: f64) -> Opt
         latency_p50_s: latency.quantile(0.5).map(ns_to_s),
         latency_p99_s: latency.quantile(0.99).map(ns_to_s),
         latency_max_s: latency.max().map(ns_to_s),
-        latency_buckets: LATENCY_BOUNDS_S
-            .iter()
-            .map(|b| latency.count_at_most((b * 1e9).round() as u64))
-            .collect(),
+        latency_buckets: LATENCY_BOUNDS_S.map(|b| latency.count_at_most((b * 1e9).round() as u64)),
         latency_sum_s: ns_to_s(latency.sum()),
     })
 }

@@ -134,12 +134,8 @@ fn latency(c: &CallsiteReport) -> Cumulative {
     let Some(w) = c.wakeups.as_ref() else {
         return Cumulative::default();
     };
-    let mut at_most = [0; super::latency::BUCKETS];
-    for (slot, n) in at_most.iter_mut().zip(&w.latency_buckets) {
-        *slot = *n;
-    }
     Cumulative {
-        at_most,
+        at_most: w.latency_buckets,
         count: w.count,
         sum_s: w.latency_sum_s,
     }
@@ -458,7 +454,7 @@ mod tests {
         // `fast` wake-ups within 10 µs (bound 3), the rest of `count` above 1 s.
         let with = |count: u64, fast: u64| {
             let mut c = cs("a", 1, 1);
-            let mut buckets = vec![0; 19];
+            let mut buckets = [0; 19];
             for b in &mut buckets[3..] {
                 *b = fast;
             }

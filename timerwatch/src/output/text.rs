@@ -209,7 +209,7 @@ mod tests {
             latency_p50_s: Some(0.000_018),
             latency_p99_s: Some(0.0031),
             latency_max_s: Some(0.25),
-            latency_buckets: vec![10; 19],
+            latency_buckets: [10; 19],
             latency_sum_s: 0.5,
         };
         r.processes[0].callsites[0].wakeups = Some(w(100.0));
