@@ -7,7 +7,6 @@
 //! there.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{bail, Result};
 
@@ -42,15 +41,7 @@ fn prometheus(report: &Report) -> Result<()> {
         return Ok(());
     }
     report.action("installing Prometheus (Debian prometheus)");
-    util::run(Command::new("apt-get").arg("update"))?;
-    util::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", PROMETHEUS]),
-    )?;
-    if !setup::installed(PROMETHEUS)? {
-        bail!("apt-get reported success but {PROMETHEUS} is still not installed");
-    }
+    setup::apt_install(&[PROMETHEUS])?;
     report.ok("Prometheus installed");
     Ok(())
 }

@@ -6,7 +6,6 @@
 //! `~/.cache/timerwatch/go-<version>`. Its `bin/go` shim is broken; `go/bin/go` is the real one.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{bail, Result};
 
@@ -75,15 +74,7 @@ fn debian(report: &Report) -> Result<()> {
         return Ok(());
     }
     report.action(&format!("installing Go 1.19 (Debian {package})"));
-    util::run(Command::new("apt-get").arg("update"))?;
-    util::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", package]),
-    )?;
-    if !setup::installed(package)? {
-        bail!("apt-get reported success but {package} is still not installed");
-    }
+    setup::apt_install(&[package])?;
     report.ok(&format!("Go 1.19 installed ({root})"));
     Ok(())
 }

@@ -96,21 +96,28 @@ fn packages(report: &Report) -> Result<()> {
         );
     }
     report.action(&format!("installing Debian packages: {list}"));
+    apt_install(&missing)?;
+    report.ok(&format!("Debian packages installed ({list})"));
+    Ok(())
+}
+
+/// `apt-get update` and a non-interactive install of `packages` (as root), then a check that
+/// dpkg really has them.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     util::run(Command::new("apt-get").arg("update"))?;
     util::run(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y"])
-            .args(&missing),
+            .args(packages),
     )?;
-    let still: Vec<_> = missing
+    let still: Vec<_> = packages
         .iter()
         .filter(|p| !installed(p).unwrap_or(false))
         .collect();
     if !still.is_empty() {
         bail!("apt-get reported success but these are still not installed: {still:?}");
     }
-    report.ok(&format!("Debian packages installed ({list})"));
     Ok(())
 }
 
