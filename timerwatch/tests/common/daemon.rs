@@ -525,17 +525,7 @@ pub fn build_forker(dir: &Path) -> PathBuf {
     let src = dir.join("soak_forker.c");
     let bin = dir.join("soak_forker");
     std::fs::write(&src, FORKER_C).expect("write the forker source");
-    let out = Command::new("gcc")
-        .args(["-O2", "-g", "-fno-omit-frame-pointer", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-        .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc failed for the forker:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::compile_c(&src, &bin);
     bin
 }
 
