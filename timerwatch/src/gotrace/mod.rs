@@ -46,12 +46,13 @@ impl GoTracer {
         for &pid in pids {
             match Target::open(pid) {
                 Ok(target) => {
-                    if let Err(e) = tracer.attacher.attach(ebpf, pid, &target.points()) {
+                    let points = target.points();
+                    if let Err(e) = tracer.attacher.attach(ebpf, pid, &points) {
                         eprintln!("timerwatch: error: pid {pid}: Go timers not traced: {e:#}");
                         continue;
                     }
                     if verbose {
-                        for p in target.points() {
+                        for p in &points {
                             eprintln!(
                                 "timerwatch: pid {pid}: Go uprobe on {} at file offset {:#x} of /proc/{pid}/exe",
                                 p.name, p.file_offset
