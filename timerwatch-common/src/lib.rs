@@ -340,7 +340,7 @@ pub const TIMER_PINNED: u32 = 0x0010_0000;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoArg {
-    /// 1 + the word index of the register in x86_64 `struct pt_regs` (see [`go_reg`]); 0: absent.
+    /// 1 + the word index of the register in x86_64 `struct pt_regs` (see [`pt_regs`]); 0: absent.
     pub reg: u8,
     /// Non-zero: the value is the u64 at user address `reg + offset`; else it is `reg + offset`.
     pub deref: u8,
@@ -348,9 +348,15 @@ pub struct GoArg {
     pub offset: i32,
 }
 
-/// `struct pt_regs` word indices on x86_64, for [`GoArg::reg`] (stored + 1).
-pub mod go_reg {
+/// `struct pt_regs` word indices on x86_64, for [`GoArg::reg`] (stored + 1) and the stack scan:
+/// the one definition of that order, used by the Go analysis to name registers and by the
+/// probes to read them.
+pub mod pt_regs {
+    pub const R15: u8 = 0;
     pub const R14: u8 = 1;
+    pub const R13: u8 = 2;
+    pub const R12: u8 = 3;
+    pub const RBP: u8 = 4;
     pub const RBX: u8 = 5;
     pub const R11: u8 = 6;
     pub const R10: u8 = 7;
@@ -358,8 +364,15 @@ pub mod go_reg {
     pub const R8: u8 = 9;
     pub const RAX: u8 = 10;
     pub const RCX: u8 = 11;
+    pub const RDX: u8 = 12;
     pub const RSI: u8 = 13;
     pub const RDI: u8 = 14;
+    pub const ORIG_RAX: u8 = 15;
+    pub const RIP: u8 = 16;
+    pub const CS: u8 = 17;
+    pub const EFLAGS: u8 = 18;
+    pub const RSP: u8 = 19;
+    pub const SS: u8 = 20;
     /// Words in `struct pt_regs`.
     pub const COUNT: u8 = 21;
 }

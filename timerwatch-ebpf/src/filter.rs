@@ -54,7 +54,7 @@ pub fn tgid_traced(tgid: u32) -> bool {
     if tgid == 0 || tgid == setting!(self_tgid) {
         return false;
     }
-    setting!(filter_tgid) == 0 || unsafe { TGIDS.get(&tgid) }.is_some()
+    setting!(filter_tgid) == 0 || unsafe { TGIDS.get(tgid) }.is_some()
 }
 
 /// Whether `current` may become the owner of a timer.
@@ -67,7 +67,7 @@ pub fn current_traced(tgid: u32) -> bool {
         return true;
     }
     match bpf_get_current_comm() {
-        Ok(comm) => unsafe { COMMS.get(&comm) }.is_some(),
+        Ok(comm) => unsafe { COMMS.get(comm) }.is_some(),
         Err(_) => false,
     }
 }

@@ -15,7 +15,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use timerwatch_common::{
-    flags, go_reg, go_seen, Event, EventKind, GoArg, GoKey, GoRecipe, GO_RECIPES_MAX,
+    flags, go_seen, pt_regs, Event, EventKind, GoArg, GoKey, GoRecipe, GO_RECIPES_MAX,
 };
 
 use crate::{
@@ -36,31 +36,33 @@ static GO_SEEN: LruHashMap<GoKey, u32> = LruHashMap::with_max_entries(1 << 18, 0
 /// the match rather than an indexed read.
 #[inline(always)]
 fn reg(ctx: &ProbeContext, index: u8) -> u64 {
+    // SAFETY: a uprobe's context always points at the probed task's saved `pt_regs`, valid for
+    // the whole program run.
     let r = unsafe { &*ctx.regs };
-    (match index {
-        0 => r.r15,
-        1 => r.r14,
-        2 => r.r13,
-        3 => r.r12,
-        4 => r.rbp,
-        5 => r.rbx,
-        6 => r.r11,
-        7 => r.r10,
-        8 => r.r9,
-        9 => r.r8,
-        10 => r.rax,
-        11 => r.rcx,
-        12 => r.rdx,
-        13 => r.rsi,
-        14 => r.rdi,
-        19 => r.rsp,
+    match index {
+        pt_regs::R15 => r.r15,
+        pt_regs::R14 => r.r14,
+        pt_regs::R13 => r.r13,
+        pt_regs::R12 => r.r12,
+        pt_regs::RBP => r.rbp,
+        pt_regs::RBX => r.rbx,
+        pt_regs::R11 => r.r11,
+        pt_regs::R10 => r.r10,
+        pt_regs::R9 => r.r9,
+        pt_regs::R8 => r.r8,
+        pt_regs::RAX => r.rax,
+        pt_regs::RCX => r.rcx,
+        pt_regs::RDX => r.rdx,
+        pt_regs::RSI => r.rsi,
+        pt_regs::RDI => r.rdi,
+        pt_regs::RSP => r.rsp,
         _ => 0,
-    }) as u64
+    }
 }
 
 #[inline(always)]
 fn read(ctx: &ProbeContext, a: &GoArg) -> u64 {
-    if a.reg == 0 || a.reg > go_reg::COUNT {
+    if a.reg == 0 || a.reg > pt_regs::COUNT {
         return 0;
     }
     let addr = reg(ctx, a.reg - 1).wrapping_add(a.offset as i64 as u64);
@@ -70,6 +72,8 @@ fn read(ctx: &ProbeContext, a: &GoArg) -> u64 {
     if addr == 0 {
         return 0;
     }
+    // SAFETY: bpf_probe_read_user copies from user memory through the kernel's fault-checked
+    // path; a bad address is an error value, never a fault.
     unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
 }
 
@@ -79,6 +83,7 @@ fn creates(recipe: &GoRecipe, f: u64) -> bool {
     if recipe.create_if_f == 0 || f == 0 {
         return false;
     }
+    // SAFETY: as in `read`: a fault-checked copy from user memory.
     let Ok(pc) = (unsafe { bpf_probe_read_user(f as *const u64) }) else {
         return false;
     };
@@ -88,6 +93,7 @@ fn creates(recipe: &GoRecipe, f: u64) -> bool {
 #[uprobe]
 pub fn go_timer(ctx: ProbeContext) -> u32 {
     crate::owner::release_held();
+    // SAFETY: the helper only reads the cookie of the program's own attachment from `ctx`.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let Some(recipe) = GO_RECIPES.get(cookie) else {
         return 0;
@@ -120,13 +126,14 @@ pub fn go_timer(ctx: ProbeContext) -> u32 {
         // A new timer, possibly at the address of a collected one: always its own callsite.
         ev.kind = EventKind::GoCreate as u8;
         ev.flags = flags::NEW_OWNER;
-        let _ = GO_SEEN.insert(&key, &go_seen::CALLSITE, 0);
+        let _ = GO_SEEN.insert(key, go_seen::CALLSITE, 0);
         emit_with_stack(&ctx, ev, false);
         return 0;
     }
     let sleep = recipe.kind == EventKind::GoSleep as u8;
-    match GO_SEEN.get_ptr_mut(&key) {
+    match GO_SEEN.get_ptr_mut(key) {
         Some(seen) => {
+            // SAFETY: a map value pointer from a successful lookup is valid for this run.
             let seen = unsafe { &mut *seen };
             if !sleep {
                 emit(ev);
@@ -145,7 +152,7 @@ pub fn go_timer(ctx: ProbeContext) -> u32 {
             } else {
                 go_seen::CALLSITE
             };
-            let _ = GO_SEEN.insert(&key, &bits, 0);
+            let _ = GO_SEEN.insert(key, bits, 0);
             ev.flags = flags::NEW_OWNER;
             emit_with_stack(&ctx, ev, false);
         }

@@ -25,11 +25,11 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// `offsetof(struct pt_regs, sp)` on x86_64, the one architecture the stack scan supports.
 #[cfg(bpf_target_arch = "x86_64")]
-const PT_REGS_SP: usize = 19 * 8;
+const PT_REGS_SP: usize = timerwatch_common::pt_regs::RSP as usize * 8;
 #[cfg(bpf_target_arch = "x86_64")]
-const PT_REGS_IP: usize = 16 * 8;
+const PT_REGS_IP: usize = timerwatch_common::pt_regs::RIP as usize * 8;
 #[cfg(bpf_target_arch = "x86_64")]
-const PT_REGS_BP: usize = 4 * 8;
+const PT_REGS_BP: usize = timerwatch_common::pt_regs::RBP as usize * 8;
 
 #[inline(always)]
 fn count_lost() {

@@ -37,7 +37,7 @@ pub fn sys_enter_timer_create(ctx: TracePointContext) -> u32 {
     }
     let id_ptr: u64 =
         unsafe { ctx.read_at(setting!(offsets.timer_create_created_id) as usize) }.unwrap_or(0);
-    let _ = PENDING.insert(&tid, &Pending { id_ptr, hrtimer: 0 }, 0);
+    let _ = PENDING.insert(tid, Pending { id_ptr, hrtimer: 0 }, 0);
     0
 }
 
@@ -45,7 +45,7 @@ pub fn sys_enter_timer_create(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub fn note_hrtimer_setup(addr: u64) {
     let (_, tid) = current();
-    if let Some(p) = PENDING.get_ptr_mut(&tid) {
+    if let Some(p) = PENDING.get_ptr_mut(tid) {
         unsafe { (*p).hrtimer = addr };
     }
 }
@@ -54,11 +54,11 @@ pub fn note_hrtimer_setup(addr: u64) {
 pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
     crate::owner::release_held();
     let (tgid, tid) = current();
-    let Some(p) = (unsafe { PENDING.get(&tid) }) else {
+    let Some(p) = (unsafe { PENDING.get(tid) }) else {
         return 0;
     };
     let pending = *p;
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     let ret: i64 =
         unsafe { ctx.read_at(setting!(offsets.timer_create_ret) as usize) }.unwrap_or(-1);
     if ret != 0 {
@@ -71,7 +71,7 @@ pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
     if pending.hrtimer != 0 {
         // The creation stack is the callsite: later arms of this hrtimer need no stack of their own.
         let owner = Owner::fixed_callsite(tgid, tid);
-        let _ = OWNERS.insert(&pending.hrtimer, &owner, 0);
+        let _ = OWNERS.insert(pending.hrtimer, owner, 0);
     }
     emit_with_stack(
         &ctx,

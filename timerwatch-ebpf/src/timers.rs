@@ -166,12 +166,12 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
         ..Event::default()
     };
     let key = itimer_key(tgid, which as u32);
-    let known = unsafe { OWNERS.get(&key) }.is_some();
+    let known = unsafe { OWNERS.get(key) }.is_some();
     if value == 0 || known {
         emit(ev);
     } else {
         let owner = Owner::fixed_callsite(tgid, tid);
-        let _ = OWNERS.insert(&key, &owner, 0);
+        let _ = OWNERS.insert(key, owner, 0);
         emit_with_stack(&ctx, ev, true);
     }
     0

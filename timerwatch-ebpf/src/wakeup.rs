@@ -63,7 +63,7 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
         tgid: e.tgid,
         timer_list: (e.active == 2) as u32,
     };
-    let _ = WOKEN.insert(&(pid as u32), &woken, 0);
+    let _ = WOKEN.insert(pid as u32, woken, 0);
     0
 }
 
@@ -76,11 +76,11 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let next = next as u32;
-    let Some(w) = (unsafe { WOKEN.get(&next) }) else {
+    let Some(w) = (unsafe { WOKEN.get(next) }) else {
         return 0;
     };
     let w = *w;
-    let _ = WOKEN.remove(&next);
+    let _ = WOKEN.remove(next);
     let now = unsafe { bpf_ktime_get_ns() };
     emit(Event {
         timer: w.timer,

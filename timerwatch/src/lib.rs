@@ -8,16 +8,17 @@ pub mod cli;
 pub mod daemon;
 pub mod event;
 pub mod failure;
-pub mod go;
 pub mod gotrace;
 pub mod histogram;
 pub mod kind;
 pub mod output;
 pub mod probe;
-pub mod procfs;
 pub mod report;
 pub mod session;
 pub mod symbolize;
 pub mod table;
 pub mod trend;
 pub mod verdict;
+
+/// Process facts from /proc live in their own crate, shared with the Go analysis.
+pub use timerwatch_proc as procfs;

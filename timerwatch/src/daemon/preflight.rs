@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use timerwatch_proc::maps::Maps;
+
 use crate::{failure::Failure, probe::privileges};
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -30,38 +32,29 @@ pub fn in_child_pid_ns(status: &str) -> bool {
         .is_some_and(|ids| ids.split_whitespace().count() > 1)
 }
 
-/// `/proc/PID/map_files/<range>` of the first file-backed mapping of `pid`.
-fn first_map_file(pid: &str) -> Option<String> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let range = maps
-        .lines()
-        .find(|l| {
-            l.split_whitespace()
-                .nth(5)
-                .is_some_and(|p| p.starts_with('/'))
-        })?
-        .split_whitespace()
-        .next()?
-        .to_string();
-    Some(format!("/proc/{pid}/map_files/{range}"))
+/// `/proc/self/map_files/<range>` of our first file-backed mapping.
+fn first_own_map_file() -> Option<String> {
+    let maps = Maps::read_own().ok()?;
+    let entry = maps.entries().iter().find(|e| e.is_file())?;
+    Some(format!("/proc/self/map_files/{}", entry.map_files_name()))
 }
 
 /// Names come from other processes' maps: some user process other than us must be readable.
 /// One refusal proves nothing (a sandbox's init may be off limits even to root), so this fails
 /// only when every process tried refuses.
 fn other_processes_readable() -> Result<(), String> {
-    let me = std::process::id().to_string();
+    let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Err("cannot list /proc: the host's /proc is needed".to_string());
     };
     let mut refused = None;
     let pids = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && *n != me);
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me);
     for pid in pids.take(200) {
-        match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        match Maps::read(pid) {
             // Kernel threads have no maps and prove nothing either way.
-            Ok(maps) if maps.is_empty() => {}
+            Ok(maps) if maps.entries().is_empty() => {}
             Ok(_) => return Ok(()),
             Err(e) => refused = Some(format!("cannot read /proc/{pid}/maps ({e})")),
         }
@@ -108,7 +101,7 @@ fn host_problems(status: &str, cap_eff: u64) -> Vec<String> {
         out.push(e);
     }
     // The kernel checks the capability on every map_files open, ours included.
-    if let Some(entry) = first_map_file("self") {
+    if let Some(entry) = first_own_map_file() {
         if let Err(e) = std::fs::metadata(&entry) {
             out.push(format!("cannot open {entry} ({e})"));
         }

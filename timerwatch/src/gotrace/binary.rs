@@ -1,11 +1,11 @@
-//! The adapter between binary analysis (`crate::go`) and tracing: a traced Go process's probe
+//! The adapter between binary analysis (`timerwatch_go`) and tracing: a traced Go process's probe
 //! points as kernel recipes, its heap walk, and names for its stacks and callbacks.
 
 use std::collections::HashMap;
 
-use timerwatch_common::{go_reg, EventKind, GoArg, GoRecipe};
-
-use crate::go::{self, heap, GoBinary, GoVersion, ProbeRole, Reg, RoleRegs};
+use timerwatch_common::{pt_regs, EventKind, GoArg, GoRecipe};
+use timerwatch_go::{self as go, heap, GoBinary, ProbeRole, Reg, RoleRegs};
+use timerwatch_proc::mem::ProcMem;
 
 use super::{attach::Point, state::Namer};
 
@@ -16,16 +16,6 @@ pub enum OpenError {
     Gone,
     /// A Go binary we cannot trace (version, stripped of pclntab, malformed).
     Unsupported(String),
-}
-
-/// `runtime.g.timer`, the goroutine's reusable Sleep timer (docs/go-runtime-timers.md §5.1).
-/// `crate::go`'s layout has no use for it, so it lives here.
-fn g_timer(v: GoVersion) -> i32 {
-    match v.minor {
-        19 | 20 => 368,
-        21 | 22 | 25 => 352,
-        _ => 360,
-    }
 }
 
 /// A heap walk's result: the `*runtime.timer` of every live heap entry.
@@ -41,7 +31,7 @@ pub struct Target {
     bin: GoBinary,
     /// Runtime address − link-time address (0 unless PIE).
     bias: u64,
-    mem: go::procmem::ProcMem,
+    mem: ProcMem,
     kinds: HashMap<u64, &'static str>,
 }
 
@@ -86,7 +76,7 @@ impl Target {
             version: bin.version_string.clone(),
             bin,
             bias,
-            mem: go::procmem::ProcMem::new(pid),
+            mem: ProcMem::new(pid),
             kinds: HashMap::new(),
         })
     }
@@ -120,10 +110,11 @@ impl Target {
                     ProbeRole::Sleep => {
                         // The goroutine's timer: `g.timer`, with g in R14 throughout Go code.
                         recipe.timer = GoArg {
-                            reg: go_reg::R14 + 1,
+                            reg: pt_regs::R14 + 1,
                             deref: 1,
                             _pad: [0; 2],
-                            offset: g_timer(self.bin.version),
+                            // `runtime.g.timer`, the goroutine's reusable Sleep timer.
+                            offset: self.bin.runtime.g_timer as i32,
                         };
                         recipe.when = GoArg::default();
                         recipe.period = GoArg::default();

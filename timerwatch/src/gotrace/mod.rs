@@ -3,7 +3,7 @@
 //!
 //! Go timers never reach the kernel's timer tracepoints: the runtime keeps them in per-P heaps
 //! and sleeps until the earliest. So for each `-p`/`--comm` target whose executable is a Go
-//! binary, `timerwatch::go` (binary analysis) gives the probe points and layouts, [`attach`]
+//! binary, `timerwatch_go` (binary analysis) gives the probe points and layouts, [`attach`]
 //! puts the kernel's `go_timer` program on them, [`state`] keeps the per-callsite counts and
 //! [`merge`] adds Go callsites to the report. Without a pid/comm filter there is no target list
 //! to analyse up front, so Go tracing is off.

@@ -5,16 +5,13 @@
 //! function and not the wrapper's caller's caller.
 
 mod kallsyms;
-mod maps;
-mod mem;
 mod user;
 mod wrapper;
 
 use std::collections::HashMap;
 
 use kallsyms::Kallsyms;
-use maps::Maps;
-use mem::ProcessMemory;
+use timerwatch_proc::{maps::Maps, mem::ProcMem};
 use user::{Paths, UserSymbolizer};
 
 /// One symbolized user frame.
@@ -148,8 +145,8 @@ impl Symbolizer {
         };
         let stack = &stack[..valid];
         let mut addrs = stack.to_vec();
-        let mut memory = ProcessMemory::new(pid);
-        let mut read = |addr: u64, buf: &mut [u8]| memory.read(addr, buf);
+        let memory = ProcMem::new(pid);
+        let mut read = |addr: u64, buf: &mut [u8]| memory.read(addr, buf).is_ok();
         if let Some((at, ret)) = wrapper::recover_caller(stack, scan, &process.maps, &mut read) {
             addrs.insert(at, ret);
         }

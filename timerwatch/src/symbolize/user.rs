@@ -7,7 +7,7 @@ use blazesym::symbolize::source::{Process, Source};
 use blazesym::symbolize::{evict, Input, Reason, Symbolized, Symbolizer};
 use blazesym::Pid;
 
-use super::maps::Maps;
+use timerwatch_proc::maps::Maps;
 
 /// What one address resolved to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,10 +37,7 @@ impl Paths {
         let Some(entry) = maps.entries().iter().find(|e| e.is_file()) else {
             return Self::MapFiles;
         };
-        let probe = format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            entry.range.start, entry.range.end
-        );
+        let probe = format!("/proc/{pid}/map_files/{}", entry.map_files_name());
         match std::fs::metadata(probe) {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && same_mount_ns(pid) => {
                 Self::Symbolic
@@ -105,10 +102,7 @@ impl UserSymbolizer {
             .inner
             .evict(&evict::Process::new(Pid::from(pid)).into());
         for entry in maps.entries().iter().filter(|e| e.is_file()) {
-            let path = format!(
-                "/proc/{pid}/map_files/{:x}-{:x}",
-                entry.range.start, entry.range.end
-            );
+            let path = format!("/proc/{pid}/map_files/{}", entry.map_files_name());
             let _ = self.inner.evict(&evict::Elf::new(path).into());
         }
     }

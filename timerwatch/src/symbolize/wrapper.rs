@@ -5,8 +5,8 @@
 //! `timer_settime` never shows up. Its return address is still near the top of the user stack,
 //! which the probe copies into `scan`; this module finds it there.
 
-use super::maps::{MapEntry, Maps};
 use super::Frame;
+use timerwatch_proc::maps::{MapEntry, Maps};
 
 /// Longest call instruction we recognise (`ff /2` with SIB and disp32).
 const MAX_CALL_LEN: usize = 7;

@@ -1,12 +1,18 @@
-//! `/proc/PID/maps`: which mapping an address falls in, whether it holds code, and what file it is.
+//! `/proc/PID/maps`: which mapping an address falls in, whether it holds code, what file it is
+//! and where in that file (for load biases). The one parser of that file.
 
 use std::ops::Range;
 
-/// One line of `/proc/PID/maps`, reduced to what stack recovery and frame labels need.
+/// One line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct MapEntry {
+pub struct MapEntry {
     pub range: Range<u64>,
     pub executable: bool,
+    /// Offset of the mapping's start in the mapped file.
+    pub offset: u64,
+    /// Device as printed (`fd:01`): overlay filesystems may print a different one than `stat`.
+    pub dev: String,
+    pub inode: u64,
     /// The mapped file's path, a pseudo name such as `[vdso]`, or `None` for anonymous memory.
     /// A trailing " (deleted)" is dropped: the frame still names the binary that was mapped.
     pub path: Option<String>,
@@ -17,10 +23,16 @@ impl MapEntry {
     pub fn is_file(&self) -> bool {
         self.path.as_deref().is_some_and(|p| p.starts_with('/'))
     }
+
+    /// This mapping's name under `/proc/PID/map_files/`: the kernel prints it unpadded, unlike
+    /// the maps line.
+    pub fn map_files_name(&self) -> String {
+        format!("{:x}-{:x}", self.range.start, self.range.end)
+    }
 }
 
 /// Parse one maps line; `None` for anything malformed.
-pub(crate) fn parse_line(line: &str) -> Option<MapEntry> {
+pub fn parse_line(line: &str) -> Option<MapEntry> {
     let mut rest = line;
     let mut field = || {
         let trimmed = rest.trim_start_matches(' ');
@@ -31,9 +43,9 @@ pub(crate) fn parse_line(line: &str) -> Option<MapEntry> {
     };
     let (start, end) = field()?.split_once('-')?;
     let perms = field()?;
-    let _offset = field()?;
-    let _dev = field()?;
-    let _inode = field()?;
+    let offset = u64::from_str_radix(field()?, 16).ok()?;
+    let dev = field()?.to_string();
+    let inode = field()?.parse().ok()?;
     let start = u64::from_str_radix(start, 16).ok()?;
     let end = u64::from_str_radix(end, 16).ok()?;
     // The kernel pads the path into a column, and the path itself may contain spaces, so it is
@@ -43,13 +55,16 @@ pub(crate) fn parse_line(line: &str) -> Option<MapEntry> {
     Some(MapEntry {
         range: start..end,
         executable: perms.as_bytes().get(2) == Some(&b'x'),
+        offset,
+        dev,
+        inode,
         path: (!path.is_empty()).then(|| path.to_string()),
     })
 }
 
 /// A process's mappings, sorted by address.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Maps {
+pub struct Maps {
     entries: Vec<MapEntry>,
 }
 
@@ -61,7 +76,12 @@ impl Maps {
     }
 
     pub fn read(pid: u32) -> std::io::Result<Self> {
-        std::fs::read_to_string(format!("/proc/{pid}/maps")).map(|text| Self::parse(&text))
+        std::fs::read_to_string(crate::proc_path(pid, "maps")).map(|text| Self::parse(&text))
+    }
+
+    /// Our own mappings.
+    pub fn read_own() -> std::io::Result<Self> {
+        std::fs::read_to_string("/proc/self/maps").map(|text| Self::parse(&text))
     }
 
     pub fn find(&self, addr: u64) -> Option<&MapEntry> {
@@ -123,6 +143,22 @@ mod tests {
         assert!(!anon.executable);
         let bare = parse_line("7f1c2a400000-7f1c2a600000 rw-p 00000000 00:00 0").unwrap();
         assert_eq!(bare.path, None);
+    }
+
+    #[test]
+    fn parses_offset_device_and_inode() {
+        let m = parse_line(
+            "7f3c2a000000-7f3c2a0c9000 r-xp 00001000 fd:01 1234567   /usr/bin/app (deleted)",
+        )
+        .unwrap();
+        assert_eq!(m.range.start, 0x7f3c2a000000);
+        assert_eq!(m.offset, 0x1000);
+        assert_eq!(m.dev, "fd:01");
+        assert_eq!(m.inode, 1234567);
+        assert_eq!(m.map_files_name(), "7f3c2a000000-7f3c2a0c9000");
+        assert!(parse_line("garbage").is_none());
+        let low = parse_line("00400000-00401000 r-xp 00000000 08:01 42 /bin/app").unwrap();
+        assert_eq!(low.map_files_name(), "400000-401000");
     }
 
     #[test]

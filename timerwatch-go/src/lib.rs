@@ -14,7 +14,6 @@ pub mod layout;
 pub mod moduledata;
 pub mod pclntab;
 pub mod probes;
-pub mod procmem;
 pub mod symbolize;
 pub mod version;
 mod x86;

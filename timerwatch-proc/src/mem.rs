@@ -1,4 +1,5 @@
-//! Read-only access to another process's memory.
+//! Read-only access to another process's memory: code bytes for symbolization, runtime
+//! structures for the Go heap walks.
 //!
 //! `process_vm_readv` first (one syscall, no file descriptor); `/proc/PID/mem` when it is
 //! unavailable (seccomp, old kernels). Both need ptrace-read permission on the target. Neither
@@ -9,6 +10,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 
+/// Opens nothing until the first read that needs `/proc/PID/mem`: most readers never do.
 pub struct ProcMem {
     pid: u32,
     mem: OnceLock<io::Result<File>>,

@@ -14,8 +14,9 @@ use std::path::Path;
 
 use super::elf::Elf;
 use super::layout::{RuntimeLayout, TimerLayout};
-use super::procmem::ProcMem;
 use super::{Error, GoBinary};
+use timerwatch_proc::maps::Maps;
+use timerwatch_proc::mem::ProcMem;
 
 /// GOMAXPROCS has no hard cap since Go 1.10 (allp became a slice), but a count beyond this is a
 /// wrong address, not a machine.
@@ -87,8 +88,8 @@ pub fn load_bias(pid: u32, path: &Path) -> io::Result<u64> {
         return Ok(0);
     }
     let meta = fs::metadata(path)?;
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    let mappings: Vec<Mapping> = maps.lines().filter_map(Mapping::parse).collect();
+    let maps = Maps::read(pid)?;
+    let mappings = maps.entries();
     // Overlay filesystems may report a different device in maps than stat does, so the device
     // only breaks ties between equal inode numbers.
     let dev = format!(
@@ -116,7 +117,7 @@ pub fn load_bias(pid: u32, path: &Path) -> io::Result<u64> {
         })
         .ok_or_else(|| io::Error::other("mapping does not match any PT_LOAD segment"))?;
     let link = (seg.vaddr & !(page - 1)) + (mapping.offset - (seg.offset & !(page - 1)));
-    Ok(mapping.start.wrapping_sub(link))
+    Ok(mapping.range.start.wrapping_sub(link))
 }
 
 fn page_size() -> u64 {
@@ -126,30 +127,6 @@ fn page_size() -> u64 {
         n as u64
     } else {
         4096
-    }
-}
-
-struct Mapping {
-    start: u64,
-    offset: u64,
-    dev: String,
-    inode: u64,
-}
-
-impl Mapping {
-    fn parse(line: &str) -> Option<Mapping> {
-        let mut it = line.split_ascii_whitespace();
-        let (start, _) = it.next()?.split_once('-')?;
-        let _perms = it.next()?;
-        let offset = it.next()?;
-        let dev = it.next()?;
-        let inode = it.next()?;
-        Some(Mapping {
-            start: u64::from_str_radix(start, 16).ok()?,
-            offset: u64::from_str_radix(offset, 16).ok()?,
-            dev: dev.to_string(),
-            inode: inode.parse().ok()?,
-        })
     }
 }
 
@@ -351,19 +328,6 @@ impl Walker<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_maps_lines() {
-        let m = Mapping::parse(
-            "7f3c2a000000-7f3c2a0c9000 r-xp 00001000 fd:01 1234567   /usr/bin/app (deleted)",
-        )
-        .unwrap();
-        assert_eq!(m.start, 0x7f3c2a000000);
-        assert_eq!(m.offset, 0x1000);
-        assert_eq!(m.dev, "fd:01");
-        assert_eq!(m.inode, 1234567);
-        assert!(Mapping::parse("garbage").is_none());
-    }
 
     #[test]
     fn bias_maps_own_code_back_to_text() {

@@ -3,6 +3,8 @@
 //! Only runtime-level functions that every binary links are required (arm/stop/fire); user-side
 //! hooks exist only when the program uses them. Tables: docs/go-runtime-timers.md §2.
 
+use timerwatch_common::pt_regs;
+
 use super::elf::Elf;
 use super::pclntab::Pclntab;
 use super::version::GoVersion;
@@ -41,20 +43,19 @@ impl ProbeRole {
 }
 
 /// An ABIInternal integer argument register. The discriminant is the register's index in the
-/// x86_64 `struct pt_regs` (r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, …),
-/// so the eBPF side reads `((u64 *)ctx)[reg as usize]`.
+/// x86_64 `struct pt_regs`, as `timerwatch_common::pt_regs` defines it for both sides.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[repr(u8)]
 pub enum Reg {
-    Rax = 10,
-    Rbx = 5,
-    Rcx = 11,
-    Rdi = 14,
-    Rsi = 13,
-    R8 = 9,
-    R9 = 8,
-    R10 = 7,
-    R11 = 6,
+    Rax = pt_regs::RAX,
+    Rbx = pt_regs::RBX,
+    Rcx = pt_regs::RCX,
+    Rdi = pt_regs::RDI,
+    Rsi = pt_regs::RSI,
+    R8 = pt_regs::R8,
+    R9 = pt_regs::R9,
+    R10 = pt_regs::R10,
+    R11 = pt_regs::R11,
 }
 
 impl Reg {

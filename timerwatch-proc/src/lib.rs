@@ -1,8 +1,17 @@
-//! The few facts read from /proc: names, existence, and timers that predate our probes.
+//! Everything timerwatch reads about other processes from `/proc`, in one place: names,
+//! existence, thread groups and timers that predate our probes here; address-space layout in
+//! [`maps`]; memory in [`mem`]. Symbolization, the Go analysis and the daemon all read through
+//! this crate, so each file has one parser. Everything a target controls is hostile input:
+//! parsers return `None` for what they cannot read rather than guessing.
+
+pub mod maps;
+pub mod mem;
 
 use std::path::PathBuf;
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses, so event times compare directly.
+/// It lives beside the /proc readers because session start times taken with it are what
+/// pre-existing timers (read from /proc) are measured against.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
