@@ -1,5 +1,5 @@
 //! Builds the eBPF object (`timerwatch-ebpf`) with the nightly toolchain for `bpfel-unknown-none`
-//! and leaves it in OUT_DIR, where `src/probe/load.rs` embeds it. A plain `cargo build` is therefore
+//! and leaves it in OUT_DIR, where `src/probe/mod.rs` embeds it. A plain `cargo build` is therefore
 //! enough; `cargo xtask setup` installs the nightly's rust-src and a matching bpf-linker.
 use std::path::Path;
 

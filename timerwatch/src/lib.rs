@@ -17,6 +17,7 @@ pub mod report;
 pub mod session;
 pub mod symbolize;
 pub mod table;
+pub mod trace_args;
 pub mod trend;
 pub mod verdict;
 

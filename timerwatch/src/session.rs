@@ -13,7 +13,6 @@ use tokio::{
 };
 
 use crate::{
-    cli::TraceArgs,
     event::{decode, Callstack},
     failure::Failure,
     gotrace::GoTracer,
@@ -22,6 +21,7 @@ use crate::{
     report::{self, PreExisting, Report},
     symbolize::{Symbolizer, UserStack},
     table::{Resolver, Table},
+    trace_args::TraceArgs,
     verdict::Verdicts,
 };
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::setup::Report;
+use crate::install::Report;
 use crate::util;
 
 /// LLVM majors bpf-linker has `llvm-N` features for; anything else is tried but probably fails.

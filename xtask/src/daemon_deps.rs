@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::setup::{self, Report};
+use crate::install::{self, Report};
 use crate::util::{self, is_root};
 
 const PROMETHEUS: &str = "prometheus";
@@ -28,7 +28,7 @@ pub fn install(report: &Report) -> Result<()> {
 }
 
 fn prometheus(report: &Report) -> Result<()> {
-    if setup::installed(PROMETHEUS)? {
+    if install::installed(PROMETHEUS)? {
         report.ok("Prometheus ok (Debian prometheus)");
         return Ok(());
     }
@@ -41,7 +41,7 @@ fn prometheus(report: &Report) -> Result<()> {
         return Ok(());
     }
     report.action("installing Prometheus (Debian prometheus)");
-    setup::apt_install(&[PROMETHEUS])?;
+    install::apt_install(&[PROMETHEUS])?;
     report.ok("Prometheus installed");
     Ok(())
 }

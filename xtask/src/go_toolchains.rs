@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::setup::{self, Report};
+use crate::install::{self, Report};
 use crate::util::{self, is_root};
 
 /// The Debian package and the GOROOT it installs.
@@ -74,7 +74,7 @@ fn debian(report: &Report) -> Result<()> {
         return Ok(());
     }
     report.action(&format!("installing Go 1.19 (Debian {package})"));
-    setup::apt_install(&[package])?;
+    install::apt_install(&[package])?;
     report.ok(&format!("Go 1.19 installed ({root})"));
     Ok(())
 }

@@ -8,6 +8,7 @@ mod bpf_linker;
 mod daemon_deps;
 mod dist;
 mod go_toolchains;
+mod install;
 mod run;
 mod setup;
 mod test;

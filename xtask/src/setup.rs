@@ -9,6 +9,8 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
+pub use crate::install::Verbosity;
+use crate::install::{apt_install, installed, Report};
 use crate::util::{self, is_root};
 use crate::{bpf_linker, go_toolchains};
 
@@ -25,33 +27,8 @@ const PACKAGES: &[&str] = &[
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Verbosity {
-    Normal,
-    /// Only actions and warnings: `run` should not bury the tool's output under "ok" lines.
-    Quiet,
-}
-
-pub struct Report(Verbosity);
-
-impl Report {
-    pub fn ok(&self, msg: &str) {
-        if self.0 == Verbosity::Normal {
-            println!("setup: {msg}");
-        }
-    }
-
-    pub fn action(&self, msg: &str) {
-        println!("setup: {msg}");
-    }
-
-    pub fn warn(&self, msg: &str) {
-        eprintln!("setup: warning: {msg}");
-    }
-}
-
 pub fn run(verbosity: Verbosity) -> Result<()> {
-    let report = Report(verbosity);
+    let report = Report::new(verbosity);
     packages(&report)?;
     tracefs(&report)?;
     let nightly = bpf_linker::nightly(&report)?;
@@ -59,15 +36,6 @@ pub fn run(verbosity: Verbosity) -> Result<()> {
     go_toolchains::install(&report)?;
     crate::daemon_deps::install(&report)?;
     Ok(())
-}
-
-pub fn installed(package: &str) -> Result<bool> {
-    let out = Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .stderr(std::process::Stdio::null())
-        .output()?;
-    // An unknown package makes dpkg-query exit non-zero: that is just "not installed".
-    Ok(out.status.success() && out.stdout == b"install ok installed")
 }
 
 fn packages(report: &Report) -> Result<()> {
@@ -98,26 +66,6 @@ fn packages(report: &Report) -> Result<()> {
     report.action(&format!("installing Debian packages: {list}"));
     apt_install(&missing)?;
     report.ok(&format!("Debian packages installed ({list})"));
-    Ok(())
-}
-
-/// `apt-get update` and a non-interactive install of `packages` (as root), then a check that
-/// dpkg really has them.
-pub fn apt_install(packages: &[&str]) -> Result<()> {
-    util::run(Command::new("apt-get").arg("update"))?;
-    util::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(packages),
-    )?;
-    let still: Vec<_> = packages
-        .iter()
-        .filter(|p| !installed(p).unwrap_or(false))
-        .collect();
-    if !still.is_empty() {
-        bail!("apt-get reported success but these are still not installed: {still:?}");
-    }
     Ok(())
 }
 

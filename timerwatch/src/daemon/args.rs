@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::TraceArgs;
+use crate::trace_args::TraceArgs;
 
 #[derive(Args, Debug)]
 pub struct DaemonArgs {

@@ -134,7 +134,7 @@ fn encode(snap: &super::snapshot::Snapshot, enc: &mut DescriptorEncoder) -> fmt:
     }
     let mut m = enc.encode_descriptor(
         "timerwatch_wakeup_latency",
-        "Timer expiry to the woken task running (from the report's p50/p99/max per interval).",
+        "Timer expiry to the woken task running (each report's counts at fixed bounds, 1 us to 1 s).",
         Some(&Unit::Seconds),
         MetricType::Histogram,
     )?;
