@@ -22,6 +22,8 @@ mod x86;
 mod tests;
 #[cfg(test)]
 mod testutil;
+#[cfg(any(test, feature = "toolchains"))]
+pub mod toolchain;
 
 use std::fmt;
 use std::io;

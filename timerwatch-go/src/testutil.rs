@@ -1,19 +1,15 @@
-//! Go toolchains and a small Go test program, built once per toolchain for the go module's tests.
-//!
-//! Toolchains come from `TIMERWATCH_GO_ROOTS` (colon-separated GOROOTs, set by
-//! `cargo xtask setup`), else from the usual local installs (/usr/lib/go-1.*, /tmp/go1.*/go,
-//! ~/.cache/timerwatch/go-1.*/go, /usr/local/go). One toolchain per minor release is kept (the newest patch), so a machine with
-//! many patch releases does not multiply the build time. Without any toolchain the tests skip,
-//! except under CI=true, where that is a failure.
+//! A small Go test program, built once per installed toolchain (see [`crate::toolchain`]) for
+//! this crate's tests. Without any toolchain the tests skip, except under CI=true, where that is
+//! a failure.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
 
-use super::version::GoVersion;
+use crate::toolchain::{installed, Toolchain};
+use crate::version::GoVersion;
 
 /// The test program. `afterfunc N`: N pending `time.AfterFunc(time.Hour)`. `ticker N`: N hourly
 /// tickers, each with a goroutine blocked on its channel, because from 1.23 on (go.mod ≥ 1.23)
@@ -73,11 +69,6 @@ func main() {
 }
 "#;
 
-pub struct Toolchain {
-    pub goroot: PathBuf,
-    pub version: GoVersion,
-}
-
 /// Build outputs of [`PROGRAM`] for one toolchain.
 pub struct Built {
     pub version: GoVersion,
@@ -90,76 +81,10 @@ pub struct Built {
     pub source: PathBuf,
 }
 
-fn version_of(goroot: &Path) -> Option<GoVersion> {
-    let text = std::fs::read_to_string(goroot.join("VERSION"))
-        .ok()
-        .or_else(|| {
-            let out = Command::new(goroot.join("bin/go"))
-                .args(["env", "GOVERSION"])
-                .env("GOTOOLCHAIN", "local")
-                .output()
-                .ok()?;
-            String::from_utf8(out.stdout).ok()
-        })?;
-    GoVersion::parse(text.lines().next()?)
-}
-
-fn candidate_roots() -> Vec<PathBuf> {
-    if let Ok(roots) = std::env::var("TIMERWATCH_GO_ROOTS") {
-        return roots
-            .split(':')
-            .filter(|r| !r.is_empty())
-            .map(PathBuf::from)
-            .collect();
-    }
-    let mut out = Vec::new();
-    // Where `cargo xtask setup` puts PyPI toolchains, for a plain `cargo test` after it.
-    let xtask_cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .map(|c| c.join("timerwatch"));
-    let mut places = vec![
-        (PathBuf::from("/usr/lib"), "go-1.", ""),
-        (PathBuf::from("/tmp"), "go1.", "go"),
-    ];
-    places.extend(xtask_cache.map(|c| (c, "go-1.", "go")));
-    for (dir, prefix, sub) in places {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(prefix) {
-                    out.push(e.path().join(sub));
-                }
-            }
-        }
-    }
-    out.push(PathBuf::from("/usr/local/go"));
-    out
-}
-
+/// Found once per test run.
 pub fn toolchains() -> &'static [Toolchain] {
     static TOOLCHAINS: OnceLock<Vec<Toolchain>> = OnceLock::new();
-    TOOLCHAINS.get_or_init(|| {
-        let mut by_minor: BTreeMap<u32, Toolchain> = BTreeMap::new();
-        for goroot in candidate_roots() {
-            if !goroot.join("bin/go").is_file() {
-                continue;
-            }
-            let Some(version) = version_of(&goroot) else {
-                continue;
-            };
-            if !version.is_supported() {
-                continue;
-            }
-            if by_minor
-                .get(&version.minor)
-                .is_none_or(|t| t.version < version)
-            {
-                by_minor.insert(version.minor, Toolchain { goroot, version });
-            }
-        }
-        by_minor.into_values().collect()
-    })
+    TOOLCHAINS.get_or_init(installed)
 }
 
 /// GOCACHE for the test builds. A cold cache costs ~9 s per toolchain (the standard library is

@@ -1,8 +1,7 @@
 //! Go toolchains and Go targets for the end-to-end tests.
 //!
-//! `cargo xtask setup` installs one toolchain per family of Go timer internals and `xtask test`
-//! passes their GOROOTs in `TIMERWATCH_GO_ROOTS`; run by hand, the usual install places are
-//! searched instead. Targets live in tests/go_targets/NAME/main.go and are built per toolchain
+//! `cargo xtask setup` installs one toolchain per family of Go timer internals;
+//! `timerwatch_go::toolchain` finds them (the same finder the Go crate's own tests use). Targets live in tests/go_targets/NAME/main.go and are built per toolchain
 //! with a go.mod whose `go` line matches it, since that line decides which timer semantics a
 //! binary gets (docs/go-runtime-timers.md §6).
 
@@ -20,50 +19,16 @@ pub struct Toolchain {
     pub minor: u32,
 }
 
-fn toolchain(root: &Path) -> Option<Toolchain> {
-    let text = std::fs::read_to_string(root.join("VERSION")).ok()?;
-    let version = text.lines().next()?.trim().to_owned();
-    let minor = version
-        .strip_prefix("go1.")?
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()?;
-    root.join("bin/go").is_file().then(|| Toolchain {
-        root: root.to_owned(),
-        version,
-        minor,
-    })
-}
-
-fn default_roots() -> Vec<PathBuf> {
-    let mut roots = vec![PathBuf::from("/usr/lib/go-1.19")];
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    if let Some(dir) = cache.map(|c| c.join("timerwatch")) {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| Some(e.ok()?.path().join("go")))
-                .collect();
-            found.sort();
-            roots.extend(found);
-        }
-    }
-    roots
-}
-
 /// Installed toolchains, by minor release.
 pub fn toolchains() -> Vec<Toolchain> {
-    let roots = match std::env::var_os("TIMERWATCH_GO_ROOTS") {
-        Some(v) if !v.is_empty() => std::env::split_paths(&v).collect(),
-        _ => default_roots(),
-    };
-    let mut out: Vec<Toolchain> = roots.iter().filter_map(|r| toolchain(r)).collect();
-    out.sort_by_key(|t| t.minor);
-    out.dedup_by_key(|t| t.minor);
-    out
+    timerwatch_go::toolchain::installed()
+        .into_iter()
+        .map(|t| Toolchain {
+            root: t.goroot,
+            version: t.version_string,
+            minor: t.version.minor,
+        })
+        .collect()
 }
 
 /// The toolchain for Go 1.`minor`. Missing means skip, with a note; in CI every version the
