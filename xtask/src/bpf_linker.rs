@@ -10,8 +10,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::install::Report;
-use crate::util;
+use xtask::install::Report;
+use xtask::util;
 
 /// LLVM majors bpf-linker has `llvm-N` features for; anything else is tried but probably fails.
 const SUPPORTED_LLVM: &[u32] = &[21, 22, 23];

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::install::{self, Report};
-use crate::util::{self, is_root};
+use xtask::install::{self, Report};
+use xtask::util::{self, is_root};
 
 const PROMETHEUS: &str = "prometheus";
 

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{self, cargo, target_dir, workspace_root};
+use xtask::util::{self, cargo, target_dir, workspace_root};
 
 pub fn run() -> Result<()> {
     util::run(cargo().args(["build", "--release", "-p", "timerwatch"]))?;

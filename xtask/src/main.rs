@@ -3,20 +3,17 @@
 //! Everything a newcomer (or CI) needs beyond stable Rust is installed by `setup`, so that
 //! `cargo xtask test` on a fresh Debian machine is the whole story.
 
-mod bench;
 mod bpf_linker;
 mod daemon_deps;
 mod dist;
-mod go_toolchains;
-mod install;
 mod run;
 mod setup;
 mod test;
-mod util;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use xtask::util;
 
 #[derive(Parser)]
 #[command(
@@ -40,8 +37,28 @@ enum Command {
     /// Build a release tarball under dist/.
     Dist,
     /// Measure timerwatch's costs against no tracing, empty BPF programs and bpftrace (root
-    /// only); prints Markdown and rewrites BENCHMARKS.md's results.
-    Bench(bench::Args),
+    /// only); prints Markdown and rewrites BENCHMARKS.md's results. Runs the timerwatch-bench
+    /// crate with the arguments after `bench` (`cargo xtask bench --help` lists them).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The benchmark is its own crate; built in release like the timerwatch it measures.
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    let mut cmd = util::cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "timerwatch-bench",
+        "--",
+    ])
+    .args(args);
+    util::run(&mut cmd)
 }
 
 fn main() -> ExitCode {
@@ -53,7 +70,7 @@ fn main() -> ExitCode {
         Command::Test(args) => return test::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Dist => dist::run(),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench { args } => bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

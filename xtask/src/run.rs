@@ -6,7 +6,7 @@ use std::process::Command;
 use anyhow::{bail, Result};
 
 use crate::setup::{self, Verbosity};
-use crate::util::{self, cargo, is_root, target_dir};
+use xtask::util::{self, cargo, is_root, target_dir};
 
 #[derive(clap::Args)]
 pub struct Args {

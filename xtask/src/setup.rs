@@ -9,10 +9,11 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-pub use crate::install::Verbosity;
-use crate::install::{apt_install, installed, Report};
-use crate::util::{self, is_root};
-use crate::{bpf_linker, go_toolchains};
+use crate::bpf_linker;
+use xtask::go_toolchains;
+pub use xtask::install::Verbosity;
+use xtask::install::{apt_install, installed, Report};
+use xtask::util::{self, is_root};
 
 /// Debian packages the integration tests and benchmarks use; gcc/libc6-dev are also what
 /// `cargo install bpf-linker` links with, which is why packages are handled first.

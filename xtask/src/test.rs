@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode};
 use anyhow::Result;
 
 use crate::setup::{self, Verbosity};
-use crate::util::{self, cargo, is_root, workspace_root};
+use xtask::util::{self, cargo, is_root, workspace_root};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -101,6 +101,8 @@ fn steps(args: &Args, tally: &mut Tally) -> Result<(), Stop> {
             "timerwatch-go",
             "-p",
             "xtask",
+            "-p",
+            "timerwatch-bench",
         ],
         &[],
     ))?;
@@ -146,7 +148,7 @@ fn steps(args: &Args, tally: &mut Tally) -> Result<(), Stop> {
 }
 
 fn go_roots() -> std::ffi::OsString {
-    std::env::join_paths(crate::go_toolchains::roots()).unwrap_or_default()
+    std::env::join_paths(xtask::go_toolchains::roots()).unwrap_or_default()
 }
 
 /// The eBPF crate builds only for the BPF target with the nightly (as aya-build compiles it), so

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::util;
+use xtask::util;
 
 pub const SIGINT: c_int = 2;
 pub const SIGKILL: c_int = 9;

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{self, cargo, is_root, target_dir, workspace_root};
+use json::Fields;
+use xtask::util::{self, cargo, is_root, target_dir, workspace_root};
 
 /// Loading timerwatch's ~19 programs takes well under a second on an idle machine; a parallel
 /// build can stretch that a lot.
@@ -159,7 +160,7 @@ type Program = (u32, String, String);
 
 fn loaded_programs() -> Result<Vec<Program>> {
     let out = util::output(Command::new("bpftool").args(["-j", "prog", "show"]))?;
-    let list = json::Json::parse(out.trim()).context("parsing `bpftool -j prog show`")?;
+    let list = json::parse(out.trim()).context("parsing `bpftool -j prog show`")?;
     Ok(list
         .items()
         .iter()
@@ -369,7 +370,7 @@ fn build_targets(src: &Path, out: &Path) -> Result<()> {
 /// Builds bench/afterfunc/ with the newest Go toolchain `cargo xtask setup` installed (1.23+:
 /// the runtime timer functions the Go suite counts), with a go.mod of that version.
 fn build_go_target(src: &Path, out: &Path) -> Result<&'static str> {
-    let Some((goroot, version)) = crate::go_toolchains::newest() else {
+    let Some((goroot, version)) = xtask::go_toolchains::newest() else {
         bail!("no Go toolchain for the Go workload; `cargo xtask setup` installs them");
     };
     let minor = version.split('.').nth(1).unwrap_or("0");
@@ -407,6 +408,28 @@ pub struct Results {
     pub startup: Vec<memory::StartupRun>,
     pub decode: Vec<DecodeRun>,
     pub took: Duration,
+}
+
+#[derive(clap::Parser)]
+#[command(
+    name = "timerwatch-bench",
+    bin_name = "cargo xtask bench",
+    about = "Measure timerwatch's costs against no tracing, empty BPF programs and bpftrace (root only)"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: Args,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = <Cli as clap::Parser>::parse();
+    match run(&cli.args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 pub fn run(args: &Args) -> Result<()> {

@@ -5,15 +5,14 @@
 //! A suite is data: a workload (a C or Go target under bench/ that reports its own rate) and
 //! columns.
 
-use std::ffi::{c_int, c_long};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::json::Json;
+use super::json::{self, Fields, Json};
 use super::proc::{expect_line, expect_stderr, Proc, SIGINT};
 use super::stats::Summary;
 use super::{Env, ATTACH_TIMEOUT};
@@ -395,59 +394,24 @@ pub struct ProgramStat {
 
 /// The kernel's per-program run time accounting (`run_time_ns`/`run_cnt` in `bpftool prog
 /// show`), on while this lives. It adds two clock reads to every program run on the machine, so
-/// only the profiling rounds have it. Taken with `BPF_ENABLE_STATS` rather than the
-/// `kernel.bpf_stats_enabled` sysctl: the kernel turns it off when the descriptor closes, even if
-/// the bench is killed.
+/// only the profiling rounds have it. Taken with `BPF_ENABLE_STATS` (aya's `enable_stats`)
+/// rather than the `kernel.bpf_stats_enabled` sysctl: the kernel turns it off when the
+/// descriptor closes, even if the bench is killed.
 struct BpfStats {
     _fd: OwnedFd,
 }
 
-#[cfg(target_arch = "x86_64")]
-const SYS_BPF: c_long = 321;
-#[cfg(target_arch = "aarch64")]
-const SYS_BPF: c_long = 280;
-const BPF_ENABLE_STATS: c_int = 32;
-const BPF_STATS_RUN_TIME: u32 = 0;
-
-extern "C" {
-    fn syscall(num: c_long, ...) -> c_long;
-}
-
 impl BpfStats {
     fn enable() -> Result<Self> {
-        #[repr(C)]
-        struct EnableStatsAttr {
-            kind: u32,
-        }
-        let attr = EnableStatsAttr {
-            kind: BPF_STATS_RUN_TIME,
-        };
-        // SAFETY: attr is a valid prefix of union bpf_attr for this command; the kernel zero-fills
-        // the rest and returns a new descriptor or -1.
-        let fd = unsafe {
-            syscall(
-                SYS_BPF,
-                BPF_ENABLE_STATS,
-                &attr as *const EnableStatsAttr,
-                std::mem::size_of::<EnableStatsAttr>() as u32,
-            )
-        };
-        if fd < 0 {
-            bail!(
-                "BPF_ENABLE_STATS failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        // SAFETY: a descriptor the kernel just gave us and nothing else owns.
-        Ok(Self {
-            _fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
-        })
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .map_err(|e| anyhow::anyhow!("BPF_ENABLE_STATS failed: {e}"))?;
+        Ok(Self { _fd: fd })
     }
 }
 
 fn program_stats(ids: &[u32]) -> Result<Vec<ProgramStat>> {
-    let out = crate::util::output(Command::new("bpftool").args(["-j", "prog", "show"]))?;
-    let list = Json::parse(out.trim()).context("parsing `bpftool -j prog show`")?;
+    let out = xtask::util::output(Command::new("bpftool").args(["-j", "prog", "show"]))?;
+    let list = json::parse(out.trim()).context("parsing `bpftool -j prog show`")?;
     Ok(list
         .items()
         .iter()
@@ -839,7 +803,7 @@ pub fn last_report(lines: &[String]) -> Result<Json> {
         .rev()
         .find(|l| l.starts_with('{'))
         .context("timerwatch printed no JSON report")?;
-    Json::parse(line).context("parsing timerwatch's report")
+    json::parse(line).context("parsing timerwatch's report")
 }
 
 fn run_column(env: &mut Env, w: &Workload, tool: &Tool, profile: bool) -> Result<Run> {
@@ -904,7 +868,7 @@ mod tests {
 
     #[test]
     fn counts_only_traced_pids() {
-        let report = Json::parse(
+        let report = json::parse(
             r#"{"lost_events": 3, "unattributed_events": 1, "processes": [
                 {"pid": 5, "live": 1, "callsites": [{"armed_total": 10, "cancelled_total": 9, "expired_total": 0}]},
                 {"pid": 6, "live": 2, "callsites": [{"armed_total": 99, "cancelled_total": 0, "expired_total": 0}]}]}"#,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::json::Json;
+use super::json::{self, Fields};
 use super::proc::{expect_line, expect_stderr, rss, Proc, SIGINT};
 use super::{Env, ATTACH_TIMEOUT};
 
@@ -37,7 +37,7 @@ impl MemoryRun {
 
 /// Live timers of the target's processes in one `top --json` line, and the lost events.
 fn live_of(line: &str) -> Option<(f64, f64)> {
-    let report = Json::parse(line).ok()?;
+    let report = json::parse(line).ok()?;
     let live = report
         .arr("processes")
         .iter()
