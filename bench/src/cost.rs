@@ -81,7 +81,7 @@ pub enum Empty {
     /// On these tracepoints.
     Tracepoints(&'static [&'static str]),
     /// On the uprobes timerwatch attaches to the workload's Go runtime, at the same file
-    /// offsets (from its `--verbose` lines), for the workload's process only, as timerwatch's.
+    /// offsets (from `timerwatch go-probes --json`), for the workload's process only, as timerwatch's.
     TimerwatchGoUprobes,
 }
 
@@ -652,40 +652,31 @@ pub fn run_suite(env: &mut Env, suite: &Suite) -> Result<SuiteResult> {
     })
 }
 
-/// File offsets of the uprobes timerwatch attaches to `w`'s Go runtime, from a short run with
-/// `--verbose`.
+/// File offsets of the uprobes timerwatch attaches to `w`'s Go runtime, from its
+/// machine-readable `go-probes --json`.
 fn timerwatch_go_uprobes(env: &Env, w: &Workload) -> Result<Vec<u64>> {
     let mut target = w.spawn(env, 0.01)?;
-    let (mut tw, lines) = start_timerwatch(env, &[target.pid()], &["--verbose"], &[])?;
-    let programs = tw.bpf_programs();
-    stop_tool(env, &mut tw, &programs)?;
+    let out = xtask::util::output(
+        Command::new(&env.timerwatch)
+            .args(["go-probes", "--json", "-p"])
+            .arg(target.pid().to_string()),
+    );
     target.finish(Duration::from_secs(10));
-    let offsets = parse_go_uprobes(&lines);
+    let offsets = parse_go_uprobes(&out?)?;
     if offsets.is_empty() {
-        bail!(
-            "timerwatch attached no Go uprobes to {} (stderr: {})",
-            w.target,
-            lines.join(" | ")
-        );
+        bail!("timerwatch has no Go uprobe points for {}", w.target);
     }
     Ok(offsets)
 }
 
-/// The offsets in timerwatch's `--verbose` lines
-/// ("… Go uprobe on runtime.(*timer).stop at file offset 0x5f2a4 of /proc/PID/exe").
-fn parse_go_uprobes(lines: &[String]) -> Vec<u64> {
-    lines
+/// The offsets in `timerwatch go-probes --json`'s array.
+fn parse_go_uprobes(text: &str) -> Result<Vec<u64>> {
+    let points = json::parse(text.trim()).context("parsing `timerwatch go-probes --json`")?;
+    Ok(points
+        .items()
         .iter()
-        .filter(|l| l.contains(" Go uprobe on "))
-        .filter_map(|l| {
-            let hex = l
-                .split(" at file offset 0x")
-                .nth(1)?
-                .split_whitespace()
-                .next()?;
-            u64::from_str_radix(hex, 16).ok()
-        })
-        .collect()
+        .filter_map(|p| p.get("file_offset")?.as_u64())
+        .collect())
 }
 
 /// `script` with `{{target}}` replaced by the path of `w`'s executable.
@@ -857,13 +848,10 @@ mod tests {
 
     #[test]
     fn reads_timerwatch_go_uprobe_offsets() {
-        let lines = [
-            "timerwatch: pid 7: Go uprobe on runtime.(*timer).modify at file offset 0x5f2a4 of /proc/7/exe",
-            "timerwatch: note: something else",
-            "timerwatch: pid 7: Go uprobe on time.Sleep at file offset 0x10 of /proc/7/exe",
-        ]
-        .map(String::from);
-        assert_eq!(parse_go_uprobes(&lines), vec![0x5f2a4, 0x10]);
+        let text = r#"[{"function":"runtime.(*timer).modify","file_offset":389796},
+                       {"function":"time.Sleep","file_offset":16}]"#;
+        assert_eq!(parse_go_uprobes(text).unwrap(), vec![0x5f2a4, 0x10]);
+        assert!(parse_go_uprobes("timerwatch: not json").is_err());
     }
 
     #[test]

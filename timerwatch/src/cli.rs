@@ -33,6 +33,20 @@ pub enum Command {
     /// Trace every process continuously and serve Prometheus metrics (with container and pod
     /// labels) on /metrics, the last report on /report and liveness on /healthz.
     Daemon(crate::daemon::DaemonArgs),
+    /// Where the Go uprobes of a process would go, without tracing: for tools that put their
+    /// own probes on the same instructions (the benchmark's floor).
+    #[command(hide = true)]
+    GoProbes(GoProbesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct GoProbesArgs {
+    /// The Go process.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: u32,
+    /// One JSON array of `{"function", "file_offset"}` instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

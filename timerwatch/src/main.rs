@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 use timerwatch::{
-    cli::{Cli, Command, SnapshotArgs, TopArgs},
+    cli::{Cli, Command, GoProbesArgs, SnapshotArgs, TopArgs},
     failure::{one_line, Failure},
     output,
     session::Tracer,
@@ -115,6 +115,19 @@ async fn top(args: TopArgs, view: View) -> Result<()> {
     Ok(())
 }
 
+fn go_probes(args: GoProbesArgs) -> Result<()> {
+    let points = timerwatch::gotrace::probe_offsets(args.pid).map_err(Failure::bad_input)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&points)?)?;
+    } else {
+        for p in &points {
+            writeln!(out, "{} {:#x}", p.function, p.file_offset)?;
+        }
+    }
+    Ok(())
+}
+
 /// The table's hash maps double as timers arrive, freeing the old table each time. glibc
 /// raises its mmap threshold after the first large free, so from then on the freed tables stay
 /// in the heap and in RSS for good (about half the memory per live timer at 100k timers,
@@ -155,6 +168,7 @@ fn main() -> ExitCode {
                 top(a, View::Wakeups).await
             }
             Command::Daemon(a) => timerwatch::daemon::run(a).await,
+            Command::GoProbes(a) => go_probes(a),
         }
     });
     match result {

@@ -301,3 +301,73 @@ fn unsupported_go_binary_is_one_error_line_and_the_rest_works() {
     let site = go_callsite(&report, good.pid(), "main.leakAfterFunc");
     assert!(report.num(site, "live") > 0.0, "report:\n{report}");
 }
+
+/// The offsets in `--verbose`'s "Go uprobe on FUNCTION at file offset 0x… of /proc/PID/exe".
+fn verbose_offsets(stderr: &str) -> Vec<u64> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(" Go uprobe on "))
+        .filter_map(|l| {
+            let hex = l
+                .split(" at file offset 0x")
+                .nth(1)?
+                .split_whitespace()
+                .next()?;
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .collect()
+}
+
+/// `go-probes --json` (what the benchmark's floor probes) lists exactly the points a traced run
+/// attaches; a pid that is not Go is one error line and a bad-input exit.
+#[test]
+fn go_probes_json_lists_the_attached_points() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let Some(tc) = go::toolchains().into_iter().last() else {
+        return;
+    };
+    let leak = Running::spawn(&go::build(&tc, "afterfunc_leak", false));
+    let pid = leak.pid().to_string();
+    let listed = std::process::Command::new(common::BIN)
+        .args(["go-probes", "--json", "-p", &pid])
+        .output()
+        .expect("run timerwatch go-probes");
+    assert!(
+        listed.status.success(),
+        "go-probes failed: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let points: Value = serde_json::from_slice(&listed.stdout).expect("go-probes --json is JSON");
+    let mut listed: Vec<u64> = points
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|p| {
+            assert!(p["function"].as_str().is_some_and(|f| !f.is_empty()), "{p}");
+            p["file_offset"].as_u64().expect("file_offset")
+        })
+        .collect();
+    assert!(!listed.is_empty(), "no points listed");
+
+    let traced = common::run(
+        &["snapshot", "--json", "--verbose", "-p", &pid, "-d", "1"],
+        Duration::from_secs(60),
+    );
+    let mut attached = verbose_offsets(&traced.stderr);
+    listed.sort_unstable();
+    attached.sort_unstable();
+    assert_eq!(listed, attached, "stderr:\n{}", traced.stderr);
+
+    let me = std::process::id().to_string();
+    let not_go = std::process::Command::new(common::BIN)
+        .args(["go-probes", "--json", "-p", &me])
+        .output()
+        .expect("run timerwatch go-probes");
+    let stderr = String::from_utf8_lossy(&not_go.stderr);
+    assert_eq!(not_go.status.code(), Some(2), "stderr: {stderr}");
+    assert!(not_go.stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
+    assert!(stderr.contains("not a Go program"), "stderr: {stderr}");
+}

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aya::Ebpf;
+use serde::Serialize;
 use timerwatch_common::EventKind;
 
 use crate::{event::Record, report::Report};
@@ -35,6 +36,32 @@ struct GoProcess {
 pub struct GoTracer {
     attacher: attach::Attacher,
     procs: HashMap<u32, GoProcess>,
+}
+
+/// One Go probe point of a process as `timerwatch go-probes --json` prints it: the runtime
+/// function and the offset in `/proc/PID/exe` of the instruction the uprobe goes on. The same
+/// points [`GoTracer::start`] attaches, since both come from [`Target::points`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeOffset {
+    pub function: String,
+    pub file_offset: u64,
+}
+
+/// Where timerwatch would put its Go uprobes in process `pid`, without loading anything.
+pub fn probe_offsets(pid: u32) -> Result<Vec<ProbeOffset>, String> {
+    match Target::open(pid) {
+        Ok(target) => Ok(target
+            .points()
+            .into_iter()
+            .map(|p| ProbeOffset {
+                function: p.name,
+                file_offset: p.file_offset,
+            })
+            .collect()),
+        Err(binary::OpenError::NotGo) => Err(format!("pid {pid} is not a Go program")),
+        Err(binary::OpenError::Gone) => Err(format!("no process {pid}")),
+        Err(binary::OpenError::Unsupported(why)) => Err(format!("pid {pid}: {why}")),
+    }
 }
 
 impl GoTracer {
