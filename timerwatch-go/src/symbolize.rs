@@ -11,30 +11,38 @@ pub struct GoFrame {
     pub line: Option<u32>,
 }
 
-/// Packages that implement timers rather than use them; a callsite is the first frame outside:
-/// `runtime.`, `time.`, `context.`, `sync.`, `sync/` (sync/atomic) and `internal/`
-/// (internal/poll, which arms netpoll deadlines). `net.` and `os.` are deliberately kept: a
-/// deadline set inside net/http is attributed to net/http, the code that chose it.
+/// Go packages that implement timers and system calls rather than choose them: a callsite is
+/// the first frame outside. `runtime.` and `runtime/` (runtime/internal/…), `time.`,
+/// `context.`, `sync.` and `sync/` (sync/atomic), `internal/` (internal/poll arms netpoll
+/// deadlines; internal/runtime/syscall and internal/syscall/unix make system calls), and the
+/// system-call packages `syscall.` and `golang.org/x/sys/unix.`. `net.` and `os.` are
+/// deliberately kept: a deadline set inside net/http is attributed to net/http, the code that
+/// chose it. The one rule for Go frames, whether the timer is the runtime's or the kernel's.
 pub const NON_CALLSITE_PREFIXES: &[&str] = &[
     "runtime.",
+    "runtime/",
     "time.",
     "context.",
     "sync.",
     "sync/",
     "internal/",
+    "syscall.",
+    "golang.org/x/sys/unix.",
 ];
+
+/// Whether a Go function is timer or system-call machinery rather than a callsite.
+pub fn is_go_machinery(function: &str) -> bool {
+    NON_CALLSITE_PREFIXES
+        .iter()
+        .any(|p| function.starts_with(p))
+}
 
 /// The Go callsite of a stack (innermost first): the first function not in
 /// [`NON_CALLSITE_PREFIXES`].
 pub fn go_caller(frames: &[GoFrame]) -> Option<String> {
     frames
         .iter()
-        .find(|f| {
-            !f.function.is_empty()
-                && !NON_CALLSITE_PREFIXES
-                    .iter()
-                    .any(|p| f.function.starts_with(p))
-        })
+        .find(|f| !f.function.is_empty() && !is_go_machinery(&f.function))
         .map(|f| f.function.clone())
 }
 
@@ -139,6 +147,24 @@ mod tests {
             function: name.to_string(),
             file: None,
             line: None,
+        }
+    }
+
+    #[test]
+    fn one_rule_for_runtime_and_system_call_frames() {
+        for machinery in [
+            "runtime.futex",
+            "runtime/internal/syscall.Syscall6",
+            "internal/runtime/syscall.Syscall6",
+            "internal/syscall/unix.Eventfd",
+            "syscall.Syscall",
+            "golang.org/x/sys/unix.TimerfdSettime",
+            "time.Sleep",
+        ] {
+            assert!(is_go_machinery(machinery), "{machinery}");
+        }
+        for callsite in ["main.arm", "net.(*conn).SetReadDeadline", "os.(*File).Read"] {
+            assert!(!is_go_machinery(callsite), "{callsite}");
         }
     }
 

@@ -129,20 +129,6 @@ pub(crate) fn recover_caller(
     None
 }
 
-/// Go programs make syscalls without libc; their equivalent of the wrapper is these packages.
-fn is_go_runtime(function: &str) -> bool {
-    [
-        "runtime.",
-        "runtime/internal/",
-        "internal/runtime/",
-        "syscall.",
-        "internal/syscall/",
-        "golang.org/x/sys/unix.",
-    ]
-    .iter()
-    .any(|prefix| function.starts_with(prefix))
-}
-
 /// The application function that made the call: the first frame outside libc/ld.so/vdso (and Go
 /// runtime internals, when an application frame follows them). A stack that is runtime code all
 /// the way down is named by its innermost frame rather than left unnamed.
@@ -152,7 +138,13 @@ pub(crate) fn choose_caller(frames: &[Frame]) -> Option<String> {
             .as_deref()
             .is_some_and(|m| m == "[vdso]" || (m.starts_with('/') && is_runtime_lib(m)))
     };
-    let not_go_runtime = |f: &&Frame| !f.function.as_deref().is_some_and(is_go_runtime);
+    // Go programs make system calls without libc: their equivalent of the wrapper is the Go
+    // machinery the Go callsite rule passes over too.
+    let not_go_runtime = |f: &&Frame| {
+        !f.function
+            .as_deref()
+            .is_some_and(timerwatch_go::symbolize::is_go_machinery)
+    };
     let frame = frames
         .iter()
         .filter(outside_runtime)
