@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+mod expiring;
 mod filter;
 mod go;
 mod output;

@@ -384,6 +384,6 @@ pub fn on_expire(addr: u64, function: u64, now: Option<u64>) {
             ev.flags |= flags::SLACK;
         }
     }
-    crate::wakeup::expiring(addr, owner.tgid, owner.timer_list != 0);
+    crate::expiring::expiring(addr, owner.tgid, owner.timer_list != 0);
     emit(ev);
 }

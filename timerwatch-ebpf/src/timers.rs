@@ -72,7 +72,7 @@ pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn hrtimer_expire_exit(_ctx: TracePointContext) -> u32 {
     release_held();
-    crate::wakeup::expired();
+    crate::expiring::expired();
     0
 }
 
@@ -124,7 +124,7 @@ pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn timer_expire_exit(_ctx: TracePointContext) -> u32 {
     release_held();
-    crate::wakeup::expired();
+    crate::expiring::expired();
     0
 }
 

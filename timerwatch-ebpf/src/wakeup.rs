@@ -1,7 +1,7 @@
 //! Which timers wake which tasks, and how long the woken task waits for a CPU.
 //!
 //! `sched_switch` is the hottest tracepoint in the kernel, so the matching happens here and only
-//! its result leaves: an owned timer's expiry marks this CPU (`EXPIRING`) until its callback
+//! its result leaves: an owned timer's expiry marks this CPU (`crate::expiring`) until its callback
 //! returns; a `sched_waking` inside that window marks the woken task (`WOKEN`); the switch into
 //! that task emits one record with the expiry→run latency. A switch into any other task costs
 //! one hash lookup that misses.
@@ -9,47 +9,23 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::LruHashMap,
     programs::TracePointContext,
 };
-use timerwatch_common::{flags, Event, EventKind, Expiring, Woken};
+use timerwatch_common::{flags, Event, EventKind, Woken};
 
 use crate::{filter::setting, output::emit};
-
-#[map]
-static EXPIRING: PerCpuArray<Expiring> = PerCpuArray::with_max_entries(1, 0);
 
 /// LRU: a woken task that exits before it runs must not pin an entry.
 #[map]
 static WOKEN: LruHashMap<u32, Woken> = LruHashMap::with_max_entries(16384, 0);
 
-/// An owned timer's callback is about to run on this CPU.
-#[inline(always)]
-pub fn expiring(timer: u64, tgid: u32, timer_list: bool) {
-    if let Some(e) = EXPIRING.get_ptr_mut(0) {
-        unsafe {
-            *e = Expiring {
-                timer,
-                ts_ns: bpf_ktime_get_ns(),
-                tgid,
-                active: 1 + timer_list as u32,
-            }
-        };
-    }
-}
-
-/// The callback returned (any timer's: clearing is cheaper than checking which).
-#[inline(always)]
-pub fn expired() {
-    if let Some(e) = EXPIRING.get_ptr_mut(0) {
-        unsafe { (*e).active = 0 };
-    }
-}
-
 #[tracepoint]
 pub fn sched_waking(ctx: TracePointContext) -> u32 {
     crate::owner::release_held();
-    let Some(e) = EXPIRING.get(0) else { return 0 };
+    let Some(e) = crate::expiring::current() else {
+        return 0;
+    };
     if e.active == 0 {
         return 0;
     }
