@@ -31,13 +31,28 @@ pub fn exists(pid: u32) -> bool {
     proc_path(pid, "stat").exists()
 }
 
+/// The value of one `Key:` line of a `/proc/PID/status` text, trimmed.
+pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Our own `/proc/self/status`, empty if unreadable.
+pub fn own_status() -> String {
+    std::fs::read_to_string("/proc/self/status").unwrap_or_default()
+}
+
 /// The thread group of a task id (a `-p` may name a thread).
 pub fn tgid_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(proc_path(pid, "status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+    status_field(&status, "Tgid")?.parse().ok()
+}
+
+/// `/proc/PID/cgroup` under `proc_root` (the host's /proc, or a test's stand-in).
+pub fn cgroup_under(proc_root: &std::path::Path, pid: u32) -> Option<String> {
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()
 }
 
 pub fn comm(pid: u32) -> Option<String> {
@@ -83,6 +98,15 @@ mod tests {
                     ID: 1\nsignal: 34/0000000000000000\nnotify: signal/pid.100\nClockID: 1\n";
         assert_eq!(count_posix_timers(text), 2);
         assert_eq!(count_posix_timers(""), 0);
+    }
+
+    #[test]
+    fn status_fields_by_exact_key() {
+        let status = "Name:\tx\nTgid:\t42\nTgidX:\t7\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(status_field(status, "Tgid"), Some("42"));
+        assert_eq!(status_field(status, "CapEff"), Some("000001ffffffffff"));
+        assert_eq!(status_field(status, "Cap"), None);
+        assert_eq!(status_field("", "Tgid"), None);
     }
 
     #[test]

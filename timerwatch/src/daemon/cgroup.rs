@@ -29,7 +29,7 @@ pub struct ContainerRef {
 
 /// Reads and parses `/proc/PID/cgroup` under `proc_root`; a process that is gone has no container.
 pub fn of_process(proc_root: &std::path::Path, pid: u32) -> ContainerRef {
-    std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))
+    timerwatch_proc::cgroup_under(proc_root, pid)
         .map(|text| parse(&text))
         .unwrap_or_default()
 }

@@ -9,8 +9,7 @@ const CAP_BPF: u32 = 39;
 
 /// Effective capability mask from a `/proc/PID/status` text.
 pub fn effective_caps(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
+    u64::from_str_radix(timerwatch_proc::status_field(status, "CapEff")?, 16).ok()
 }
 
 /// The capabilities that are missing for tracing, by name; empty when tracing may proceed.
@@ -38,8 +37,7 @@ pub fn missing(cap_eff: u64) -> Vec<&'static str> {
 
 /// `Err(line)` naming what is missing for this process.
 pub fn check() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let Some(caps) = effective_caps(&status) else {
+    let Some(caps) = effective_caps(&timerwatch_proc::own_status()) else {
         return Err("cannot read capabilities from /proc/self/status".into());
     };
     let missing = missing(caps);
