@@ -9,6 +9,7 @@ use aya_ebpf::{
 use timerwatch_common::{Config, COMM_LEN};
 
 #[unsafe(no_mangle)]
+// SAFETY: `Config` is plain integers, for which all-zero is valid (the loader overwrites it).
 pub static CONFIG: Global<Config> = Global::new(unsafe { core::mem::zeroed() });
 
 #[map]
@@ -54,6 +55,7 @@ pub fn tgid_traced(tgid: u32) -> bool {
     if tgid == 0 || tgid == setting!(self_tgid) {
         return false;
     }
+    // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
     setting!(filter_tgid) == 0 || unsafe { TGIDS.get(tgid) }.is_some()
 }
 
@@ -67,6 +69,7 @@ pub fn current_traced(tgid: u32) -> bool {
         return true;
     }
     match bpf_get_current_comm() {
+        // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
         Ok(comm) => unsafe { COMMS.get(comm) }.is_some(),
         Err(_) => false,
     }

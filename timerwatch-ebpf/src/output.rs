@@ -34,6 +34,7 @@ const PT_REGS_BP: usize = timerwatch_common::pt_regs::RBP as usize * 8;
 #[inline(always)]
 fn count_lost() {
     if let Some(p) = LOST.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
         unsafe { *p += 1 };
     }
 }
@@ -52,6 +53,7 @@ fn wakeup_flag() -> u64 {
 
 #[inline(always)]
 pub fn emit(ev: Event) {
+    // SAFETY: the helper has no preconditions.
     emit_at(ev, unsafe { bpf_ktime_get_ns() });
 }
 
@@ -78,6 +80,8 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event, scan_sp: bool) {
         return;
     };
     let out = entry.as_mut_ptr();
+    // SAFETY: `out` points at a ring-buffer reservation of a whole `StackEvent`, ours until submit;
+    // the helpers write within the buffers and lengths given.
     unsafe {
         (*out).event = ev;
         (*out).event.ts_ns = bpf_ktime_get_ns();
@@ -104,6 +108,8 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event, scan_sp: bool) {
 #[inline(always)]
 fn user_regs() -> Option<(u64, u64, u64)> {
     #[cfg(bpf_target_arch = "x86_64")]
+    // SAFETY: the helpers return a BTF-typed pointer that the verifier lets us load from directly;
+    // loads through it are fault-checked.
     unsafe {
         // The helper returns a BTF-typed `struct pt_regs *`: the verifier lets us load its
         // fields directly (as faulting-safe loads), three helper calls fewer per arm.
@@ -130,7 +136,9 @@ pub fn user_fingerprint() -> u64 {
         return 0;
     };
     // [saved rbp, return address] of the innermost frame.
+    // SAFETY: a fault-checked copy from user memory; a bad address is an error value.
     let frame = unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }.unwrap_or([0; 2]);
+    // SAFETY: a fault-checked copy from user memory; a bad address is an error value.
     let ret2 = unsafe { bpf_probe_read_user(frame[0].wrapping_add(8) as *const u64) }.unwrap_or(0);
     (ip ^ frame[1].rotate_left(21) ^ ret2.rotate_left(42)) | 1
 }
@@ -143,8 +151,10 @@ unsafe fn scan_user_stack(sp_out: &mut u64, scan: &mut [u64; STACK_SCAN_WORDS]) 
         return;
     };
     *sp_out = sp;
+    // SAFETY: `scan` is a valid, exclusively borrowed array of exactly this many bytes.
     let buf = unsafe {
         core::slice::from_raw_parts_mut(scan.as_mut_ptr().cast::<u8>(), STACK_SCAN_WORDS * 8)
     };
+    // SAFETY: a fault-checked copy from user memory; a bad address is an error value.
     let _ = unsafe { bpf_probe_read_user_buf(sp as *const u8, buf) };
 }

@@ -66,6 +66,7 @@ pub fn release_held_except(keep: u64) -> u32 {
     let Some(slot) = HELD_CANCEL.get_ptr_mut(0) else {
         return 0;
     };
+    // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
     let held = unsafe { *slot };
     if held.addr == 0 {
         return 0;
@@ -73,8 +74,11 @@ pub fn release_held_except(keep: u64) -> u32 {
     if held.addr == keep {
         return held.tgid;
     }
+    // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
     unsafe { (*slot).addr = 0 };
     if let Some(o) = OWNERS.get_ptr_mut(held.addr) {
+        // SAFETY: points into the map's preallocated storage for the whole run; the verifier bounds
+        // each access, so a concurrent remove can at worst alias another entry, not fault.
         send_cancel(held.addr, unsafe { &mut *o });
     }
     0
@@ -89,7 +93,10 @@ pub fn release_held() {
 #[inline(always)]
 fn clear_held(addr: u64) {
     if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
         if unsafe { (*slot).addr } == addr {
+            // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest
+            // here.
             unsafe { (*slot).addr = 0 };
         }
     }
@@ -163,6 +170,7 @@ pub fn on_init(addr: u64, timer_list: bool) {
     if held_by == tgid && tgid != 0 {
         return;
     }
+    // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
     let known = unsafe { OWNERS.get(addr) }.copied();
     // Without a held cancel (a disarmed timerfd re-armed), the same process setting up the
     // same timer again also keeps what is known (the fingerprint decides at the arm). Checked
@@ -183,6 +191,7 @@ pub fn on_init(addr: u64, timer_list: bool) {
         if old.cancel_ns != 0 {
             send_cancel(addr, &mut old);
         } else {
+            // SAFETY: the helper has no preconditions.
             send_rearms(addr, &mut old, unsafe { bpf_ktime_get_ns() }, 0);
         }
         let _ = OWNERS.remove(addr);
@@ -219,6 +228,8 @@ pub fn on_start<C: EbpfContext>(
         ..Event::default()
     };
     if let Some(owner) = OWNERS.get_ptr_mut(addr) {
+        // SAFETY: points into the map's preallocated storage for the whole run; the verifier bounds
+        // each access, so a concurrent remove can at worst alias another entry, not fault.
         let o = unsafe { &mut *owner };
         // A cancel not sent yet: this start re-arms the timer.
         let cancel_ns = o.cancel_ns;
@@ -296,6 +307,8 @@ fn in_interrupt<C: EbpfContext>(ctx: &C) -> bool {
     };
     // SAFETY: a per-CPU slot; tracepoint programs do not nest on one CPU for this path.
     let frames = unsafe { &mut *frames };
+    // SAFETY: `frames` is this CPU's scratch array of IRQ_STACK_DEPTH words and the helper
+    // writes at most that many bytes.
     let n = unsafe {
         bpf_get_stack(
             ctx.as_ptr(),
@@ -338,6 +351,8 @@ pub fn on_cancel(addr: u64) {
     let Some(owner) = OWNERS.get_ptr_mut(addr) else {
         return;
     };
+    // SAFETY: points into the map's preallocated storage for the whole run; the verifier bounds
+    // each access, so a concurrent remove can at worst alias another entry, not fault.
     let o = unsafe { &mut *owner };
     // Held on another CPU and not taken by a start: it goes now.
     send_cancel(addr, o);
@@ -347,9 +362,11 @@ pub fn on_cancel(addr: u64) {
         return;
     }
     // Never 0: 0 means "no cancel held".
+    // SAFETY: the helper has no preconditions.
     o.cancel_ns = unsafe { bpf_ktime_get_ns() } | 1;
     o.cancel_cur_tgid = cur_tgid;
     if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
         unsafe {
             *slot = Held {
                 addr,
@@ -369,8 +386,11 @@ pub fn on_expire(addr: u64, function: u64, now: Option<u64>) {
     let Some(owner) = OWNERS.get_ptr_mut(addr) else {
         return;
     };
+    // SAFETY: points into the map's preallocated storage for the whole run; the verifier bounds
+    // each access, so a concurrent remove can at worst alias another entry, not fault.
     let owner = unsafe { &mut *owner };
     if owner.rearms != owner.rearms_sent {
+        // SAFETY: the helper has no preconditions.
         send_rearms(addr, owner, unsafe { bpf_ktime_get_ns() }, 0);
     }
     let (cur_tgid, _) = current();

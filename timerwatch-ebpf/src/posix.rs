@@ -35,6 +35,8 @@ pub fn sys_enter_timer_create(ctx: TracePointContext) -> u32 {
     if !current_traced(tgid) {
         return 0;
     }
+    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
     let id_ptr: u64 =
         unsafe { ctx.read_at(setting!(offsets.timer_create_created_id) as usize) }.unwrap_or(0);
     let _ = PENDING.insert(tid, Pending { id_ptr, hrtimer: 0 }, 0);
@@ -46,6 +48,7 @@ pub fn sys_enter_timer_create(ctx: TracePointContext) -> u32 {
 pub fn note_hrtimer_setup(addr: u64) {
     let (_, tid) = current();
     if let Some(p) = PENDING.get_ptr_mut(tid) {
+        // SAFETY: this thread's pending entry from a successful lookup; only this thread writes it.
         unsafe { (*p).hrtimer = addr };
     }
 }
@@ -54,16 +57,20 @@ pub fn note_hrtimer_setup(addr: u64) {
 pub fn sys_exit_timer_create(ctx: TracePointContext) -> u32 {
     crate::owner::release_held();
     let (tgid, tid) = current();
+    // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
     let Some(p) = (unsafe { PENDING.get(tid) }) else {
         return 0;
     };
     let pending = *p;
     let _ = PENDING.remove(tid);
+    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
     let ret: i64 =
         unsafe { ctx.read_at(setting!(offsets.timer_create_ret) as usize) }.unwrap_or(-1);
     if ret != 0 {
         return 0;
     }
+    // SAFETY: a fault-checked copy from user memory; a bad address is an error value.
     let id: i32 = unsafe { bpf_probe_read_user(pending.id_ptr as *const i32) }.unwrap_or(-1);
     if id < 0 {
         return 0;
@@ -96,6 +103,8 @@ pub fn sys_enter_timer_delete(ctx: TracePointContext) -> u32 {
     if !current_traced(tgid) {
         return 0;
     }
+    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
     let id: u64 =
         unsafe { ctx.read_at(setting!(offsets.timer_delete_id) as usize) }.unwrap_or(u64::MAX);
     emit(Event {

@@ -19,6 +19,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     // Kernels without `group_dead` report only the leader's exit, which is close enough: the
     // leader is reaped last in the common case.
     let whole_process = if off != 0 {
+        // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+        // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
         unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0
     } else {
         tgid == tid

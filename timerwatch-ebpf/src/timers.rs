@@ -19,6 +19,8 @@ fn field<T>(ctx: &TracePointContext, off: u32) -> T
 where
     T: Default,
 {
+    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
     unsafe { ctx.read_at::<T>(off as usize) }.unwrap_or_default()
 }
 
@@ -166,6 +168,7 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
         ..Event::default()
     };
     let key = itimer_key(tgid, which as u32);
+    // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
     let known = unsafe { OWNERS.get(key) }.is_some();
     if value == 0 || known {
         emit(ev);

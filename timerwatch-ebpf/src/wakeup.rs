@@ -29,6 +29,8 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
     if e.active == 0 {
         return 0;
     }
+    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
     let pid: i32 = unsafe { ctx.read_at(setting!(offsets.sched_waking_pid) as usize) }.unwrap_or(0);
     if pid <= 0 {
         return 0;
@@ -46,17 +48,21 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
     crate::owner::release_held();
+    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
     let next: i32 =
         unsafe { ctx.read_at(setting!(offsets.sched_switch_next_pid) as usize) }.unwrap_or(0);
     if next <= 0 {
         return 0;
     }
     let next = next as u32;
+    // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
     let Some(w) = (unsafe { WOKEN.get(next) }) else {
         return 0;
     };
     let w = *w;
     let _ = WOKEN.remove(next);
+    // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     emit(Event {
         timer: w.timer,
