@@ -5,7 +5,6 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user,
         bpf_probe_read_user_buf,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::map,
     maps::{PerCpuArray, RingBuf},
@@ -111,6 +110,7 @@ fn user_regs() -> Option<(u64, u64, u64)> {
     // SAFETY: the helpers return a BTF-typed pointer that the verifier lets us load from directly;
     // loads through it are fault-checked.
     unsafe {
+        use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
         // The helper returns a BTF-typed `struct pt_regs *`: the verifier lets us load its
         // fields directly (as faulting-safe loads), three helper calls fewer per arm.
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
