@@ -1,4 +1,4 @@
-//! The go module against real binaries from every available toolchain: analysis matches the
+//! This crate against real binaries from every available toolchain: analysis matches the
 //! reference tables in docs/go-runtime-timers.md, stripping changes nothing, and live heap walks
 //! find exactly the timers the test program holds.
 

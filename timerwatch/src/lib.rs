@@ -1,8 +1,9 @@
 //! timerwatch: live timers per process and callsite, observed from the kernel.
 //!
 //! Data flows one way: `probe` loads and attaches the eBPF programs; their records are decoded by
-//! `event`, applied to the live `table` (names from `symbolize` and `procfs`), turned into a
-//! `report` and rendered by `output`. `session` runs that loop; `cli` and `main` drive it.
+//! `event`, applied to the live `table` (names from `symbolize`, process facts from
+//! `timerwatch-proc`), turned into a `report` and rendered by `output`. `session` runs that loop;
+//! `cli` and `main` drive it. docs/ARCHITECTURE.md has the whole map.
 
 pub mod cli;
 pub mod daemon;
