@@ -114,7 +114,8 @@ pub struct Event {
     pub function: u64,
     /// Absolute expiry: ns on the timer's clock (hrtimers, itimers: the value), jiffies (timer_list).
     pub expires: u64,
-    /// Kind-specific: hrtimer mode, itimer interval ns, the hrtimer address of a POSIX timer.
+    /// Kind-specific: hrtimer mode, itimer interval ns, the hrtimer address of a POSIX timer,
+    /// `jiffies` at the arm of a timer_list timer (its `expires` is in jiffies).
     pub arg: u64,
     /// The process that owns the timer (not necessarily `current`, see `cur_tgid`).
     pub tgid: u32,
@@ -171,7 +172,10 @@ pub struct Owner {
     pub fixed: u8,
     /// Non-zero for a `timer_list` timer.
     pub timer_list: u8,
-    pub _pad: u8,
+    /// Non-zero from the timer's expiry until its next arm or set-up: a start in that state,
+    /// without a set-up in between, is the kernel re-arming the same timer (a periodic timerfd
+    /// in `read()`, a periodic callback) and keeps its callsite, whatever user code runs then.
+    pub expired: u8,
     /// Re-arms counted here instead of sent (see [`EventKind::Rearms`]): cumulative, wrapping.
     pub rearms: u32,
     /// `rearms` when the last `Rearms` record was sent.
@@ -215,7 +219,7 @@ impl Owner {
             has_callsite: 0,
             fixed: 0,
             timer_list: 0,
-            _pad: 0,
+            expired: 0,
             rearms: 0,
             rearms_sent: 0,
             cancel_cur_tgid: 0,

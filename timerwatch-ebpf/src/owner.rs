@@ -163,12 +163,18 @@ pub fn on_init(addr: u64, timer_list: bool) {
     if held_by == tgid && tgid != 0 {
         return;
     }
-    let known = unsafe { OWNERS.get(&addr) }.map(|o| *o);
+    let known_ptr = OWNERS.get_ptr_mut(&addr);
+    let known = known_ptr.map(|o| unsafe { *o });
     // Without a held cancel (a disarmed timerfd re-armed), the same process setting up the
     // same timer again also keeps what is known (the fingerprint decides at the arm). Checked
     // before the filter, as this is the hot case. Memory reused for the other kind of timer is
     // a new timer: the owner's kind flags every record sent on its behalf.
     if known.is_some_and(|o| o.tgid == tgid && o.timer_list == timer_list as u8) {
+        // A set-up is a user call (`timerfd_settime`, `timer_settime`, a new sleep): the arm
+        // that follows is judged by its fingerprint, not taken as the kernel's re-arm.
+        if let Some(o) = known_ptr {
+            unsafe { (*o).expired = 0 };
+        }
         return;
     }
     if current_traced(tgid) {
@@ -227,16 +233,20 @@ pub fn on_start<C: EbpfContext>(
         o.expires = soft_expires;
         ev.tgid = o.tgid;
         ev.tid = o.tid;
-        let same_callsite = if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid) {
-            true
-        } else if o.tgid == tgid {
-            let fingerprint = user_fingerprint();
-            let same = o.has_callsite != 0 && o.fingerprint == fingerprint;
-            o.fingerprint = fingerprint;
-            same
-        } else {
-            false
-        };
+        // Expired and not set up since: the kernel re-arms it (timerfd `read()`, a periodic
+        // callback, signal dequeue), whoever's user code is running; the callsite stays.
+        let rearmed_by_kernel = core::mem::replace(&mut o.expired, 0) != 0;
+        let same_callsite =
+            if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid || rearmed_by_kernel) {
+                true
+            } else if o.tgid == tgid {
+                let fingerprint = user_fingerprint();
+                let same = o.has_callsite != 0 && o.fingerprint == fingerprint;
+                o.fingerprint = fingerprint;
+                same
+            } else {
+                false
+            };
         if same_callsite {
             if cancel_ns == 0 {
                 emit(ev);
@@ -365,6 +375,7 @@ pub fn on_expire(addr: u64, function: u64, now: Option<u64>) {
         return;
     };
     let owner = unsafe { &mut *owner };
+    owner.expired = 1;
     if owner.rearms != owner.rearms_sent {
         send_rearms(addr, owner, unsafe { bpf_ktime_get_ns() }, 0);
     }

@@ -54,6 +54,9 @@ struct Timer {
     object: bool,
     /// Itimer reload interval (ns); 0 for one-shot.
     interval: u64,
+    /// When the current life should end if nothing cancels or re-arms it (ns, CLOCK_MONOTONIC);
+    /// None when its expiry is on a clock we cannot convert.
+    life_end: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +75,51 @@ pub struct Callsite {
     pub wakeup_latency: Histogram,
     /// Requested → actual expiry, ns, one sample per hrtimer expiry.
     pub slack: Histogram,
+    /// Lives begun: times one of its timers became live while armed (the arrivals of Little's
+    /// law, live = arrival rate × lifetime). POSIX and interval timers, live for as long as
+    /// they exist, never count here.
+    pub lives_total: u64,
+    /// Of `lives_total`, those whose armed duration was unknown (a clock other than
+    /// CLOCK_MONOTONIC, or jiffies before the tick rate is known).
+    pub lives_unknown: u64,
+    /// How long each life with a known duration was armed for, ns, at the arm that began it.
+    pub armed_for: Histogram,
+    /// The expected lifetimes of those lives, summed (ns): the armed durations, shortened when a
+    /// life ended early (cancel) and lengthened or shortened when it was re-armed while live.
+    pub life_ns_total: i128,
+}
+
+impl Callsite {
+    /// Expected lifetime of one of its timers, seconds: (mean, longest), where every life begun
+    /// had a known duration (at most a tenth unknown). None for timers that live until deleted.
+    pub fn lifetime_s(&self) -> Option<(f64, f64)> {
+        let known = self.lives_total - self.lives_unknown;
+        if known == 0 || self.lives_unknown * 10 > self.lives_total {
+            return None;
+        }
+        let max = self.armed_for.quantile(0.99)? as f64 / 1e9;
+        let mean = (self.life_ns_total as f64 / known as f64 / 1e9).max(0.0);
+        Some((mean, max))
+    }
+}
+
+/// Armed durations beyond this are taken as a clock we cannot convert (CLOCK_REALTIME and
+/// CLOCK_TAI expiries are ~1.7e18 ns ahead of CLOCK_MONOTONIC).
+const MAX_ARMED_NS: u64 = 7 * 86_400 * 1_000_000_000;
+
+/// Tick rates Linux is built with (CONFIG_HZ).
+const HZ_CHOICES: [u64; 5] = [100, 250, 300, 1000, 1024];
+
+/// `jiffies` starts 5 minutes before wrapping its low 32 bits: INITIAL_JIFFIES, which depends
+/// on the tick rate. A single (CLOCK_MONOTONIC, jiffies) pair therefore tells the tick rate: the
+/// one for which jiffies − INITIAL_JIFFIES ≈ HZ × seconds since boot.
+fn tick_rate(ts_ns: u64, jiffies: u64) -> Option<u64> {
+    let secs = ts_ns as f64 / 1e9;
+    HZ_CHOICES.into_iter().find(|&hz| {
+        let initial = u64::from((300 * hz as u32).wrapping_neg());
+        let ticks = jiffies.wrapping_sub(initial) as f64;
+        (ticks - hz as f64 * secs).abs() <= 0.01 * hz as f64 * secs + 2.0 * hz as f64
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +162,8 @@ pub struct Table {
     /// Recently exited processes → when (ns).
     dead: HashMap<u32, u64>,
     next_id: u64,
+    /// The kernel's tick rate, learnt from timer_list arms (see [`tick_rate`]).
+    hz: Option<u64>,
     /// Records that could not be attributed (a timer we never saw start, an unknown id).
     pub unmatched: u64,
 }
@@ -194,6 +244,10 @@ impl Table {
                 expired_total: 0,
                 wakeup_latency: Histogram::default(),
                 slack: Histogram::default(),
+                lives_total: 0,
+                lives_unknown: 0,
+                armed_for: Histogram::default(),
+                life_ns_total: 0,
             },
         );
         self.index.insert((tgid, kind, hash), id);
@@ -213,6 +267,7 @@ impl Table {
             live_since: None,
             object,
             interval: 0,
+            life_end: None,
         };
         self.timers.insert(key, timer);
         self.bump(key, |c| c.created_total += 1);
@@ -388,7 +443,90 @@ impl Table {
             t.armed = true;
         }
         self.bump(key, |c| c.armed_total += 1);
+        let was_live = self
+            .timers
+            .get(&key)
+            .is_some_and(|t| t.live_since.is_some());
         self.set_live(key, true, r.ts_ns);
+        let end = self.armed_ns(r).map(|d| r.ts_ns.saturating_add(d));
+        if was_live {
+            self.extend_life(key, end);
+        } else {
+            self.begin_life(key, r.ts_ns, end);
+        }
+    }
+
+    /// How long a start arms its timer for, ns, if its expiry converts to CLOCK_MONOTONIC:
+    /// hrtimers on CLOCK_MONOTONIC (timerfds, sleeps, poll timeouts) directly, timer_list timers
+    /// through the jiffies the probe sends with the arm.
+    fn armed_ns(&mut self, r: &Record) -> Option<u64> {
+        if r.timer_list {
+            let hz = match self.hz {
+                Some(hz) => hz,
+                None => {
+                    self.hz = tick_rate(r.ts_ns, r.arg);
+                    self.hz?
+                }
+            };
+            let ticks = r.expires.wrapping_sub(r.arg);
+            return (ticks as i64 >= 0)
+                .then(|| ticks.saturating_mul(1_000_000_000) / hz)
+                .filter(|&d| d <= MAX_ARMED_NS);
+        }
+        let d = r.expires as i64 - r.ts_ns as i64;
+        // Already due when armed: a life of zero, not an unknown clock.
+        (d > -1_000_000_000 && d <= MAX_ARMED_NS as i64).then_some(d.max(0) as u64)
+    }
+
+    fn begin_life(&mut self, key: TimerKey, now: u64, end: Option<u64>) {
+        let Some(t) = self.timers.get_mut(&key) else {
+            return;
+        };
+        if t.object {
+            return;
+        }
+        t.life_end = end;
+        let cs = t.callsite;
+        if let Some(c) = self.callsites.get_mut(&cs) {
+            c.lives_total += 1;
+            match end {
+                Some(end) => {
+                    let d = end.saturating_sub(now);
+                    c.armed_for.record(d);
+                    c.life_ns_total += i128::from(d);
+                }
+                None => c.lives_unknown += 1,
+            }
+        }
+    }
+
+    /// A live timer re-armed to end at `end`: its life's expected length moves by as much.
+    fn extend_life(&mut self, key: TimerKey, end: Option<u64>) {
+        let Some(t) = self.timers.get_mut(&key) else {
+            return;
+        };
+        let (Some(old), Some(new)) = (t.life_end, end) else {
+            return;
+        };
+        t.life_end = Some(new);
+        let cs = t.callsite;
+        if let Some(c) = self.callsites.get_mut(&cs) {
+            c.life_ns_total += i128::from(new) - i128::from(old);
+        }
+    }
+
+    /// A life that ended at `now`, before its expected end (a cancel): shorten it.
+    fn end_life_early(&mut self, key: TimerKey, now: u64) {
+        let Some(t) = self.timers.get_mut(&key) else {
+            return;
+        };
+        let Some(end) = t.life_end.take() else {
+            return;
+        };
+        let cs = t.callsite;
+        if let Some(c) = self.callsites.get_mut(&cs) {
+            c.life_ns_total -= i128::from(end.saturating_sub(now));
+        }
     }
 
     /// The timer a kernel address stands for: a POSIX timer's hrtimer counts for the POSIX timer.
@@ -421,6 +559,11 @@ impl Table {
             _ => {}
         }
         if !object {
+            if r.kind == EventKind::Cancel && was_armed {
+                self.end_life_early(key, r.ts_ns);
+            } else if let Some(t) = self.timers.get_mut(&key) {
+                t.life_end = None;
+            }
             self.set_live(key, false, r.ts_ns);
         }
     }
@@ -440,10 +583,16 @@ impl Table {
             return;
         }
         t.rearms_seen = total;
+        let timer_list = r.timer_list;
         self.bump(key, |c| {
             c.armed_total += u64::from(n);
             c.cancelled_total += u64::from(n);
         });
+        // The record carries the last re-arm's expiry: for hrtimers an absolute CLOCK_MONOTONIC
+        // time (timer_list ones are in jiffies without the jiffies of the arm: left as they were).
+        if !timer_list && r.expires.abs_diff(r.ts_ns) <= MAX_ARMED_NS {
+            self.extend_life(key, Some(r.expires));
+        }
     }
 
     fn on_itimer_state(&mut self, r: &Record, res: &mut dyn Resolver) {

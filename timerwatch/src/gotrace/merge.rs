@@ -50,6 +50,8 @@ pub(super) fn merge(procs: &HashMap<u32, GoProcess>, report: &mut Report, now_ns
                 projected_live_1h: None,
                 plateau: None,
                 wakeups: None,
+                lifetime: None,
+                verdict_reason: None,
             });
         }
         row.callsites
