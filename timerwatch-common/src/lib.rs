@@ -172,10 +172,11 @@ pub struct Owner {
     pub fixed: u8,
     /// Non-zero for a `timer_list` timer.
     pub timer_list: u8,
-    /// Non-zero from the timer's expiry until its next arm or set-up: a start in that state,
-    /// without a set-up in between, is the kernel re-arming the same timer (a periodic timerfd
-    /// in `read()`, a periodic callback) and keeps its callsite, whatever user code runs then.
-    pub expired: u8,
+    /// Non-zero from a set-up of the timer by its owner (`hrtimer_setup`/`timer_setup`: what
+    /// `timerfd_settime`, `timer_settime` and every new sleep do) until its next arm. An arm
+    /// without one is the kernel re-arming the same timer (a periodic timerfd in `read()`, a
+    /// callback, a signal dequeue) and keeps its callsite, whatever user code runs then.
+    pub set_up: u8,
     /// Re-arms counted here instead of sent (see [`EventKind::Rearms`]): cumulative, wrapping.
     pub rearms: u32,
     /// `rearms` when the last `Rearms` record was sent.
@@ -219,7 +220,7 @@ impl Owner {
             has_callsite: 0,
             fixed: 0,
             timer_list: 0,
-            expired: 0,
+            set_up: 0,
             rearms: 0,
             rearms_sent: 0,
             cancel_cur_tgid: 0,

@@ -156,27 +156,22 @@ fn send_rearms(addr: u64, o: &mut Owner, now: u64, cur_tgid: u32) {
 /// another timer before; whoever sets it up now owns it.
 #[inline(always)]
 pub fn on_init(addr: u64, timer_list: bool) {
-    // timerfd_settime: cancel, set-up, start; the cancel stays held for the start. Its owner
-    // setting it up again changes nothing: known without a lookup.
+    // timerfd_settime: cancel, set-up, start; the cancel stays held for the start.
     let held_by = release_held_except(addr);
     let (tgid, tid) = current();
-    if held_by == tgid && tgid != 0 {
-        return;
-    }
-    let known_ptr = OWNERS.get_ptr_mut(&addr);
-    let known = known_ptr.map(|o| unsafe { *o });
-    // Without a held cancel (a disarmed timerfd re-armed), the same process setting up the
-    // same timer again also keeps what is known (the fingerprint decides at the arm). Checked
-    // before the filter, as this is the hot case. Memory reused for the other kind of timer is
-    // a new timer: the owner's kind flags every record sent on its behalf.
-    if known.is_some_and(|o| o.tgid == tgid && o.timer_list == timer_list as u8) {
-        // A set-up is a user call (`timerfd_settime`, `timer_settime`, a new sleep): the arm
-        // that follows is judged by its fingerprint, not taken as the kernel's re-arm.
-        if let Some(o) = known_ptr {
-            unsafe { (*o).expired = 0 };
+    // Its owner setting it up again (a held cancel: an armed timer re-armed; none: a disarmed
+    // timerfd re-armed, a new sleep on a reused stack slot) keeps what is known, and marks the
+    // arm that follows as a user call whose fingerprint decides its callsite. Checked before the
+    // filter, as this is the hot case. Memory reused for the other kind of timer is a new
+    // timer: the owner's kind flags every record sent on its behalf.
+    if let Some(o) = OWNERS.get_ptr_mut(&addr) {
+        let o = unsafe { &mut *o };
+        if (held_by == tgid && tgid != 0) || (o.tgid == tgid && o.timer_list == timer_list as u8) {
+            o.set_up = 1;
+            return;
         }
-        return;
     }
+    let known = unsafe { OWNERS.get(&addr) }.map(|o| *o);
     if current_traced(tgid) {
         let owner = Owner {
             timer_list: timer_list as u8,
@@ -233,9 +228,11 @@ pub fn on_start<C: EbpfContext>(
         o.expires = soft_expires;
         ev.tgid = o.tgid;
         ev.tid = o.tid;
-        // Expired and not set up since: the kernel re-arms it (timerfd `read()`, a periodic
-        // callback, signal dequeue), whoever's user code is running; the callsite stays.
-        let rearmed_by_kernel = core::mem::replace(&mut o.expired, 0) != 0;
+        // Not set up since its last arm: the kernel re-arms it (timerfd `read()`, a callback,
+        // signal dequeue), whoever's user code is running; the callsite stays. (An expiry
+        // record cannot say this: tracepoint programs that fire while another runs on the same
+        // CPU are skipped, so expiries are sometimes missed.)
+        let rearmed_by_kernel = core::mem::replace(&mut o.set_up, 0) == 0;
         let same_callsite =
             if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid || rearmed_by_kernel) {
                 true
@@ -375,7 +372,6 @@ pub fn on_expire(addr: u64, function: u64, now: Option<u64>) {
         return;
     };
     let owner = unsafe { &mut *owner };
-    owner.expired = 1;
     if owner.rearms != owner.rearms_sent {
         send_rearms(addr, owner, unsafe { bpf_ktime_get_ns() }, 0);
     }

@@ -1125,6 +1125,72 @@ mod tests {
     }
 
     #[test]
+    fn tick_rate_is_told_by_initial_jiffies() {
+        // A reading taken on a CONFIG_HZ=250 kernel 437 s after boot.
+        assert_eq!(tick_rate(437_245_709_572, 4_295_001_582), Some(250));
+        // HZ=1000, an hour after boot: INITIAL_JIFFIES is 2^32 − 300,000.
+        let j = (1u64 << 32) - 300_000 + 3_600_000;
+        assert_eq!(tick_rate(3_600_000_000_000, j), Some(1000));
+        assert_eq!(tick_rate(3_600_000_000_000, 12345), None);
+    }
+
+    #[test]
+    fn lives_record_armed_durations_shortened_by_cancels() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        let s = 1_000_000_000u64;
+        // Two timerfds armed for 60 s: one expires, one is cancelled after 30 s.
+        for (timer, at) in [(0xa, 10 * s), (0xb, 11 * s)] {
+            let arm = Record {
+                expires: at + 60 * s,
+                ..first_start(10, timer, TIMERFD_FN, at, &[1, 2])
+            };
+            t.apply(&arm, &mut n);
+        }
+        t.apply(&rec(EventKind::Expire, 10, 0xa, TIMERFD_FN, 70 * s), &mut n);
+        t.apply(&rec(EventKind::Cancel, 10, 0xb, 0, 41 * s), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.lives_total, c.lives_unknown), (2, 0));
+        let (mean, max) = c.lifetime_s().unwrap();
+        assert!((mean - 45.0).abs() < 0.01, "{mean}");
+        assert!((max - 60.0).abs() < 3.0, "{max}");
+        // A timer_list timer armed for 250 jiffies at HZ=250 lives 1 s.
+        let j = (1u64 << 32) - 75_000 + 250 * 437;
+        let arm = Record {
+            expires: j + 250,
+            arg: j,
+            timer_list: true,
+            ..first_start(11, 0xc, TCP_FN, 437 * s, &[3, 4])
+        };
+        t.apply(&arm, &mut n);
+        let (mean, _) = only_callsite(&t, 11).lifetime_s().unwrap();
+        assert!((mean - 1.0).abs() < 1e-6, "{mean}");
+        // A CLOCK_REALTIME expiry (~1.7e18 ns) is a clock we cannot convert: no lifetime.
+        let arm = Record {
+            expires: 1_700_000_000 * s,
+            ..first_start(12, 0xd, TIMERFD_FN, 5 * s, &[5, 6])
+        };
+        t.apply(&arm, &mut n);
+        assert_eq!(only_callsite(&t, 12).lifetime_s(), None);
+    }
+
+    #[test]
+    fn posix_timers_have_no_lifetime() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        let create = Record {
+            arg: 0xb0,
+            stack: stack(&[1, 5]),
+            ..rec(EventKind::PosixCreate, 10, 3, 0, 1)
+        };
+        t.apply(&create, &mut n);
+        let arm = Record {
+            expires: 1_000_000_002,
+            ..rec(EventKind::Start, 10, 0xb0, POSIX_FN, 2)
+        };
+        t.apply(&arm, &mut n);
+        assert_eq!(only_callsite(&t, 10).lifetime_s(), None);
+    }
+
+    #[test]
     fn oldest_live_is_reported() {
         let (mut t, mut n) = (Table::new(), Names::default());
         t.apply(&first_start(10, 0xa, TIMERFD_FN, 100, &[1, 2]), &mut n);

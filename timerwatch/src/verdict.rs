@@ -47,14 +47,19 @@ pub struct Judged {
 /// themselves, their lifetime and arrival rate:
 ///
 /// - `plateau` = arrival rate × mean lifetime (Little's law: what a steady stream of such
-///   timers settles at), reached `max_s` after the callsite was first seen;
+///   timers settles at), reached `max_s` after the callsite was first seen; and no population of
+///   timers that each live at most `max_s` can exceed its *ceiling*, arrival rate × `max_s`
+///   (give or take [`CEILING_MARGIN`] and Poisson noise);
 /// - while watched for less than `max_s` the count is *filling*: timers armed before attaching
 ///   are invisible and new ones are seen, so it rises whatever happens. A rise then is
 ///   `unknown` (reason `filling`), unless the plateau it heads for is at least
-///   `plateau_threshold` timers: then it is `growing` (reason `plateau_above_threshold`);
-/// - once watched for `max_s`, only the samples taken since are judged: a population that
-///   reached its plateau is `stable` (reason `at_plateau` where the whole window would have
-///   said `growing`), one that keeps rising is `growing`.
+///   `plateau_threshold` timers (then `growing`, reason `plateau_above_threshold`) or the count
+///   is already above its ceiling (`growing`: its timers outlive their armed durations, e.g.
+///   re-armed before they expire);
+/// - once watched for `max_s`, only the samples taken since are judged, and a rise is `growing`
+///   only above the ceiling: a population at its plateau is `stable` whatever its size and
+///   however its random arrivals make it wander (reason `at_plateau` where the live count alone
+///   would say `growing`).
 pub fn judge(
     series: &Series,
     previous: Verdict,
@@ -73,10 +78,21 @@ pub fn judge(
         };
     };
     let plateau = (rate * life.mean_s).max(0.0);
+    let ceiling = (rate * life.max_s).max(0.0);
+    // The count now (median of the last few samples), not a fitted line: a line through the
+    // fill overshoots just after it ends.
+    let recent: Vec<f64> = series.iter().map(|(_, v)| v).collect();
+    let mut last = recent[recent.len().saturating_sub(5)..].to_vec();
+    last.sort_by(f64::total_cmp);
+    let current = last[last.len() / 2];
+    let above_ceiling = |_: &Assessment| {
+        current > CEILING_MARGIN * ceiling + 3.0 * ceiling.sqrt() + params.min_rise
+    };
     let observed = now - first_seen_s;
     let mut reason = None;
     let mut assessment = if observed < life.max_s {
         match raw.verdict {
+            Verdict::Growing if above_ceiling(&raw) => raw,
             Verdict::Growing if plateau >= plateau_threshold => {
                 reason = Some("plateau_above_threshold");
                 raw
@@ -96,17 +112,27 @@ pub fn judge(
             settled.push(t, v);
         }
         let post = assess_after(&settled, params, previous, None);
-        match (post.verdict, raw.verdict) {
-            (Verdict::Unknown, Verdict::Growing) => {
-                reason = Some("filling");
-                unknown(raw)
-            }
-            (Verdict::Unknown, _) => raw,
-            (Verdict::Stable, Verdict::Growing) => {
+        match post.verdict {
+            Verdict::Growing if above_ceiling(&post) => post,
+            Verdict::Growing => {
                 reason = Some("at_plateau");
+                stable(post)
+            }
+            Verdict::Unknown if raw.verdict == Verdict::Growing => {
+                if above_ceiling(&raw) {
+                    raw
+                } else {
+                    reason = Some("filling");
+                    unknown(raw)
+                }
+            }
+            Verdict::Unknown => raw,
+            _ => {
+                if raw.verdict == Verdict::Growing {
+                    reason = Some("at_plateau");
+                }
                 post
             }
-            _ => post,
         }
     };
     assessment.plateau = Some(plateau);
@@ -118,6 +144,21 @@ pub fn judge(
         reason,
         arrivals_per_s: Some(rate),
         plateau_in_s: Some((life.max_s - observed).max(0.0)),
+    }
+}
+
+/// How far above rate × longest lifetime a population must be before its rise is a leak: the
+/// rate is measured over the last minute and the population integrates a different stretch.
+pub const CEILING_MARGIN: f64 = 1.1;
+
+/// `stable` at the level the samples show.
+fn stable(a: Assessment) -> Assessment {
+    let level = a.level;
+    Assessment {
+        verdict: Verdict::Stable,
+        projected_1h: level,
+        plateau: None,
+        ..a
     }
 }
 
@@ -359,6 +400,80 @@ mod tests {
         assert_eq!(pool.growth_per_s, None);
         assert_eq!(last.processes[0].verdict, "growing");
         assert!(any_growing(&last));
+    }
+
+    /// Verdicts of a callsite whose timers live `life` seconds, arriving at `rate`/s, watched
+    /// from mid-stream: the visible count is min(t, life) × rate.
+    fn fill(rate: f64, life: f64, secs: usize, extra_per_s: f64) -> Vec<Judged> {
+        let params = Params::default();
+        let mut series = Series::new(params.window);
+        let mut previous = Verdict::Unknown;
+        (1..=secs)
+            .map(|t| {
+                let t = t as f64;
+                series.push(t, rate * t.min(life) + extra_per_s * t);
+                let lifetime = Life {
+                    mean_s: life,
+                    max_s: life,
+                };
+                let j = judge(
+                    &series,
+                    previous,
+                    0.0,
+                    Some((lifetime, rate)),
+                    &params,
+                    DEFAULT_PLATEAU_THRESHOLD,
+                );
+                previous = j.assessment.verdict;
+                j
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_population_filling_to_its_plateau_is_not_a_leak() {
+        // TIME_WAIT sockets: 8/s for 60 s each.
+        let v = fill(8.0, 60.0, 150, 0.0);
+        assert!(v.iter().all(|j| j.assessment.verdict != Verdict::Growing));
+        let at_30 = &v[29];
+        assert_eq!(
+            (at_30.assessment.verdict, at_30.reason),
+            (Verdict::Unknown, Some("filling"))
+        );
+        assert_eq!(at_30.assessment.plateau, Some(480.0));
+        assert_eq!(at_30.plateau_in_s, Some(30.0));
+        let last = v.last().unwrap();
+        assert_eq!(last.assessment.verdict, Verdict::Stable);
+        assert_eq!(last.plateau_in_s, Some(0.0));
+        assert_eq!(last.assessment.projected_1h, 480.0);
+        // Just after the fill, the whole window still rises: at_plateau says why it is stable.
+        assert!(v[60..150]
+            .iter()
+            .any(|j| j.reason == Some("at_plateau") && j.assessment.verdict == Verdict::Stable));
+    }
+
+    #[test]
+    fn a_plateau_above_the_threshold_is_flagged_while_filling() {
+        // time.After(30 s) at 2000/s heads for 60,000.
+        let v = fill(2000.0, 30.0, 25, 0.0);
+        let first = v
+            .iter()
+            .position(|j| j.assessment.verdict == Verdict::Growing)
+            .unwrap();
+        assert!(first < 20, "growing only at {first}");
+        let last = v.last().unwrap();
+        assert_eq!(last.reason, Some("plateau_above_threshold"));
+        assert_eq!(last.assessment.plateau, Some(60_000.0));
+        assert!(last.assessment.projected_1h <= 60_000.0);
+    }
+
+    #[test]
+    fn timers_outliving_their_armed_duration_are_a_leak() {
+        // Armed for 5 s, but 20/s more stay live (re-armed before they expire).
+        let v = fill(20.0, 5.0, 40, 20.0);
+        let last = v.last().unwrap();
+        assert_eq!(last.assessment.verdict, Verdict::Growing, "{last:?}");
+        assert_eq!(last.reason, None);
     }
 
     #[test]
