@@ -187,9 +187,10 @@ pub struct Owner {
     /// slack at expiry.
     pub expires: u64,
     /// Cheap fingerprint of the user context of the arm that gave the callsite (user IP and the
-    /// first two return addresses of the frame-pointer chain). A re-arm with the same
-    /// fingerprint reuses the callsite without a stack walk; a different one (an on-stack
-    /// sleeper reused by another function) takes a new stack.
+    /// first two return addresses of the frame-pointer chain), xor the timer's callback. A
+    /// re-arm with the same fingerprint reuses the callsite without a stack walk; a different
+    /// one (an on-stack sleeper reused by another function; a freed socket's memory set up again
+    /// for a TIME_WAIT timer by the same user context) takes a new stack.
     pub fingerprint: u64,
     /// When a cancel of this timer happened that was not sent yet (0: none). A start that
     /// finds it set is a re-arm and counts in `rearms`; otherwise the next tracepoint on the

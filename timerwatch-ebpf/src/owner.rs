@@ -237,7 +237,10 @@ pub fn on_start<C: EbpfContext>(
             if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid || rearmed_by_kernel) {
                 true
             } else if o.tgid == tgid {
-                let fingerprint = user_fingerprint();
+                // With the callback: memory set up again for another kind of timer (a freed
+                // socket's slab reused for a TIME_WAIT socket) is another timer, even when the same
+                // user context arms it.
+                let fingerprint = user_fingerprint() ^ function;
                 let same = o.has_callsite != 0 && o.fingerprint == fingerprint;
                 o.fingerprint = fingerprint;
                 same
@@ -282,7 +285,7 @@ pub fn on_start<C: EbpfContext>(
         has_callsite: 1,
         timer_list: timer_list as u8,
         expires: soft_expires,
-        fingerprint: user_fingerprint(),
+        fingerprint: user_fingerprint() ^ function,
         ..Owner::new(tgid, tid)
     };
     let _ = OWNERS.insert(&addr, &owner, 0);

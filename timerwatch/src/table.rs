@@ -150,9 +150,11 @@ pub struct Table {
     /// A POSIX timer's hrtimer address → the POSIX timer, so its arms and expiries count for it.
     posix_by_hrtimer: HashMap<u64, TimerKey>,
     callsites: HashMap<u64, Callsite>,
-    /// (tgid, kind, hash of the raw stack) → callsite id. Raw addresses symbolize the same way for
-    /// the life of an address space, so a stack seen before costs no symbolization.
-    index: HashMap<(u32, Kind, u64), u64>,
+    /// (tgid, kind, hash of the raw stack, kernel callback of kernel timers) → callsite id. Raw
+    /// addresses symbolize the same way for the life of an address space, so a stack seen before
+    /// costs no symbolization. Kernel timers armed under one user stack (a socket's retransmit,
+    /// delayed-ACK and TIME_WAIT timers) are told apart by their callback.
+    index: HashMap<(u32, Kind, u64, u64), u64>,
     processes: HashMap<u32, Process>,
     /// The most recent exits only: a long-running daemon on a host that forks constantly would
     /// otherwise keep every exit it ever saw.
@@ -214,7 +216,12 @@ impl Table {
         res: &mut dyn Resolver,
     ) -> u64 {
         let hash = stack.map_or(0, |s| stack_hash(&s.frames));
-        if let Some(&id) = self.index.get(&(tgid, kind, hash)) {
+        let callback = if matches!(kind, Kind::Kernel | Kind::Other) {
+            function
+        } else {
+            0
+        };
+        if let Some(&id) = self.index.get(&(tgid, kind, hash, callback)) {
             if self.callsites.contains_key(&id) {
                 return id;
             }
@@ -250,7 +257,7 @@ impl Table {
                 life_ns_total: 0,
             },
         );
-        self.index.insert((tgid, kind, hash), id);
+        self.index.insert((tgid, kind, hash, callback), id);
         self.process_mut(tgid, stack.map(|s| s.comm.as_str()), res)
             .callsites
             .push(id);
@@ -642,7 +649,7 @@ impl Table {
             }
             !mine
         });
-        self.index.retain(|(t, _, _), _| *t != tgid);
+        self.index.retain(|(t, ..), _| *t != tgid);
         if let Some(p) = self.processes.remove(&tgid) {
             for id in p.callsites {
                 self.callsites.remove(&id);
@@ -680,7 +687,7 @@ impl Table {
             self.posix_by_hrtimer.retain(|_, v| *v != k);
             self.remove_timer(k);
         }
-        self.index.retain(|(t, _, _), _| *t != tgid);
+        self.index.retain(|(t, ..), _| *t != tgid);
         let (comm, exe) = res.process(tgid);
         if let Some(p) = self.processes.get_mut(&tgid) {
             if let Some(comm) = comm {
