@@ -149,6 +149,9 @@ pub struct Table {
     timers: HashMap<TimerKey, Timer>,
     /// A POSIX timer's hrtimer address → the POSIX timer, so its arms and expiries count for it.
     posix_by_hrtimer: HashMap<u64, TimerKey>,
+    /// A process's ITIMER_REAL hrtimer → its interval timer, for the wake-ups it causes (its
+    /// arms and expiries come from the itimer tracepoints instead).
+    itimer_by_hrtimer: HashMap<u64, TimerKey>,
     callsites: HashMap<u64, Callsite>,
     /// (tgid, kind, hash of the raw stack, kernel callback of kernel timers) → callsite id. Raw
     /// addresses symbolize the same way for the life of an address space, so a stack seen before
@@ -344,7 +347,10 @@ impl Table {
             EventKind::Cancel | EventKind::Expire => self.on_stop(r),
             EventKind::Rearms => self.on_rearms(r),
             EventKind::Wakeup => {
-                let key = self.key_of(r.timer);
+                let key = match self.itimer_by_hrtimer.get(&r.timer) {
+                    Some(&k) => k,
+                    None => self.key_of(r.timer),
+                };
                 self.bump(key, |c| c.wakeup_latency.record(r.arg));
             }
             EventKind::Forget => {
@@ -431,7 +437,13 @@ impl Table {
         let function = (r.function != 0).then(|| res.kernel(r.function)).flatten();
         let kind = classify(function.as_deref());
         if kind == Kind::Itimer {
-            // signal->real_timer is set up by the parent at fork; `itimer_state` attributes it.
+            // signal->real_timer is set up by the parent at fork; `itimer_state` attributes it,
+            // and the wake-ups of this hrtimer count for it.
+            let key = TimerKey::Itimer {
+                tgid: r.tgid,
+                which: 0, // ITIMER_REAL: the only interval timer with an hrtimer
+            };
+            self.itimer_by_hrtimer.insert(r.timer, key);
             return;
         }
         let key = TimerKey::Addr(r.timer);
@@ -650,6 +662,8 @@ impl Table {
             !mine
         });
         self.index.retain(|(t, ..), _| *t != tgid);
+        self.itimer_by_hrtimer
+            .retain(|_, k| !matches!(k, TimerKey::Itimer { tgid: t, .. } if *t == tgid));
         if let Some(p) = self.processes.remove(&tgid) {
             for id in p.callsites {
                 self.callsites.remove(&id);
@@ -1048,8 +1062,15 @@ mod tests {
         t.apply(&set, &mut n);
         assert_eq!(only_callsite(&t, 10).live, 1);
         t.apply(&rec(EventKind::ItimerExpire, 10, 0, 0, 3), &mut n);
+        // Its hrtimer's wake-ups count for it.
+        let woke = Record {
+            arg: 30_000,
+            ..rec(EventKind::Wakeup, 10, 0xc, 0, 3)
+        };
+        t.apply(&woke, &mut n);
         let c = only_callsite(&t, 10);
         assert_eq!((c.kind, c.live, c.expired_total), (Kind::Itimer, 0, 1));
+        assert_eq!(c.wakeup_latency.count(), 1);
         // A periodic itimer stays live across expiries.
         let periodic = Record {
             expires: 1_000_000,

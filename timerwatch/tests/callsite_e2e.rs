@@ -1,7 +1,7 @@
 //! One timer, one callsite: a periodic timer keeps the callsite of the function that created and
 //! armed it, across the re-arms the kernel does for it elsewhere (a timerfd's in `read()`, a
-//! POSIX interval timer's at signal dequeue), and its wake-ups are counted there. Traced from
-//! before the timer exists. Root only.
+//! POSIX interval timer's and a `setitimer` timer's at signal dequeue), and its wake-ups are
+//! counted there. Traced from before the timer exists. Root only.
 
 mod common;
 
@@ -63,4 +63,12 @@ fn posix_interval_timer_taken_elsewhere_keeps_its_creating_callsite() {
         return;
     };
     check("posix", "posix_timer", "start_signal_clock");
+}
+
+#[test]
+fn setitimer_taken_elsewhere_keeps_its_creating_callsite() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    check("itimer", "itimer", "start_alarm_clock");
 }

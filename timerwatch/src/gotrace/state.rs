@@ -292,6 +292,34 @@ mod tests {
     }
 
     #[test]
+    fn one_shot_timers_have_a_lifetime_and_tickers_none() {
+        let (mut s, mut n) = (GoState::default(), Names);
+        let sec = 1_000_000_000u64;
+        // Two AfterFuncs due 30 s after creation; the second is stopped after 10 s.
+        for (t, at) in [(0xa0u64, 5 * sec), (0xb0, 6 * sec)] {
+            let create = Record {
+                expires: at + 30 * sec,
+                ..rec(EventKind::GoCreate, t, at, Some(&[1, 2]))
+            };
+            s.apply(&create, &mut n);
+        }
+        s.apply(&rec(EventKind::GoStop, 0xb0, 16 * sec, None), &mut n);
+        let (mean, max) = s.callsites()[0].lifetime_s().unwrap();
+        assert!((mean - 20.0).abs() < 1e-6, "{mean}");
+        assert!((max - 30.0).abs() < 1.5, "{max}");
+        // A ticker (period set) lives until stopped: no lifetime.
+        let ticker = Record {
+            function: 0x10,
+            arg: sec,
+            expires: 8 * sec,
+            ..rec(EventKind::GoCreate, 0xc0, 7 * sec, Some(&[1, 3]))
+        };
+        s.apply(&ticker, &mut n);
+        assert_eq!(s.callsites()[1].kind, "go_ticker");
+        assert_eq!(s.callsites()[1].lifetime_s(), None);
+    }
+
+    #[test]
     fn live_comes_from_the_heap_not_from_create_minus_stop() {
         let mut s = GoState::default();
         let mut n = Names;

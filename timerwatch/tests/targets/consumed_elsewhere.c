@@ -1,12 +1,13 @@
 /* A 1 ms periodic timer created and armed by one named function and consumed by another: a
- * timerfd read by main (the kernel re-arms it inside each read) or a POSIX interval timer whose
- * signal main takes with sigwaitinfo (the kernel re-arms it at each dequeue). Waits for a byte
- * on stdin first, so a tracer can attach before the timer exists.
- * Usage: consumed_elsewhere timerfd|posix */
+ * timerfd read by main (the kernel re-arms it inside each read), or a POSIX interval timer or
+ * setitimer timer whose signal main takes with sigwaitinfo (the kernel re-arms them at each
+ * dequeue). Waits for a byte on stdin first, so a tracer can attach before the timer exists.
+ * Usage: consumed_elsewhere timerfd|posix|itimer */
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +36,37 @@ __attribute__((noinline, noclone)) timer_t start_signal_clock(void)
 	return t;
 }
 
+__attribute__((noinline, noclone)) void start_alarm_clock(void)
+{
+	struct itimerval every_ms_tv = {
+		.it_interval = { .tv_sec = 0, .tv_usec = 1000 },
+		.it_value = { .tv_sec = 0, .tv_usec = 1000 },
+	};
+
+	if (setitimer(ITIMER_REAL, &every_ms_tv, NULL) != 0)
+		abort();
+}
+
+/* Takes `signo` forever, after `start` armed the timer that sends it. */
+static void take_signals(int signo, void (*start)(void))
+{
+	sigset_t set;
+	siginfo_t info;
+
+	sigemptyset(&set);
+	sigaddset(&set, signo);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	start();
+	for (;;)
+		if (sigwaitinfo(&set, &info) < 0)
+			abort();
+}
+
+static void start_signal_clock_void(void)
+{
+	start_signal_clock();
+}
+
 int main(int argc, char **argv)
 {
 	char go;
@@ -49,17 +81,9 @@ int main(int argc, char **argv)
 			if (read(fd, &n, sizeof(n)) != sizeof(n))
 				abort();
 	}
-	if (!strcmp(argv[1], "posix")) {
-		sigset_t set;
-		siginfo_t info;
-
-		sigemptyset(&set);
-		sigaddset(&set, SIGRTMIN);
-		sigprocmask(SIG_BLOCK, &set, NULL);
-		start_signal_clock();
-		for (;;)
-			if (sigwaitinfo(&set, &info) < 0)
-				abort();
-	}
+	if (!strcmp(argv[1], "posix"))
+		take_signals(SIGRTMIN, start_signal_clock_void);
+	if (!strcmp(argv[1], "itimer"))
+		take_signals(SIGALRM, start_alarm_clock);
 	return 2;
 }
