@@ -78,7 +78,9 @@ pub fn render(report: &Report, max_rows: Option<usize>) -> String {
             let (Some(plateau), Some(life)) = (c.plateau, c.lifetime.as_ref()) else {
                 continue;
             };
-            if c.live == 0 && plateau < 1.0 {
+            // Sleeps and other one-at-a-time timers have plateaus of a few: only populations
+            // worth a look, or whose verdict the plateau explains, get a line.
+            if c.verdict_reason.is_none() && plateau < 100.0 {
                 continue;
             }
             let when = match life.plateau_in_s {
