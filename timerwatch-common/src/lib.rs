@@ -114,7 +114,8 @@ pub struct Event {
     pub function: u64,
     /// Absolute expiry: ns on the timer's clock (hrtimers, itimers: the value), jiffies (timer_list).
     pub expires: u64,
-    /// Kind-specific: hrtimer mode, itimer interval ns, the hrtimer address of a POSIX timer.
+    /// Kind-specific: hrtimer mode, itimer interval ns, the hrtimer address of a POSIX timer,
+    /// `jiffies` at the arm of a timer_list timer (its `expires` is in jiffies).
     pub arg: u64,
     /// The process that owns the timer (not necessarily `current`, see `cur_tgid`).
     pub tgid: u32,
@@ -171,7 +172,11 @@ pub struct Owner {
     pub fixed: u8,
     /// Non-zero for a `timer_list` timer.
     pub timer_list: u8,
-    pub _pad: u8,
+    /// Non-zero from a set-up of the timer by its owner (`hrtimer_setup`/`timer_setup`: what
+    /// `timerfd_settime`, `timer_settime` and every new sleep do) until its next arm. An arm
+    /// without one is the kernel re-arming the same timer (a periodic timerfd in `read()`, a
+    /// callback, a signal dequeue) and keeps its callsite, whatever user code runs then.
+    pub set_up: u8,
     /// Re-arms counted here instead of sent (see [`EventKind::Rearms`]): cumulative, wrapping.
     pub rearms: u32,
     /// `rearms` when the last `Rearms` record was sent.
@@ -182,9 +187,10 @@ pub struct Owner {
     /// slack at expiry.
     pub expires: u64,
     /// Cheap fingerprint of the user context of the arm that gave the callsite (user IP and the
-    /// first two return addresses of the frame-pointer chain). A re-arm with the same
-    /// fingerprint reuses the callsite without a stack walk; a different one (an on-stack
-    /// sleeper reused by another function) takes a new stack.
+    /// first two return addresses of the frame-pointer chain), xor the timer's callback. A
+    /// re-arm with the same fingerprint reuses the callsite without a stack walk; a different
+    /// one (an on-stack sleeper reused by another function; a freed socket's memory set up again
+    /// for a TIME_WAIT timer by the same user context) takes a new stack.
     pub fingerprint: u64,
     /// When a cancel of this timer happened that was not sent yet (0: none). A start that
     /// finds it set is a re-arm and counts in `rearms`; otherwise the next tracepoint on the
@@ -215,7 +221,7 @@ impl Owner {
             has_callsite: 0,
             fixed: 0,
             timer_list: 0,
-            _pad: 0,
+            set_up: 0,
             rearms: 0,
             rearms_sent: 0,
             cancel_cur_tgid: 0,

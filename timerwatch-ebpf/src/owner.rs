@@ -163,22 +163,25 @@ fn send_rearms(addr: u64, o: &mut Owner, now: u64, cur_tgid: u32) {
 /// another timer before; whoever sets it up now owns it.
 #[inline(always)]
 pub fn on_init(addr: u64, timer_list: bool) {
-    // timerfd_settime: cancel, set-up, start; the cancel stays held for the start. Its owner
-    // setting it up again changes nothing: known without a lookup.
+    // timerfd_settime: cancel, set-up, start; the cancel stays held for the start.
     let held_by = release_held_except(addr);
     let (tgid, tid) = current();
-    if held_by == tgid && tgid != 0 {
-        return;
+    // Its owner setting it up again (a held cancel: an armed timer re-armed; none: a disarmed
+    // timerfd re-armed, a new sleep on a reused stack slot) keeps what is known, and marks the
+    // arm that follows as a user call whose fingerprint decides its callsite. Checked before the
+    // filter, as this is the hot case. Memory reused for the other kind of timer is a new
+    // timer: the owner's kind flags every record sent on its behalf.
+    if let Some(o) = OWNERS.get_ptr_mut(addr) {
+        // SAFETY: a map value pointer is valid for the program's run; a concurrent update can
+        // make the fields stale, never the access a fault.
+        let o = unsafe { &mut *o };
+        if (held_by == tgid && tgid != 0) || (o.tgid == tgid && o.timer_list == timer_list as u8) {
+            o.set_up = 1;
+            return;
+        }
     }
     // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
     let known = unsafe { OWNERS.get(addr) }.copied();
-    // Without a held cancel (a disarmed timerfd re-armed), the same process setting up the
-    // same timer again also keeps what is known (the fingerprint decides at the arm). Checked
-    // before the filter, as this is the hot case. Memory reused for the other kind of timer is
-    // a new timer: the owner's kind flags every record sent on its behalf.
-    if known.is_some_and(|o| o.tgid == tgid && o.timer_list == timer_list as u8) {
-        return;
-    }
     if current_traced(tgid) {
         let owner = Owner {
             timer_list: timer_list as u8,
@@ -240,16 +243,25 @@ pub fn on_start<C: EbpfContext>(
         o.expires = soft_expires;
         ev.tgid = o.tgid;
         ev.tid = o.tid;
-        let same_callsite = if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid) {
-            true
-        } else if o.tgid == tgid {
-            let fingerprint = user_fingerprint();
-            let same = o.has_callsite != 0 && o.fingerprint == fingerprint;
-            o.fingerprint = fingerprint;
-            same
-        } else {
-            false
-        };
+        // Not set up since its last arm: the kernel re-arms it (timerfd `read()`, a callback,
+        // signal dequeue), whoever's user code is running; the callsite stays. (An expiry
+        // record cannot say this: tracepoint programs that fire while another runs on the same
+        // CPU are skipped, so expiries are sometimes missed.)
+        let rearmed_by_kernel = core::mem::replace(&mut o.set_up, 0) == 0;
+        let same_callsite =
+            if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid || rearmed_by_kernel) {
+                true
+            } else if o.tgid == tgid {
+                // With the callback: memory set up again for another kind of timer (a freed
+                // socket's slab reused for a TIME_WAIT socket) is another timer, even when the same
+                // user context arms it.
+                let fingerprint = user_fingerprint() ^ function;
+                let same = o.has_callsite != 0 && o.fingerprint == fingerprint;
+                o.fingerprint = fingerprint;
+                same
+            } else {
+                false
+            };
         if same_callsite {
             if cancel_ns == 0 {
                 emit(ev);
@@ -288,7 +300,7 @@ pub fn on_start<C: EbpfContext>(
         has_callsite: 1,
         timer_list: timer_list as u8,
         expires: soft_expires,
-        fingerprint: user_fingerprint(),
+        fingerprint: user_fingerprint() ^ function,
         ..Owner::new(tgid, tid)
     };
     let _ = OWNERS.insert(addr, owner, 0);

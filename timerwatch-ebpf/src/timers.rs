@@ -95,12 +95,14 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
     } else {
         0
     };
+    // `expires` is in jiffies: the jiffies of the arm let the daemon turn it into seconds.
+    let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() };
     on_start(
         &ctx,
         addr,
         function,
         expires,
-        flags as u64,
+        now,
         true,
         flags & TIMER_PINNED != 0,
         expires,

@@ -72,10 +72,37 @@ pub struct CallsiteReport {
     pub confidence: Option<f64>,
     /// Live count expected in one hour at the current trend.
     pub projected_live_1h: Option<f64>,
-    /// Where growth levels off, when the timers' lifetime is known.
+    /// Where growth levels off, when the timers' lifetime is known: arrival rate × lifetime.
     pub plateau: Option<f64>,
     /// Wake-ups this callsite's timers caused; null when none were seen.
     pub wakeups: Option<WakeupReport>,
+    /// How long its timers live, when every one of them expires by itself within a known time;
+    /// null for timers that live until deleted (POSIX, interval) or on clocks not converted.
+    pub lifetime: Option<LifetimeReport>,
+    /// Why the verdict is what it is, where the live count alone would say otherwise:
+    /// `filling` (`unknown`: the timers expire within `lifetime.max_s`, and the callsite has
+    /// been watched for less than that, so its rise is the attach filling up), `at_plateau`
+    /// (`stable`: it rose until its timers began to expire and stopped),
+    /// `plateau_above_threshold` (`growing` while filling, towards a plateau above the
+    /// threshold). Null otherwise.
+    pub verdict_reason: Option<&'static str>,
+}
+
+/// The lifetime of a callsite's timers (see README "Growth verdicts").
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LifetimeReport {
+    /// Expected lifetime of one timer, seconds: armed durations, shortened by cancels and
+    /// lengthened by re-arms.
+    pub mean_s: f64,
+    /// Longest armed duration (99th percentile), seconds: once the callsite has been watched
+    /// this long, its live count no longer includes the attach's filling.
+    pub max_s: f64,
+    /// Timers that became live during the trace (arrivals).
+    pub arrivals_total: u64,
+    /// Arrivals per second over the last minute of samples; null before two samples.
+    pub arrivals_per_s: Option<f64>,
+    /// Seconds until the live count reaches `plateau` (0 once there); null with `plateau`.
+    pub plateau_in_s: Option<f64>,
 }
 
 /// Timer-caused wake-ups: how many, how late the timers fired (slack), and how long the woken
@@ -136,6 +163,10 @@ pub struct ExitedReport {
     pub exited_after_s: f64,
 }
 
+fn round_ms(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
 fn secs(ns: u64) -> f64 {
     (ns as f64 / 1e9 * 1000.0).round() / 1000.0
 }
@@ -185,6 +216,14 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                         projected_live_1h: None,
                         plateau: None,
                         wakeups: wakeup_report(&c.wakeup_latency, &c.slack, duration_s),
+                        lifetime: c.lifetime_s().map(|(mean, max)| LifetimeReport {
+                            mean_s: round_ms(mean),
+                            max_s: round_ms(max),
+                            arrivals_total: c.lives_total,
+                            arrivals_per_s: None,
+                            plateau_in_s: None,
+                        }),
+                        verdict_reason: None,
                     }
                 })
                 .collect();
@@ -251,6 +290,8 @@ pub(crate) mod fixtures {
             projected_live_1h: None,
             plateau: None,
             wakeups: None,
+            lifetime: None,
+            verdict_reason: None,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::{
     symbolize::{Symbolizer, UserStack},
     table::{Resolver, Table},
     trace_args::TraceArgs,
+    trend::Params,
     verdict::Verdicts,
 };
 
@@ -178,7 +179,7 @@ impl Tracer {
             env,
             start_ns,
             pre_existing,
-            verdicts: Verdicts::default(),
+            verdicts: Verdicts::new(Params::default(), args.plateau_threshold),
             go,
             decode_errors: 0,
         })

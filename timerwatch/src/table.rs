@@ -54,6 +54,9 @@ struct Timer {
     object: bool,
     /// Itimer reload interval (ns); 0 for one-shot.
     interval: u64,
+    /// When the current life should end if nothing cancels or re-arms it (ns, CLOCK_MONOTONIC);
+    /// None when its expiry is on a clock we cannot convert.
+    life_end: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +75,51 @@ pub struct Callsite {
     pub wakeup_latency: Histogram,
     /// Requested → actual expiry, ns, one sample per hrtimer expiry.
     pub slack: Histogram,
+    /// Lives begun: times one of its timers became live while armed (the arrivals of Little's
+    /// law, live = arrival rate × lifetime). POSIX and interval timers, live for as long as
+    /// they exist, never count here.
+    pub lives_total: u64,
+    /// Of `lives_total`, those whose armed duration was unknown (a clock other than
+    /// CLOCK_MONOTONIC, or jiffies before the tick rate is known).
+    pub lives_unknown: u64,
+    /// How long each life with a known duration was armed for, ns, at the arm that began it.
+    pub armed_for: Histogram,
+    /// The expected lifetimes of those lives, summed (ns): the armed durations, shortened when a
+    /// life ended early (cancel) and lengthened or shortened when it was re-armed while live.
+    pub life_ns_total: i128,
+}
+
+impl Callsite {
+    /// Expected lifetime of one of its timers, seconds: (mean, longest), where every life begun
+    /// had a known duration (at most a tenth unknown). None for timers that live until deleted.
+    pub fn lifetime_s(&self) -> Option<(f64, f64)> {
+        let known = self.lives_total - self.lives_unknown;
+        if known == 0 || self.lives_unknown * 10 > self.lives_total {
+            return None;
+        }
+        let max = self.armed_for.quantile(0.99)? as f64 / 1e9;
+        let mean = (self.life_ns_total as f64 / known as f64 / 1e9).max(0.0);
+        Some((mean, max))
+    }
+}
+
+/// Armed durations beyond this are taken as a clock we cannot convert (CLOCK_REALTIME and
+/// CLOCK_TAI expiries are ~1.7e18 ns ahead of CLOCK_MONOTONIC).
+const MAX_ARMED_NS: u64 = 7 * 86_400 * 1_000_000_000;
+
+/// Tick rates Linux is built with (CONFIG_HZ).
+const HZ_CHOICES: [u64; 5] = [100, 250, 300, 1000, 1024];
+
+/// `jiffies` starts 5 minutes before wrapping its low 32 bits: INITIAL_JIFFIES, which depends
+/// on the tick rate. A single (CLOCK_MONOTONIC, jiffies) pair therefore tells the tick rate: the
+/// one for which jiffies − INITIAL_JIFFIES ≈ HZ × seconds since boot.
+fn tick_rate(ts_ns: u64, jiffies: u64) -> Option<u64> {
+    let secs = ts_ns as f64 / 1e9;
+    HZ_CHOICES.into_iter().find(|&hz| {
+        let initial = u64::from((300 * hz as u32).wrapping_neg());
+        let ticks = jiffies.wrapping_sub(initial) as f64;
+        (ticks - hz as f64 * secs).abs() <= 0.01 * hz as f64 * secs + 2.0 * hz as f64
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,10 +149,15 @@ pub struct Table {
     timers: HashMap<TimerKey, Timer>,
     /// A POSIX timer's hrtimer address → the POSIX timer, so its arms and expiries count for it.
     posix_by_hrtimer: HashMap<u64, TimerKey>,
+    /// A process's ITIMER_REAL hrtimer → its interval timer, for the wake-ups it causes (its
+    /// arms and expiries come from the itimer tracepoints instead).
+    itimer_by_hrtimer: HashMap<u64, TimerKey>,
     callsites: HashMap<u64, Callsite>,
-    /// (tgid, kind, hash of the raw stack) → callsite id. Raw addresses symbolize the same way for
-    /// the life of an address space, so a stack seen before costs no symbolization.
-    index: HashMap<(u32, Kind, u64), u64>,
+    /// (tgid, kind, hash of the raw stack, kernel callback of kernel timers) → callsite id. Raw
+    /// addresses symbolize the same way for the life of an address space, so a stack seen before
+    /// costs no symbolization. Kernel timers armed under one user stack (a socket's retransmit,
+    /// delayed-ACK and TIME_WAIT timers) are told apart by their callback.
+    index: HashMap<(u32, Kind, u64, u64), u64>,
     processes: HashMap<u32, Process>,
     /// The most recent exits only: a long-running daemon on a host that forks constantly would
     /// otherwise keep every exit it ever saw.
@@ -114,6 +167,8 @@ pub struct Table {
     /// Recently exited processes → when (ns).
     dead: HashMap<u32, u64>,
     next_id: u64,
+    /// The kernel's tick rate, learnt from timer_list arms (see [`tick_rate`]).
+    hz: Option<u64>,
     /// Records that could not be attributed (a timer we never saw start, an unknown id).
     pub unmatched: u64,
 }
@@ -164,7 +219,12 @@ impl Table {
         res: &mut dyn Resolver,
     ) -> u64 {
         let hash = stack.map_or(0, |s| stack_hash(&s.frames));
-        if let Some(&id) = self.index.get(&(tgid, kind, hash)) {
+        let callback = if matches!(kind, Kind::Kernel | Kind::Other) {
+            function
+        } else {
+            0
+        };
+        if let Some(&id) = self.index.get(&(tgid, kind, hash, callback)) {
             if self.callsites.contains_key(&id) {
                 return id;
             }
@@ -194,9 +254,13 @@ impl Table {
                 expired_total: 0,
                 wakeup_latency: Histogram::default(),
                 slack: Histogram::default(),
+                lives_total: 0,
+                lives_unknown: 0,
+                armed_for: Histogram::default(),
+                life_ns_total: 0,
             },
         );
-        self.index.insert((tgid, kind, hash), id);
+        self.index.insert((tgid, kind, hash, callback), id);
         self.process_mut(tgid, stack.map(|s| s.comm.as_str()), res)
             .callsites
             .push(id);
@@ -213,6 +277,7 @@ impl Table {
             live_since: None,
             object,
             interval: 0,
+            life_end: None,
         };
         self.timers.insert(key, timer);
         self.bump(key, |c| c.created_total += 1);
@@ -282,7 +347,10 @@ impl Table {
             EventKind::Cancel | EventKind::Expire => self.on_stop(r),
             EventKind::Rearms => self.on_rearms(r),
             EventKind::Wakeup => {
-                let key = self.key_of(r.timer);
+                let key = match self.itimer_by_hrtimer.get(&r.timer) {
+                    Some(&k) => k,
+                    None => self.key_of(r.timer),
+                };
                 self.bump(key, |c| c.wakeup_latency.record(r.arg));
             }
             EventKind::Forget => {
@@ -369,7 +437,13 @@ impl Table {
         let function = (r.function != 0).then(|| res.kernel(r.function)).flatten();
         let kind = classify(function.as_deref());
         if kind == Kind::Itimer {
-            // signal->real_timer is set up by the parent at fork; `itimer_state` attributes it.
+            // signal->real_timer is set up by the parent at fork; `itimer_state` attributes it,
+            // and the wake-ups of this hrtimer count for it.
+            let key = TimerKey::Itimer {
+                tgid: r.tgid,
+                which: 0, // ITIMER_REAL: the only interval timer with an hrtimer
+            };
+            self.itimer_by_hrtimer.insert(r.timer, key);
             return;
         }
         let key = TimerKey::Addr(r.timer);
@@ -388,7 +462,90 @@ impl Table {
             t.armed = true;
         }
         self.bump(key, |c| c.armed_total += 1);
+        let was_live = self
+            .timers
+            .get(&key)
+            .is_some_and(|t| t.live_since.is_some());
         self.set_live(key, true, r.ts_ns);
+        let end = self.armed_ns(r).map(|d| r.ts_ns.saturating_add(d));
+        if was_live {
+            self.extend_life(key, end);
+        } else {
+            self.begin_life(key, r.ts_ns, end);
+        }
+    }
+
+    /// How long a start arms its timer for, ns, if its expiry converts to CLOCK_MONOTONIC:
+    /// hrtimers on CLOCK_MONOTONIC (timerfds, sleeps, poll timeouts) directly, timer_list timers
+    /// through the jiffies the probe sends with the arm.
+    fn armed_ns(&mut self, r: &Record) -> Option<u64> {
+        if r.timer_list {
+            let hz = match self.hz {
+                Some(hz) => hz,
+                None => {
+                    self.hz = tick_rate(r.ts_ns, r.arg);
+                    self.hz?
+                }
+            };
+            let ticks = r.expires.wrapping_sub(r.arg);
+            return (ticks as i64 >= 0)
+                .then(|| ticks.saturating_mul(1_000_000_000) / hz)
+                .filter(|&d| d <= MAX_ARMED_NS);
+        }
+        let d = r.expires as i64 - r.ts_ns as i64;
+        // Already due when armed: a life of zero, not an unknown clock.
+        (d > -1_000_000_000 && d <= MAX_ARMED_NS as i64).then_some(d.max(0) as u64)
+    }
+
+    fn begin_life(&mut self, key: TimerKey, now: u64, end: Option<u64>) {
+        let Some(t) = self.timers.get_mut(&key) else {
+            return;
+        };
+        if t.object {
+            return;
+        }
+        t.life_end = end;
+        let cs = t.callsite;
+        if let Some(c) = self.callsites.get_mut(&cs) {
+            c.lives_total += 1;
+            match end {
+                Some(end) => {
+                    let d = end.saturating_sub(now);
+                    c.armed_for.record(d);
+                    c.life_ns_total += i128::from(d);
+                }
+                None => c.lives_unknown += 1,
+            }
+        }
+    }
+
+    /// A live timer re-armed to end at `end`: its life's expected length moves by as much.
+    fn extend_life(&mut self, key: TimerKey, end: Option<u64>) {
+        let Some(t) = self.timers.get_mut(&key) else {
+            return;
+        };
+        let (Some(old), Some(new)) = (t.life_end, end) else {
+            return;
+        };
+        t.life_end = Some(new);
+        let cs = t.callsite;
+        if let Some(c) = self.callsites.get_mut(&cs) {
+            c.life_ns_total += i128::from(new) - i128::from(old);
+        }
+    }
+
+    /// A life that ended at `now`, before its expected end (a cancel): shorten it.
+    fn end_life_early(&mut self, key: TimerKey, now: u64) {
+        let Some(t) = self.timers.get_mut(&key) else {
+            return;
+        };
+        let Some(end) = t.life_end.take() else {
+            return;
+        };
+        let cs = t.callsite;
+        if let Some(c) = self.callsites.get_mut(&cs) {
+            c.life_ns_total -= i128::from(end.saturating_sub(now));
+        }
     }
 
     /// The timer a kernel address stands for: a POSIX timer's hrtimer counts for the POSIX timer.
@@ -421,6 +578,11 @@ impl Table {
             _ => {}
         }
         if !object {
+            if r.kind == EventKind::Cancel && was_armed {
+                self.end_life_early(key, r.ts_ns);
+            } else if let Some(t) = self.timers.get_mut(&key) {
+                t.life_end = None;
+            }
             self.set_live(key, false, r.ts_ns);
         }
     }
@@ -440,10 +602,16 @@ impl Table {
             return;
         }
         t.rearms_seen = total;
+        let timer_list = r.timer_list;
         self.bump(key, |c| {
             c.armed_total += u64::from(n);
             c.cancelled_total += u64::from(n);
         });
+        // The record carries the last re-arm's expiry: for hrtimers an absolute CLOCK_MONOTONIC
+        // time (timer_list ones are in jiffies without the jiffies of the arm: left as they were).
+        if !timer_list && r.expires.abs_diff(r.ts_ns) <= MAX_ARMED_NS {
+            self.extend_life(key, Some(r.expires));
+        }
     }
 
     fn on_itimer_state(&mut self, r: &Record, res: &mut dyn Resolver) {
@@ -493,7 +661,9 @@ impl Table {
             }
             !mine
         });
-        self.index.retain(|(t, _, _), _| *t != tgid);
+        self.index.retain(|(t, ..), _| *t != tgid);
+        self.itimer_by_hrtimer
+            .retain(|_, k| !matches!(k, TimerKey::Itimer { tgid: t, .. } if *t == tgid));
         if let Some(p) = self.processes.remove(&tgid) {
             for id in p.callsites {
                 self.callsites.remove(&id);
@@ -531,7 +701,7 @@ impl Table {
             self.posix_by_hrtimer.retain(|_, v| *v != k);
             self.remove_timer(k);
         }
-        self.index.retain(|(t, _, _), _| *t != tgid);
+        self.index.retain(|(t, ..), _| *t != tgid);
         let (comm, exe) = res.process(tgid);
         if let Some(p) = self.processes.get_mut(&tgid) {
             if let Some(comm) = comm {
@@ -892,8 +1062,15 @@ mod tests {
         t.apply(&set, &mut n);
         assert_eq!(only_callsite(&t, 10).live, 1);
         t.apply(&rec(EventKind::ItimerExpire, 10, 0, 0, 3), &mut n);
+        // Its hrtimer's wake-ups count for it.
+        let woke = Record {
+            arg: 30_000,
+            ..rec(EventKind::Wakeup, 10, 0xc, 0, 3)
+        };
+        t.apply(&woke, &mut n);
         let c = only_callsite(&t, 10);
         assert_eq!((c.kind, c.live, c.expired_total), (Kind::Itimer, 0, 1));
+        assert_eq!(c.wakeup_latency.count(), 1);
         // A periodic itimer stays live across expiries.
         let periodic = Record {
             expires: 1_000_000,
@@ -973,6 +1150,72 @@ mod tests {
         assert_eq!(only_callsite(&t, 10).live, 0);
         assert_eq!(n.forgotten, vec![10]);
         assert_eq!(t.process(10).unwrap().comm, "proc10");
+    }
+
+    #[test]
+    fn tick_rate_is_told_by_initial_jiffies() {
+        // A reading taken on a CONFIG_HZ=250 kernel 437 s after boot.
+        assert_eq!(tick_rate(437_245_709_572, 4_295_001_582), Some(250));
+        // HZ=1000, an hour after boot: INITIAL_JIFFIES is 2^32 − 300,000.
+        let j = (1u64 << 32) - 300_000 + 3_600_000;
+        assert_eq!(tick_rate(3_600_000_000_000, j), Some(1000));
+        assert_eq!(tick_rate(3_600_000_000_000, 12345), None);
+    }
+
+    #[test]
+    fn lives_record_armed_durations_shortened_by_cancels() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        let s = 1_000_000_000u64;
+        // Two timerfds armed for 60 s: one expires, one is cancelled after 30 s.
+        for (timer, at) in [(0xa, 10 * s), (0xb, 11 * s)] {
+            let arm = Record {
+                expires: at + 60 * s,
+                ..first_start(10, timer, TIMERFD_FN, at, &[1, 2])
+            };
+            t.apply(&arm, &mut n);
+        }
+        t.apply(&rec(EventKind::Expire, 10, 0xa, TIMERFD_FN, 70 * s), &mut n);
+        t.apply(&rec(EventKind::Cancel, 10, 0xb, 0, 41 * s), &mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!((c.lives_total, c.lives_unknown), (2, 0));
+        let (mean, max) = c.lifetime_s().unwrap();
+        assert!((mean - 45.0).abs() < 0.01, "{mean}");
+        assert!((max - 60.0).abs() < 3.0, "{max}");
+        // A timer_list timer armed for 250 jiffies at HZ=250 lives 1 s.
+        let j = (1u64 << 32) - 75_000 + 250 * 437;
+        let arm = Record {
+            expires: j + 250,
+            arg: j,
+            timer_list: true,
+            ..first_start(11, 0xc, TCP_FN, 437 * s, &[3, 4])
+        };
+        t.apply(&arm, &mut n);
+        let (mean, _) = only_callsite(&t, 11).lifetime_s().unwrap();
+        assert!((mean - 1.0).abs() < 1e-6, "{mean}");
+        // A CLOCK_REALTIME expiry (~1.7e18 ns) is a clock we cannot convert: no lifetime.
+        let arm = Record {
+            expires: 1_700_000_000 * s,
+            ..first_start(12, 0xd, TIMERFD_FN, 5 * s, &[5, 6])
+        };
+        t.apply(&arm, &mut n);
+        assert_eq!(only_callsite(&t, 12).lifetime_s(), None);
+    }
+
+    #[test]
+    fn posix_timers_have_no_lifetime() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        let create = Record {
+            arg: 0xb0,
+            stack: stack(&[1, 5]),
+            ..rec(EventKind::PosixCreate, 10, 3, 0, 1)
+        };
+        t.apply(&create, &mut n);
+        let arm = Record {
+            expires: 1_000_000_002,
+            ..rec(EventKind::Start, 10, 0xb0, POSIX_FN, 2)
+        };
+        t.apply(&arm, &mut n);
+        assert_eq!(only_callsite(&t, 10).lifetime_s(), None);
     }
 
     #[test]

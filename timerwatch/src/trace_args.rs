@@ -37,4 +37,18 @@ pub struct TraceArgs {
     /// Kernel→daemon ring buffer size in bytes (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = crate::probe::DEFAULT_RING_BYTES)]
     pub ring_buffer_size: u32,
+    /// A callsite whose timers expire by themselves but which heads for at least this many
+    /// live timers (arrival rate × lifetime) is `growing` while it fills up, with its plateau;
+    /// below it, the rise of its first lifetime is `unknown` (filling). See README "Growth
+    /// verdicts".
+    #[arg(long, value_name = "TIMERS", default_value_t = crate::verdict::DEFAULT_PLATEAU_THRESHOLD, value_parser = timer_count)]
+    pub plateau_threshold: f64,
+}
+
+/// A non-negative, finite number of timers.
+fn timer_count(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of timers (0 or more)")),
+    }
 }

@@ -22,6 +22,17 @@
 //! the mirror image (the ceiling must fall). Everything is a pure function of the samples: no
 //! randomness, no clock, so the same series always gets the same verdict.
 //!
+//! **Hysteresis.** A verdict feeds the next one ([`assess_after`]): a series that was `growing`
+//! stays `growing` while its last `recent` samples, or its whole window, still rise — Theil–Sen
+//! slope at least `min_growth_per_s`, Mann–Kendall one-sided p below `hold_alpha`, and the last
+//! third's median above the first third's. Those are the guards that a leak cannot fail by chance; the stricter
+//! ones above (each half trending, floor steps in line with the slope) exist to keep bounded
+//! populations from being called leaks in the first place, and a noisy sample or a jittery heap
+//! walk can fail them for one second on a blatant leak. So a linear leak whose noise is small
+//! against its slope never flips to `stable`; it returns to `stable` only on evidence that growth
+//! stopped: once about two thirds of the window are flat, neither stretch rises any more (40 s
+//! after a leak stops, at the defaults).
+//!
 //! What no test on the samples alone can tell apart, and what therefore needs the caller's help or
 //! patience:
 //! - at start-up, a count that rose steadily over the first `min_samples` samples is a leak as far
@@ -31,9 +42,8 @@
 //!   test. The serial-correlation inflation makes this rare, not impossible.
 
 use std::cell::OnceCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::hash::Hash;
 
 use serde::Serialize;
 
@@ -60,6 +70,12 @@ const NOISE_MARGIN: f64 = 2.0;
 const MAX_PHI: f64 = 0.95;
 
 const SECONDS_PER_HOUR: f64 = 3600.0;
+
+/// A trend whose rise over the stretch is at least this many times the range of the residuals
+/// around it is not corrected for serial correlation (see `serial_correlation_inflation`). A
+/// bounded pool's wander *is* its apparent rise (ratio about 1); a sawtooth's residuals span its
+/// whole amplitude.
+const DOMINANT_TREND: f64 = 3.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,9 +115,11 @@ pub struct Params {
     pub window: usize,
     /// Also judge the last `recent` samples on their own (0 = off; ignored unless between
     /// `min_samples` and the number of samples held). A leak starting after a long flat stretch
-    /// is then found about 25 samples after it starts rather than 50: the floor test needs the leak
-    /// to span the last two thirds of the stretch and a half-third more. 30 keeps patterns with
-    /// periods up to about 20 s from faking a rising floor at this scale too.
+    /// is then found about 20 samples after it starts rather than 50: the floor test needs the leak
+    /// to span the last two thirds of the stretch and a little more. 24 keeps patterns with
+    /// periods up to 20 s from faking a rising floor at this scale too; a fill-then-expire tooth
+    /// as long as the stretch itself (23 s) rises like a leak within it (kernel timers of such a
+    /// pattern are protected by their known lifetime instead, see `verdict::judge`).
     pub recent: usize,
     /// Below this many samples the verdict is `unknown`. 12: a clean 20/s leak is called at the
     /// 12th sample, well inside a 20 s budget even with start-up delays, and a sawtooth dropping
@@ -126,19 +144,25 @@ pub struct Params {
     /// Higher values cut false alarms on large randomly wandering pools but delay slow leaks on
     /// large bases (a 1/s leak on 500 needs about 40 s at 5%).
     pub min_relative_growth: f64,
+    /// One-sided Mann–Kendall significance the last `recent` samples must keep for a `growing`
+    /// series to stay `growing` (see "Hysteresis" above). 0.05: loose, because it only keeps a
+    /// verdict that the strict tests already gave, and a flat stretch of half the recent
+    /// samples fails the slope guard long before it fails this one.
+    pub hold_alpha: f64,
 }
 
 impl Default for Params {
     fn default() -> Self {
         Self {
             window: 60,
-            recent: 30,
+            recent: 24,
             min_samples: 12,
             alpha: 0.01,
             sustain_alpha: 0.02,
             min_growth_per_s: 0.5,
             min_rise: 5.0,
             min_relative_growth: 0.05,
+            hold_alpha: 0.05,
         }
     }
 }
@@ -282,6 +306,59 @@ pub fn assess(series: &Series, params: &Params, expected_lifetime_s: Option<f64>
     }
 }
 
+/// [`assess`] with memory: `previous` is the verdict the same series got at its previous sample.
+/// A `growing` series stays `growing` while its recent samples still rise (module docs,
+/// "Hysteresis"); every other verdict is judged afresh.
+pub fn assess_after(
+    series: &Series,
+    params: &Params,
+    previous: Verdict,
+    expected_lifetime_s: Option<f64>,
+) -> Assessment {
+    let fresh = assess(series, params, expected_lifetime_s);
+    if previous != Verdict::Growing || fresh.verdict == Verdict::Growing {
+        return fresh;
+    }
+    let rising = still_rising(series, params, params.recent)
+        .or_else(|| still_rising(series, params, params.window));
+    match rising {
+        Some(fit) => fit.assessment(Verdict::Growing, fresh.samples, expected_lifetime_s),
+        None => fresh,
+    }
+}
+
+/// Whether the last `len` samples (at least `min_samples`) still rise: the guards a leak cannot
+/// fail by chance.
+fn still_rising(series: &Series, params: &Params, len: usize) -> Option<Fit> {
+    let min_samples = params.min_samples.max(MIN_SAMPLES);
+    let len = len.max(min_samples).min(series.len());
+    if len < min_samples {
+        return None;
+    }
+    let (t, x): (Vec<f64>, Vec<f64>) = series
+        .samples
+        .iter()
+        .skip(series.len() - len)
+        .copied()
+        .unzip();
+    let scale = Scale::new(&t, &x);
+    let p_value = scale.mk.p(1.0);
+    if scale.slope < params.min_growth_per_s || p_value >= params.hold_alpha {
+        return None;
+    }
+    // Medians, not minima: a single low sample (a heap walk racing the runtime) must not end a
+    // leak's verdict.
+    let mid = |v: &[f64]| median(&mut v.to_vec()).unwrap_or(0.0);
+    if mid(&x[2 * len / 3..]) <= mid(&x[..len / 3]) {
+        return None;
+    }
+    Some(Fit {
+        slope: scale.slope,
+        p_value,
+        level: scale.level_at_last(),
+    })
+}
+
 /// A trend that passed every guard. `slope` is signed (negative when draining).
 struct Fit {
     slope: f64,
@@ -391,18 +468,21 @@ impl<'a> Scale<'a> {
             return None;
         }
 
-        // The line's value at the last sample, taken relative to it so that large timestamps
-        // (seconds since boot) cost no precision.
-        let last = t[n - 1];
-        let mut at_last: Vec<f64> = (self.td.iter().zip(xd))
-            .map(|(ti, xi)| xi + self.slope * (last - ti))
-            .collect();
-        let level = median(&mut at_last).unwrap_or(0.0);
         Some(Fit {
             slope: self.slope,
             p_value,
-            level,
+            level: self.level_at_last(),
         })
+    }
+
+    /// The Theil–Sen line's value at the last sample, taken relative to it so that large
+    /// timestamps (seconds since boot) cost no precision.
+    fn level_at_last(&self) -> f64 {
+        let last = self.t[self.t.len() - 1];
+        let mut at_last: Vec<f64> = (self.td.iter().zip(&self.xd))
+            .map(|(ti, xi)| xi + self.slope * (last - ti))
+            .collect();
+        median(&mut at_last).unwrap_or(0.0)
     }
 }
 
@@ -428,6 +508,18 @@ fn serial_correlation_inflation(t: &[f64], x: &[f64], slope: f64) -> f64 {
         .zip(x)
         .map(|(ti, xi)| xi - slope * (ti - t[0]))
         .collect();
+    // A line that rises far more than anything wanders around it: the wander cannot be what
+    // makes it rise, whatever its correlation. Cumulative random arrivals (a leak of Poisson
+    // timers) wander like a random walk around their line, which the inflation would otherwise
+    // take for a pool's slow wander and delay the verdict by many seconds.
+    let (lo, hi) = residuals
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+            (lo.min(r), hi.max(r))
+        });
+    if (slope * (t[n - 1] - t[0])).abs() >= DOMINANT_TREND * (hi - lo) {
+        return 1.0;
+    }
     let ranks = ranks(&residuals);
     let mean = (n as f64 + 1.0) / 2.0;
     let dev: Vec<f64> = ranks.iter().map(|r| r - mean).collect();
@@ -625,72 +717,6 @@ fn erfc(x: f64) -> f64 {
     }
 }
 
-/// Series keyed by callsite or process, all judged with the same [`Params`]. Memory is bounded per
-/// key by `params.window`; the caller bounds the number of keys with [`Trends::retain`] or
-/// [`Trends::remove`] as processes and callsites die.
-#[derive(Clone, Debug)]
-pub struct Trends<K> {
-    params: Params,
-    series: HashMap<K, Series>,
-}
-
-impl<K: Hash + Eq + Clone> Trends<K> {
-    pub fn new(params: Params) -> Self {
-        Self {
-            params,
-            series: HashMap::new(),
-        }
-    }
-
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-
-    /// Adds a sample to `key`'s series, creating it on first sight. Takes the key by reference so
-    /// that recording an existing key never clones or allocates. Returns false when the sample was
-    /// refused (see [`Series::push`]).
-    pub fn record(&mut self, key: &K, t: f64, value: f64) -> bool {
-        if let Some(series) = self.series.get_mut(key) {
-            return series.push(t, value);
-        }
-        let mut series = Series::new(self.params.window.max(self.params.min_samples));
-        let accepted = series.push(t, value);
-        if accepted {
-            self.series.insert(key.clone(), series);
-        }
-        accepted
-    }
-
-    /// `unknown` for a key never recorded.
-    pub fn assess(&self, key: &K, expected_lifetime_s: Option<f64>) -> Assessment {
-        match self.series.get(key) {
-            Some(series) => assess(series, &self.params, expected_lifetime_s),
-            None => assess(&Series::new(1), &self.params, None),
-        }
-    }
-
-    pub fn series(&self, key: &K) -> Option<&Series> {
-        self.series.get(key)
-    }
-
-    /// Keeps only the keys `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        self.series.retain(|k, _| keep(k));
-    }
-
-    pub fn remove(&mut self, key: &K) -> Option<Series> {
-        self.series.remove(key)
-    }
-
-    pub fn len(&self) -> usize {
-        self.series.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -716,15 +742,19 @@ mod tests {
         }
     }
 
-    /// Verdict after each sample, sampled at 1 Hz from t = 0: `out[i]` judges samples 0..=i.
+    /// Verdict after each sample, sampled at 1 Hz from t = 0, each judged after the previous one
+    /// (hysteresis): `out[i]` judges samples 0..=i.
     fn run(values: &[f64], params: &Params) -> Vec<Assessment> {
         let mut series = Series::new(params.window);
+        let mut previous = Verdict::Unknown;
         values
             .iter()
             .enumerate()
             .map(|(i, &v)| {
                 assert!(series.push(i as f64, v));
-                assess(&series, params, None)
+                let a = assess_after(&series, params, previous, None);
+                previous = a.verdict;
+                a
             })
             .collect()
     }
@@ -919,8 +949,8 @@ mod tests {
     #[test]
     fn slower_sawtooth_is_never_growing_once_past_start_up() {
         // At start-up the first tooth of a slow sawtooth is a leak as far as the data shows; once
-        // the window holds 30 samples, periods up to 25 s must never pass.
-        for period in 11..=25 {
+        // the window holds 30 samples, periods up to 20 s must never pass.
+        for period in 11..=20 {
             for phase in 0..period {
                 let values = teeth(|f| f, period, phase, 3, phase as u64);
                 let verdicts = run(&values, &Params::default());
@@ -1128,27 +1158,6 @@ mod tests {
             [(3.0, 3.0), (4.0, 4.0), (5.0, 5.0)]
         );
         assert_eq!(series.last(), Some((5.0, 5.0)));
-    }
-
-    #[test]
-    fn trends_keep_one_bounded_series_per_key() {
-        let params = Params::default();
-        let mut trends = Trends::new(params.clone());
-        for i in 0..200 {
-            assert!(trends.record(&"leak", i as f64, 20.0 * i as f64));
-            assert!(trends.record(&"pool", i as f64, 64.0));
-        }
-        assert!(!trends.record(&"pool", 10.0, 64.0));
-        assert_eq!(trends.len(), 2);
-        assert_eq!(trends.series(&"leak").unwrap().len(), params.window);
-        assert_eq!(trends.assess(&"leak", None).verdict, Verdict::Growing);
-        assert_eq!(trends.assess(&"pool", None).verdict, Verdict::Stable);
-        assert_eq!(trends.assess(&"gone", None).verdict, Verdict::Unknown);
-        trends.retain(|k| *k != "leak");
-        assert_eq!(trends.len(), 1);
-        assert!(trends.series(&"leak").is_none());
-        assert!(trends.remove(&"pool").is_some());
-        assert!(trends.is_empty());
     }
 
     #[test]

@@ -9,23 +9,207 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::{
     report::{CallsiteReport, Report},
-    trend::{assess, Assessment, Params, Series, Verdict},
+    trend::{assess_after, Assessment, Params, Series, Verdict},
 };
 
 /// Samples older than this many missed observations are dropped with their series: a callsite
 /// that left the report (its process exited) must not hold memory forever.
 const FORGET_AFTER_S: f64 = 120.0;
 
-struct Tracked {
-    series: Series,
-    last_seen_s: f64,
+/// Default of `plateau_threshold`: a population heading for 10,000 live timers is worth
+/// reporting even though it will stop by itself (`time.After(30 s)` at 2,000/s heads for
+/// 60,000), while TIME_WAIT sockets of a server closing 8 connections a second (480) are not.
+pub const DEFAULT_PLATEAU_THRESHOLD: f64 = 10_000.0;
+
+/// How long the timers of a callsite live (see [`crate::table::Callsite::lifetime_s`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Life {
+    /// Expected lifetime of one timer, seconds.
+    pub mean_s: f64,
+    /// The longest armed duration, seconds: after this long, nothing armed before the callsite
+    /// was first seen is still live.
+    pub max_s: f64,
 }
 
-#[derive(Default)]
+/// A verdict and what lifetimes add to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judged {
+    pub assessment: Assessment,
+    /// See `CallsiteReport::verdict_reason`.
+    pub reason: Option<&'static str>,
+    pub arrivals_per_s: Option<f64>,
+    /// Seconds until the plateau is reached (0 once there).
+    pub plateau_in_s: Option<f64>,
+}
+
+/// Judges a callsite's live-count `series` (first seen at `first_seen_s`), given the verdict
+/// of its previous sample (hysteresis, see [`crate::trend`]) and, when its timers expire by
+/// themselves, their lifetime and arrival rate:
+///
+/// - `plateau` = arrival rate × mean lifetime (Little's law: what a steady stream of such
+///   timers settles at), reached `max_s` after the callsite was first seen; and no population of
+///   timers that each live at most `max_s` can exceed its *ceiling*, arrival rate × `max_s`
+///   (give or take [`CEILING_MARGIN`] and Poisson noise);
+/// - while watched for less than `max_s` the count is *filling*: timers armed before attaching
+///   are invisible and new ones are seen, so it rises whatever happens. A rise then is
+///   `unknown` (reason `filling`), unless the plateau it heads for is at least
+///   `plateau_threshold` timers (then `growing`, reason `plateau_above_threshold`) or the count
+///   is already above its ceiling (`growing`: its timers outlive their armed durations, e.g.
+///   re-armed before they expire);
+/// - once watched for `max_s`, only the samples taken since are judged, and a rise is `growing`
+///   only above the ceiling: a population at its plateau is `stable` whatever its size and
+///   however its random arrivals make it wander (reason `at_plateau` where the live count alone
+///   would say `growing`).
+pub fn judge(
+    series: &Series,
+    previous: Verdict,
+    first_seen_s: f64,
+    lifetime: Option<(Life, f64)>,
+    params: &Params,
+    plateau_threshold: f64,
+) -> Judged {
+    let raw = assess_after(series, params, previous, None);
+    let (Some((life, rate)), Some((now, _))) = (lifetime, series.last()) else {
+        return Judged {
+            assessment: raw,
+            reason: None,
+            arrivals_per_s: None,
+            plateau_in_s: None,
+        };
+    };
+    let plateau = (rate * life.mean_s).max(0.0);
+    let ceiling = (rate * life.max_s).max(0.0);
+    // The count now (median of the last few samples), not a fitted line: a line through the
+    // fill overshoots just after it ends.
+    let recent: Vec<f64> = series.iter().map(|(_, v)| v).collect();
+    let mut last = recent[recent.len().saturating_sub(5)..].to_vec();
+    last.sort_by(f64::total_cmp);
+    let current = last[last.len() / 2];
+    let above_ceiling = |_: &Assessment| {
+        current > CEILING_MARGIN * ceiling + 3.0 * ceiling.sqrt() + params.min_rise
+    };
+    let observed = now - first_seen_s;
+    let mut reason = None;
+    let mut assessment = if observed < life.max_s {
+        match raw.verdict {
+            Verdict::Growing if above_ceiling(&raw) => raw,
+            Verdict::Growing if plateau >= plateau_threshold => {
+                reason = Some("plateau_above_threshold");
+                raw
+            }
+            Verdict::Growing => {
+                reason = Some("filling");
+                unknown(raw)
+            }
+            _ => raw,
+        }
+    } else {
+        let mut settled = Series::new(series.capacity());
+        for (t, v) in series
+            .iter()
+            .filter(|&(t, _)| t >= first_seen_s + life.max_s)
+        {
+            settled.push(t, v);
+        }
+        let post = assess_after(&settled, params, previous, None);
+        match post.verdict {
+            Verdict::Growing if above_ceiling(&post) => post,
+            Verdict::Growing => {
+                reason = Some("at_plateau");
+                stable(post)
+            }
+            Verdict::Unknown if raw.verdict == Verdict::Growing => {
+                if above_ceiling(&raw) {
+                    raw
+                } else {
+                    reason = Some("filling");
+                    unknown(raw)
+                }
+            }
+            Verdict::Unknown => raw,
+            _ => {
+                if raw.verdict == Verdict::Growing {
+                    reason = Some("at_plateau");
+                }
+                post
+            }
+        }
+    };
+    assessment.plateau = Some(plateau);
+    if assessment.verdict != Verdict::Unknown {
+        assessment.projected_1h = assessment.projected_1h.min(plateau.max(assessment.level));
+    }
+    Judged {
+        assessment,
+        reason,
+        arrivals_per_s: Some(rate),
+        plateau_in_s: Some((life.max_s - observed).max(0.0)),
+    }
+}
+
+/// How far above rate × longest lifetime a population must be before its rise is a leak: the
+/// rate is measured over the last minute and the population integrates a different stretch.
+pub const CEILING_MARGIN: f64 = 1.1;
+
+/// `stable` at the level the samples show.
+fn stable(a: Assessment) -> Assessment {
+    let level = a.level;
+    Assessment {
+        verdict: Verdict::Stable,
+        projected_1h: level,
+        plateau: None,
+        ..a
+    }
+}
+
+/// `unknown`, keeping the level the samples show.
+fn unknown(a: Assessment) -> Assessment {
+    let level = a.level;
+    Assessment {
+        verdict: Verdict::Unknown,
+        growth_per_s: 0.0,
+        confidence: 0.0,
+        projected_1h: level,
+        plateau: None,
+        ..a
+    }
+}
+
+struct Tracked {
+    series: Series,
+    /// Lives begun at each sample (callsites whose timers expire by themselves).
+    arrivals: Series,
+    first_seen_s: f64,
+    last_seen_s: f64,
+    judged: Option<Judged>,
+}
+
+impl Tracked {
+    fn previous(&self) -> Verdict {
+        self.judged
+            .as_ref()
+            .map_or(Verdict::Unknown, |j| j.assessment.verdict)
+    }
+
+    /// Arrivals per second over the samples held.
+    fn arrival_rate(&self) -> Option<f64> {
+        let (t0, a0) = self.arrivals.iter().next()?;
+        let (t1, a1) = self.arrivals.last()?;
+        (t1 > t0).then(|| ((a1 - a0) / (t1 - t0)).max(0.0))
+    }
+}
+
 pub struct Verdicts {
     params: Params,
+    plateau_threshold: f64,
     callsites: HashMap<u64, Tracked>,
     processes: HashMap<u32, Tracked>,
+}
+
+impl Default for Verdicts {
+    fn default() -> Self {
+        Self::new(Params::default(), DEFAULT_PLATEAU_THRESHOLD)
+    }
 }
 
 /// A callsite's identity across reports (also the daemon's key for its counters).
@@ -43,65 +227,115 @@ pub(crate) fn callsite_key(pid: u32, c: &CallsiteReport) -> u64 {
     h.finish()
 }
 
-fn record<K: Hash + Eq>(map: &mut HashMap<K, Tracked>, key: K, window: usize, t: f64, v: f64) {
+fn tracked<K: Hash + Eq>(
+    map: &mut HashMap<K, Tracked>,
+    key: K,
+    window: usize,
+    t: f64,
+) -> &mut Tracked {
     let tracked = map.entry(key).or_insert_with(|| Tracked {
         series: Series::new(window),
+        arrivals: Series::new(window),
+        first_seen_s: t,
         last_seen_s: t,
+        judged: None,
     });
-    tracked.series.push(t, v);
     tracked.last_seen_s = t;
+    tracked
 }
 
 impl Verdicts {
-    pub fn new(params: Params) -> Self {
+    pub fn new(params: Params, plateau_threshold: f64) -> Self {
         Self {
             params,
-            ..Self::default()
+            plateau_threshold,
+            callsites: HashMap::new(),
+            processes: HashMap::new(),
         }
     }
 
-    /// Record one sample per callsite and process of `report`, taken at `t_s` seconds.
+    /// Record one sample per callsite and process of `report`, taken at `t_s` seconds, and
+    /// judge each (a verdict depends on the previous one, so judging happens once per sample).
     pub fn observe(&mut self, report: &Report, t_s: f64) {
         let window = self.params.window.max(1);
         for p in &report.processes {
-            record(&mut self.processes, p.pid, window, t_s, p.live as f64);
+            let mut settling = false;
             for c in &p.callsites {
-                record(
-                    &mut self.callsites,
-                    callsite_key(p.pid, c),
-                    window,
-                    t_s,
-                    c.live as f64,
+                let t = tracked(&mut self.callsites, callsite_key(p.pid, c), window, t_s);
+                t.series.push(t_s, c.live as f64);
+                let lifetime = c.lifetime.as_ref().and_then(|l| {
+                    t.arrivals.push(t_s, l.arrivals_total as f64);
+                    let life = Life {
+                        mean_s: l.mean_s,
+                        max_s: l.max_s,
+                    };
+                    Some((life, t.arrival_rate()?))
+                });
+                let judged = judge(
+                    &t.series,
+                    t.previous(),
+                    t.first_seen_s,
+                    lifetime,
+                    &self.params,
+                    self.plateau_threshold,
                 );
+                settling |= matches!(judged.reason, Some("filling" | "at_plateau"));
+                t.judged = Some(judged);
             }
+            let t = tracked(&mut self.processes, p.pid, window, t_s);
+            t.series.push(t_s, p.live as f64);
+            let mut judged = judge(
+                &t.series,
+                t.previous(),
+                t.first_seen_s,
+                None,
+                &self.params,
+                0.0,
+            );
+            // A total that rises only because some callsites are still filling up (or just
+            // filled) is not a leak the callsites would not show on their own.
+            let growing_site = p.callsites.iter().any(|c| {
+                self.callsites
+                    .get(&callsite_key(p.pid, c))
+                    .and_then(|t| t.judged.as_ref())
+                    .is_some_and(|j| j.assessment.verdict == Verdict::Growing)
+            });
+            if settling && !growing_site && judged.assessment.verdict == Verdict::Growing {
+                judged.assessment = unknown(judged.assessment);
+            }
+            t.judged = Some(judged);
         }
         let fresh = |t: &Tracked| t_s - t.last_seen_s <= FORGET_AFTER_S;
         self.callsites.retain(|_, t| fresh(t));
         self.processes.retain(|_, t| fresh(t));
     }
 
-    fn judge(&self, t: Option<&Tracked>) -> Option<Assessment> {
-        t.map(|t| assess(&t.series, &self.params, None))
-    }
-
     /// Fill the verdict fields of `report` from the samples seen so far.
     pub fn annotate(&self, report: &mut Report) {
         for p in &mut report.processes {
-            if let Some(a) = self.judge(self.processes.get(&p.pid)) {
+            if let Some(j) = self.processes.get(&p.pid).and_then(|t| t.judged.as_ref()) {
+                let a = &j.assessment;
                 p.verdict = a.verdict.as_str();
-                p.growth_per_s = trending(&a).then_some(round(a.growth_per_s));
+                p.growth_per_s = trending(a).then_some(round(a.growth_per_s));
                 p.projected_live_1h = Some(a.projected_1h.round());
             }
             let pid = p.pid;
             for c in &mut p.callsites {
-                let Some(a) = self.judge(self.callsites.get(&callsite_key(pid, c))) else {
+                let key = callsite_key(pid, c);
+                let Some(j) = self.callsites.get(&key).and_then(|t| t.judged.as_ref()) else {
                     continue;
                 };
+                let a = &j.assessment;
                 c.verdict = a.verdict.as_str();
-                c.growth_per_s = trending(&a).then_some(round(a.growth_per_s));
+                c.growth_per_s = trending(a).then_some(round(a.growth_per_s));
                 c.confidence = (a.verdict != Verdict::Unknown).then_some(round(a.confidence));
                 c.projected_live_1h = Some(a.projected_1h.round());
                 c.plateau = a.plateau.map(f64::round);
+                c.verdict_reason = j.reason;
+                if let Some(l) = c.lifetime.as_mut() {
+                    l.arrivals_per_s = j.arrivals_per_s.map(round);
+                    l.plateau_in_s = j.plateau_in_s.map(round);
+                }
             }
         }
     }
@@ -166,6 +400,80 @@ mod tests {
         assert_eq!(pool.growth_per_s, None);
         assert_eq!(last.processes[0].verdict, "growing");
         assert!(any_growing(&last));
+    }
+
+    /// Verdicts of a callsite whose timers live `life` seconds, arriving at `rate`/s, watched
+    /// from mid-stream: the visible count is min(t, life) × rate.
+    fn fill(rate: f64, life: f64, secs: usize, extra_per_s: f64) -> Vec<Judged> {
+        let params = Params::default();
+        let mut series = Series::new(params.window);
+        let mut previous = Verdict::Unknown;
+        (1..=secs)
+            .map(|t| {
+                let t = t as f64;
+                series.push(t, rate * t.min(life) + extra_per_s * t);
+                let lifetime = Life {
+                    mean_s: life,
+                    max_s: life,
+                };
+                let j = judge(
+                    &series,
+                    previous,
+                    0.0,
+                    Some((lifetime, rate)),
+                    &params,
+                    DEFAULT_PLATEAU_THRESHOLD,
+                );
+                previous = j.assessment.verdict;
+                j
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_population_filling_to_its_plateau_is_not_a_leak() {
+        // TIME_WAIT sockets: 8/s for 60 s each.
+        let v = fill(8.0, 60.0, 150, 0.0);
+        assert!(v.iter().all(|j| j.assessment.verdict != Verdict::Growing));
+        let at_30 = &v[29];
+        assert_eq!(
+            (at_30.assessment.verdict, at_30.reason),
+            (Verdict::Unknown, Some("filling"))
+        );
+        assert_eq!(at_30.assessment.plateau, Some(480.0));
+        assert_eq!(at_30.plateau_in_s, Some(30.0));
+        let last = v.last().unwrap();
+        assert_eq!(last.assessment.verdict, Verdict::Stable);
+        assert_eq!(last.plateau_in_s, Some(0.0));
+        assert_eq!(last.assessment.projected_1h, 480.0);
+        // Just after the fill, the whole window still rises: at_plateau says why it is stable.
+        assert!(v[60..150]
+            .iter()
+            .any(|j| j.reason == Some("at_plateau") && j.assessment.verdict == Verdict::Stable));
+    }
+
+    #[test]
+    fn a_plateau_above_the_threshold_is_flagged_while_filling() {
+        // time.After(30 s) at 2000/s heads for 60,000.
+        let v = fill(2000.0, 30.0, 25, 0.0);
+        let first = v
+            .iter()
+            .position(|j| j.assessment.verdict == Verdict::Growing)
+            .unwrap();
+        assert!(first < 20, "growing only at {first}");
+        let last = v.last().unwrap();
+        assert_eq!(last.reason, Some("plateau_above_threshold"));
+        assert_eq!(last.assessment.plateau, Some(60_000.0));
+        assert!(last.assessment.projected_1h <= 60_000.0);
+    }
+
+    #[test]
+    fn timers_outliving_their_armed_duration_are_a_leak() {
+        // Armed for 5 s, but 20/s more stay live (re-armed before they expire).
+        let v = fill(20.0, 5.0, 40, 20.0);
+        let last = v.last().unwrap();
+        assert_eq!(last.assessment.verdict, Verdict::Growing, "{last:?}");
+        assert_eq!(last.reason, None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The labelled growth corpus: leaking and non-leaking programs traced together for 60 s, three
-//! times. Every leak must be `growing` within 20 s; no control may ever be `growing`; the three
-//! runs must agree. Prints precision and recall (`cargo xtask test` shows this test's output).
+//! times. Every leak must be `growing` within 20 s and stay `growing` to the end; no control may
+//! ever be `growing`; the three runs must agree. Prints precision and recall (`cargo xtask test`
+//! shows this test's output).
 
 mod common;
 
@@ -80,8 +81,16 @@ impl Drop for Killed {
     }
 }
 
-/// One run: second (1-based) at which each shape first had a `growing` callsite, if ever.
-fn run(dir: &Path) -> BTreeMap<&'static str, Option<usize>> {
+/// What one run saw of a shape: the report (1-based) at which it first had a `growing` callsite,
+/// if ever, and how many later reports had none (flips back).
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    first: Option<usize>,
+    lapses: usize,
+}
+
+/// One run: what was seen of each shape.
+fn run(dir: &Path) -> BTreeMap<&'static str, Seen> {
     let shapes = shapes(dir);
     let _shapes = Killed(
         shapes
@@ -114,8 +123,10 @@ fn run(dir: &Path) -> BTreeMap<&'static str, Option<usize>> {
     // Reports are paced by the tracer's own timer: on a loaded machine 60 of them take longer
     // than 60 s, and the verdict timing counts reports, not wall time.
     let deadline = Instant::now() + Duration::from_secs(2 * RUN_SECS) + common::ATTACH_TIMEOUT;
-    let mut first: BTreeMap<&'static str, Option<usize>> =
-        shapes.iter().map(|(c, _, _)| (*c, None)).collect();
+    let mut first: BTreeMap<&'static str, Seen> = shapes
+        .iter()
+        .map(|(c, _, _)| (*c, Seen::default()))
+        .collect();
     let mut frames = 0;
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("read timerwatch output");
@@ -134,8 +145,10 @@ fn run(dir: &Path) -> BTreeMap<&'static str, Option<usize>> {
                 .flatten()
                 .any(|c| c["verdict"] == "growing");
             if let Some(slot) = first.get_mut(comm) {
-                if growing && slot.is_none() {
-                    *slot = Some(frames);
+                match (growing, slot.first) {
+                    (true, None) => slot.first = Some(frames),
+                    (false, Some(_)) => slot.lapses += 1,
+                    _ => {}
                 }
             }
         }
@@ -158,11 +171,17 @@ fn corpus_verdicts_have_full_precision_and_recall_on_three_runs() {
     println!("growth corpus: first second at which each shape was `growing`, per run");
     for (comm, _, leaks) in shapes(&dir) {
         let leaks = &leaks;
-        let seen: Vec<Option<usize>> = runs.iter().map(|r| r[comm]).collect();
+        let seen: Vec<Option<usize>> = runs.iter().map(|r| r[comm].first).collect();
+        let lapses: Vec<usize> = runs.iter().map(|r| r[comm].lapses).collect();
         println!(
-            "  {comm:<16} expected {:<11} {seen:?}",
+            "  {comm:<16} expected {:<11} {seen:?}, reports not growing after the first: {lapses:?}",
             if *leaks { "growing" } else { "not growing" }
         );
+        if *leaks && lapses.iter().any(|&n| n > 0) {
+            failures.push(format!(
+                "{comm}: leak flipped back from growing: {lapses:?}"
+            ));
+        }
         for s in &seen {
             match (leaks, s) {
                 (true, Some(t)) if *t <= LEAK_DEADLINE_S => tp += 1,

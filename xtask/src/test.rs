@@ -136,12 +136,14 @@ fn steps(args: &Args, tally: &mut Tally) -> Result<(), Stop> {
     for name in &names {
         // The BPF tests attach to the same kernel tracepoints and count events system-wide, so
         // parallel tests would see each other's workloads.
-        // The growth corpus prints its precision and recall: show them even when it passes.
-        let bin_args: &[&str] = if name == "corpus_e2e" {
-            &["--test-threads=1", "--nocapture"]
-        } else {
-            &["--test-threads=1"]
-        };
+        // The growth corpora and the repeated run print their figures: show them even when
+        // they pass.
+        let bin_args: &[&str] =
+            if ["corpus_e2e", "verdict_corpus", "repeat_e2e"].contains(&name.as_str()) {
+                &["--test-threads=1", "--nocapture"]
+            } else {
+                &["--test-threads=1"]
+            };
         tally.command(test(&["-p", "timerwatch", "--test", name], bin_args))?;
     }
     Ok(())

@@ -88,6 +88,9 @@ pub struct Series {
     pub growth_per_s: f64,
     /// The most alarming verdict among the series' callsites.
     pub verdict: &'static str,
+    /// Sum of the plateaus of its callsites that have one (timers that expire by themselves);
+    /// None when none has.
+    pub plateau: Option<f64>,
     pub totals: Totals,
     pub latency: LatencyHistogram,
 }
@@ -303,12 +306,16 @@ impl Fold {
                 live: 0,
                 growth_per_s: 0.0,
                 verdict: "unknown",
+                plateau: None,
                 totals: Totals::default(),
                 latency: LatencyHistogram::default(),
             }
         });
         s.live += c.live;
         s.growth_per_s += c.growth_per_s.unwrap_or(0.0);
+        if let Some(p) = c.plateau {
+            s.plateau = Some(s.plateau.unwrap_or(0.0) + p);
+        }
         if verdict_rank(c.verdict) > verdict_rank(s.verdict) {
             s.verdict = c.verdict;
         }

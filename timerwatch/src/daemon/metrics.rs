@@ -4,7 +4,9 @@
 //! per series (labels `pid, comm, source, kind, caller, container_id, pod_uid, pod, namespace,
 //! container`) `timerwatch_live_timers`, `timerwatch_timers_{created,armed,cancelled,expired}_total`,
 //! `timerwatch_timer_growth_per_second`, `timerwatch_timer_verdict` (value 1, the current verdict
-//! in a `verdict` label: a change ends one series and starts another) and the histogram
+//! in a `verdict` label: a change ends one series and starts another),
+//! `timerwatch_live_timers_plateau` (only for series whose timers expire by themselves) and the
+//! histogram
 //! `timerwatch_wakeup_latency_seconds`; host-wide `timerwatch_lost_events_total`,
 //! `timerwatch_unattributed_events_total` and `timerwatch_traced_processes`.
 
@@ -121,6 +123,19 @@ fn encode(snap: &super::snapshot::Snapshot, enc: &mut DescriptorEncoder) -> fmt:
         MetricType::Gauge,
         |s| s.growth_per_s,
     )?;
+    let with_plateau: Vec<Series> = series
+        .iter()
+        .filter(|s| s.plateau.is_some())
+        .cloned()
+        .collect();
+    family(
+        enc,
+        &with_plateau,
+        "timerwatch_live_timers_plateau",
+        "Where the live count levels off (arrival rate x lifetime), for timers that expire by themselves.",
+        MetricType::Gauge,
+        |s| s.plateau.unwrap_or(0.0),
+    )?;
     let mut m = enc.encode_descriptor(
         "timerwatch_timer_verdict",
         "1 for the current growth verdict (growing, draining, stable, unknown) of the series.",
@@ -236,6 +251,7 @@ mod tests {
             live: 42,
             growth_per_s: 19.5,
             verdict: "growing",
+            plateau: (caller == "leak_timerfd").then_some(480.0),
             totals: Totals {
                 created: 100,
                 armed: 120,
@@ -261,6 +277,8 @@ mod tests {
             "# TYPE timerwatch_timers_created counter",
             "timerwatch_timers_created_total{pid=\"7\"",
             "timerwatch_timer_verdict{pid=\"other\"",
+            "# TYPE timerwatch_live_timers_plateau gauge",
+            "timerwatch_live_timers_plateau{pid=\"7\",comm=\"leaky \\\"one\\\"\",source=\"kernel\",kind=\"timerfd\",caller=\"leak_timerfd\",container_id=\"\",pod_uid=\"\",pod=\"web-0\",namespace=\"shop\",container=\"\"} 480",
             "verdict=\"growing\"} 1",
             "# TYPE timerwatch_wakeup_latency_seconds histogram",
             "# UNIT timerwatch_wakeup_latency_seconds seconds",
@@ -272,6 +290,7 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
+        assert!(!text.contains("timerwatch_live_timers_plateau{pid=\"other\""));
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::report::{CallsiteReport, Report};
+use crate::report::{CallsiteReport, LifetimeReport, Report};
 
 use super::GoProcess;
 
@@ -50,6 +50,14 @@ pub(super) fn merge(procs: &HashMap<u32, GoProcess>, report: &mut Report, now_ns
                 projected_live_1h: None,
                 plateau: None,
                 wakeups: None,
+                lifetime: c.lifetime_s().map(|(mean, max)| LifetimeReport {
+                    mean_s: (mean * 1000.0).round() / 1000.0,
+                    max_s: (max * 1000.0).round() / 1000.0,
+                    arrivals_total: c.lives_total,
+                    arrivals_per_s: None,
+                    plateau_in_s: None,
+                }),
+                verdict_reason: None,
             });
         }
         row.callsites

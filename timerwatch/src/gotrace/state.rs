@@ -11,7 +11,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use timerwatch_common::EventKind;
 
-use crate::event::Record;
+use crate::{event::Record, histogram::Histogram};
 
 /// Names for what the probes report, from the traced binary.
 pub trait Namer {
@@ -32,6 +32,26 @@ pub struct GoCallsite {
     pub armed_total: u64,
     pub stopped_total: u64,
     pub fired_total: u64,
+    /// Arms of an idle timer (the start of a life), and how many of them were periodic
+    /// (tickers: they live until stopped, so the callsite has no finite lifetime).
+    pub lives_total: u64,
+    pub lives_periodic: u64,
+    /// `when` − now at the arm that began each one-shot life, ns.
+    pub armed_for: Histogram,
+    /// Those durations summed, shortened when a life was stopped early (ns).
+    pub life_ns_total: i128,
+}
+
+impl GoCallsite {
+    /// (mean, longest) lifetime of its timers, seconds, when they all fire by themselves.
+    pub fn lifetime_s(&self) -> Option<(f64, f64)> {
+        if self.lives_total == 0 || self.lives_periodic > 0 {
+            return None;
+        }
+        let max = self.armed_for.quantile(0.99)? as f64 / 1e9;
+        let mean = (self.life_ns_total as f64 / self.lives_total as f64 / 1e9).max(0.0);
+        Some((mean, max))
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +61,8 @@ struct Tracked {
     armed_since: u64,
     armed: bool,
     periodic: bool,
+    /// When its current one-shot life should end (`when`, ns), if armed.
+    due: Option<u64>,
 }
 
 /// Per-callsite live counts from one heap walk.
@@ -94,6 +116,10 @@ impl GoState {
             armed_total: 0,
             stopped_total: 0,
             fired_total: 0,
+            lives_total: 0,
+            lives_periodic: 0,
+            armed_for: Histogram::default(),
+            life_ns_total: 0,
         });
         self.index.insert(key, self.callsites.len() - 1);
         self.callsites.len() - 1
@@ -111,11 +137,17 @@ impl GoState {
                 let arm = r.kind != EventKind::GoSleep;
                 let prev = self.timers.get(&r.timer).copied();
                 // A Sleep only names the sleeper; its goroutine's timer keeps its arm state.
-                let (armed, since) = match prev {
+                let (armed, since, new_life) = match prev {
                     Some(p) if !arm || (p.armed && r.kind == EventKind::GoModify) => {
-                        (p.armed, p.armed_since)
+                        (p.armed, p.armed_since, false)
                     }
-                    _ => (arm, r.ts_ns),
+                    _ => (arm, r.ts_ns, arm),
+                };
+                let periodic = r.arg != 0;
+                let due = if new_life {
+                    self.begin_life(cs, r, periodic)
+                } else {
+                    prev.and_then(|p| p.due)
                 };
                 self.timers.insert(
                     r.timer,
@@ -123,7 +155,8 @@ impl GoState {
                         callsite: cs,
                         armed_since: since,
                         armed,
-                        periodic: r.arg != 0,
+                        periodic,
+                        due,
                     },
                 );
                 let c = &mut self.callsites[cs];
@@ -135,14 +168,16 @@ impl GoState {
                 }
                 self.bound_memory();
             }
-            (EventKind::GoModify, None) => match self.timers.get_mut(&r.timer) {
-                Some(t) => {
+            (EventKind::GoModify, None) => match self.timers.get(&r.timer).copied() {
+                Some(mut t) => {
+                    t.periodic = r.arg != 0;
                     if !t.armed {
                         t.armed = true;
                         t.armed_since = r.ts_ns;
+                        t.due = self.begin_life(t.callsite, r, t.periodic);
                     }
-                    t.periodic = r.arg != 0;
                     self.callsites[t.callsite].armed_total += 1;
+                    self.timers.insert(r.timer, t);
                 }
                 None => self.unattributed += 1,
             },
@@ -151,6 +186,9 @@ impl GoState {
                     let c = &mut self.callsites[t.callsite];
                     if r.kind == EventKind::GoStop {
                         c.stopped_total += 1;
+                        if let Some(due) = t.due.take().filter(|_| t.armed) {
+                            c.life_ns_total -= i128::from(due.saturating_sub(r.ts_ns));
+                        }
                         t.armed = false;
                     } else {
                         c.fired_total += 1;
@@ -161,6 +199,23 @@ impl GoState {
             },
             _ => {}
         }
+    }
+
+    /// A timer of callsite `cs` armed while idle: one more life, of `when` − now unless periodic.
+    /// Returns when it should end.
+    fn begin_life(&mut self, cs: usize, r: &Record, periodic: bool) -> Option<u64> {
+        let c = &mut self.callsites[cs];
+        c.lives_total += 1;
+        if periodic {
+            c.lives_periodic += 1;
+            return None;
+        }
+        // `when` is CLOCK_MONOTONIC ns, like the record's timestamp; a `when` already past
+        // fires at once.
+        let d = r.expires.saturating_sub(r.ts_ns);
+        c.armed_for.record(d);
+        c.life_ns_total += i128::from(d);
+        Some(r.ts_ns + d)
     }
 
     fn bound_memory(&mut self) {
@@ -234,6 +289,34 @@ mod tests {
                 frames: f.to_vec(),
             }),
         }
+    }
+
+    #[test]
+    fn one_shot_timers_have_a_lifetime_and_tickers_none() {
+        let (mut s, mut n) = (GoState::default(), Names);
+        let sec = 1_000_000_000u64;
+        // Two AfterFuncs due 30 s after creation; the second is stopped after 10 s.
+        for (t, at) in [(0xa0u64, 5 * sec), (0xb0, 6 * sec)] {
+            let create = Record {
+                expires: at + 30 * sec,
+                ..rec(EventKind::GoCreate, t, at, Some(&[1, 2]))
+            };
+            s.apply(&create, &mut n);
+        }
+        s.apply(&rec(EventKind::GoStop, 0xb0, 16 * sec, None), &mut n);
+        let (mean, max) = s.callsites()[0].lifetime_s().unwrap();
+        assert!((mean - 20.0).abs() < 1e-6, "{mean}");
+        assert!((max - 30.0).abs() < 1.5, "{max}");
+        // A ticker (period set) lives until stopped: no lifetime.
+        let ticker = Record {
+            function: 0x10,
+            arg: sec,
+            expires: 8 * sec,
+            ..rec(EventKind::GoCreate, 0xc0, 7 * sec, Some(&[1, 3]))
+        };
+        s.apply(&ticker, &mut n);
+        assert_eq!(s.callsites()[1].kind, "go_ticker");
+        assert_eq!(s.callsites()[1].lifetime_s(), None);
     }
 
     #[test]

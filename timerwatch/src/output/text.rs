@@ -13,11 +13,13 @@ fn age(s: Option<f64>) -> String {
     }
 }
 
-/// `growing +20.0/s`, `draining -3.1/s`, `stable`, `unknown`.
-fn verdict(v: &str, growth_per_s: Option<f64>) -> String {
-    match growth_per_s {
-        Some(g) => format!("{v} {g:+.1}/s"),
-        None => v.to_string(),
+/// `growing +20.0/s`, `draining -3.1/s`, `stable`, `unknown`; `filling` for an `unknown` whose
+/// timers are still filling up since the trace began (see README "Growth verdicts").
+fn verdict(c: &CallsiteReport) -> String {
+    match (c.growth_per_s, c.verdict_reason) {
+        (Some(g), _) => format!("{} {g:+.1}/s", c.verdict),
+        (None, Some("filling")) => "filling".to_string(),
+        (None, _) => c.verdict.to_string(),
     }
 }
 
@@ -60,7 +62,7 @@ pub fn render(report: &Report, max_rows: Option<usize>) -> String {
                 p.pid,
                 clip(&p.comm, 15),
                 c.live,
-                verdict(c.verdict, c.growth_per_s),
+                verdict(c),
                 c.kind,
                 c.armed_total,
                 c.cancelled_total,
@@ -68,6 +70,30 @@ pub fn render(report: &Report, max_rows: Option<usize>) -> String {
                 age(c.oldest_age_s),
                 clip(c.timer_function.as_deref().unwrap_or("-"), 20),
                 c.caller.as_deref().unwrap_or("?"),
+            );
+        }
+    }
+    for p in &report.processes {
+        for c in &p.callsites {
+            let (Some(plateau), Some(life)) = (c.plateau, c.lifetime.as_ref()) else {
+                continue;
+            };
+            // Sleeps and other one-at-a-time timers have plateaus of a few: only populations
+            // worth a look, or whose verdict the plateau explains, get a line.
+            if c.verdict_reason.is_none() && plateau < 100.0 {
+                continue;
+            }
+            let when = match life.plateau_in_s {
+                Some(s) if s > 0.0 => format!("in {}", age(Some(s))),
+                _ => "reached".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "note: pid {} {}: timers live {} at {:.1}/s, plateau {plateau:.0} ({when})",
+                p.pid,
+                c.caller.as_deref().unwrap_or("?"),
+                age(Some(life.mean_s)),
+                life.arrivals_per_s.unwrap_or(0.0),
             );
         }
     }
@@ -195,6 +221,30 @@ mod tests {
         assert!(
             text.contains("pid 9 (gone) exited after 1.2s")
                 || text.contains("pid 9 (gone) exited after 1.3s")
+        );
+    }
+
+    #[test]
+    fn filling_callsites_and_plateaus_are_shown() {
+        let mut r = report();
+        let c = &mut r.processes[0].callsites[1];
+        c.verdict_reason = Some("filling");
+        c.plateau = Some(480.0);
+        c.lifetime = Some(crate::report::LifetimeReport {
+            mean_s: 60.0,
+            max_s: 60.0,
+            arrivals_total: 96,
+            arrivals_per_s: Some(8.0),
+            plateau_in_s: Some(48.0),
+        });
+        let text = render(&r, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[3].contains("filling"), "{text}");
+        assert!(
+            text.contains(
+                "note: pid 42 other_fn: timers live 60.0s at 8.0/s, plateau 480 (in 48.0s)"
+            ),
+            "{text}"
         );
     }
 
