@@ -112,7 +112,8 @@ pub fn render_wakeups(report: &Report, max_rows: Option<usize>) -> String {
         })
         .collect();
     rows.sort_by(|a, b| b.2.per_s.total_cmp(&a.2.per_s));
-    let total: f64 = rows.iter().map(|r| r.2.per_s).sum();
+    // An empty f64 sum is -0.0, which would print as "-0".
+    let total: f64 = rows.iter().map(|r| r.2.per_s).sum::<f64>() + 0.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -230,6 +231,12 @@ mod tests {
             "{text}"
         );
         assert!(lines[3].contains("leak_timerfd"), "{text}");
+    }
+
+    #[test]
+    fn no_wakeups_is_zero_not_minus_zero() {
+        let text = render_wakeups(&report_of(vec![]), None);
+        assert!(text.contains(" 0 timer wake-ups/s"), "{text}");
     }
 
     #[test]
