@@ -169,12 +169,13 @@ async fn top(args: TopArgs, view: View) -> Result<()> {
 
 async fn record(args: RecordArgs) -> Result<()> {
     let interval = seconds("--interval", args.interval)?;
-    let deadline = args
+    let duration = args
         .duration
         .map(|d| seconds("--duration", d))
-        .transpose()?
-        .map(|d| Instant::now() + d);
+        .transpose()?;
     let mut tracer = Tracer::start(&args.trace)?;
+    // The window starts once attached, as for snapshot: attaching can take seconds.
+    let deadline = duration.map(|d| Instant::now() + d);
     let header = file::Header::here(args.interval, &args.trace.pids, &args.trace.comms);
     let mut writer = file::Writer::create(&args.file, &header)?;
     attached_note(
