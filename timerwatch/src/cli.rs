@@ -184,7 +184,8 @@ pub struct DiffArgs {
     /// List unchanged callsites too.
     #[arg(long)]
     pub all: bool,
-    /// Exit with status 3 when a callsite appeared or grew (as `snapshot --fail-on-growth`).
+    /// Exit with status 3 when a callsite appeared or grew and B's verdict for it is
+    /// `growing` (as `snapshot --fail-on-growth`, which fails on `growing` verdicts).
     #[arg(long)]
     pub fail_on_growth: bool,
 }

@@ -245,10 +245,17 @@ fn diff_files(args: DiffArgs) -> Result<()> {
         diff::render(&d, args.all)
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
-    if args.fail_on_growth && d.changes.iter().any(|c| c.status.is_growth()) {
-        return Err(Failure::growth(
-            "timer growth between A and B (callsites that appeared or grew)",
-        )
+    let growing: Vec<&str> = d
+        .changes
+        .iter()
+        .filter(|c| c.is_leak_growth())
+        .map(|c| c.caller.as_str())
+        .collect();
+    if args.fail_on_growth && !growing.is_empty() {
+        return Err(Failure::growth(format!(
+            "timer growth from A to B: {} (more live timers and a `growing` verdict in B)",
+            growing.join(", ")
+        ))
         .into());
     }
     Ok(())

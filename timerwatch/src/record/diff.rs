@@ -32,9 +32,17 @@ impl Status {
         }
     }
 
-    /// What `--fail-on-growth` fails on.
     pub fn is_growth(self) -> bool {
         matches!(self, Status::Appeared | Status::Grew)
+    }
+}
+
+impl Change {
+    /// What `--fail-on-growth` fails on: more live timers in B than in A *and* B's trend test
+    /// calls the callsite `growing`, as `snapshot --fail-on-growth` requires. A count that is
+    /// merely higher at B's last instant (a sleep caught mid-flight) is not a leak.
+    pub fn is_leak_growth(&self) -> bool {
+        self.status.is_growth() && self.verdict_b == "growing"
     }
 }
 
@@ -170,6 +178,7 @@ pub fn render(d: &Diff, all: bool) -> String {
 mod tests {
     use super::*;
     use crate::report::fixtures::{callsite, process, report};
+    use crate::report::CallsiteReport;
 
     #[test]
     fn callsites_match_by_program_not_pid() {
@@ -216,5 +225,21 @@ mod tests {
         assert!(!text.contains("steady"));
         assert!(d.changes.iter().any(|c| c.status.is_growth()));
         assert!(!diff(&b, &b).changes.iter().any(|c| c.status.is_growth()));
+        // "new" appeared, but B has no growing verdict for it: not a failure.
+        assert!(!d.changes.iter().any(Change::is_leak_growth));
+    }
+
+    #[test]
+    fn growth_fails_only_with_a_growing_verdict() {
+        let a = report(vec![process(1, "app", vec![callsite("leak", 10)])]);
+        let leak = CallsiteReport {
+            verdict: "growing",
+            ..callsite("leak", 50)
+        };
+        let b = report(vec![process(2, "app", vec![leak])]);
+        let d = diff(&a, &b);
+        assert_eq!(d.changes[0].status, Status::Grew);
+        assert!(d.changes[0].is_leak_growth());
+        assert!(!diff(&b, &a).changes[0].is_leak_growth());
     }
 }
