@@ -122,7 +122,7 @@ async fn top(args: TopArgs, view: View) -> Result<()> {
     let mut frames = 0u64;
     let count = args.count;
     // A stream of frames states each exit once; a redrawn screen keeps them all in view.
-    let mut exits_shown = std::collections::HashSet::new();
+    let mut exit_notes = output::text::ExitNotes::default();
     let export = args.export.clone();
     let report = tracer
         .run(None, Some(interval), |report| {
@@ -132,21 +132,17 @@ async fn top(args: TopArgs, view: View) -> Result<()> {
             } else if export.output == Format::Folded {
                 export::folded::render(report) + "\n"
             } else {
-                let fresh;
-                let shown = if tty {
-                    report
-                } else {
-                    let mut r = report.clone();
-                    r.exited.retain(|e| exits_shown.insert(e.pid));
-                    fresh = r;
-                    &fresh
-                };
                 let table = match (view, export.group_by) {
-                    (View::Wakeups, _) => output::text::render_wakeups(shown, Some(rows)),
+                    (View::Wakeups, _) => output::text::render_wakeups(report, Some(rows)),
                     (View::Timers, Some(by)) if by != timerwatch::cli::GroupBy::Callsite => {
-                        export::group::render(shown, by, Some(rows))
+                        export::group::render(report, by, Some(rows))
                     }
-                    (View::Timers, None | Some(_)) => output::text::render(shown, Some(rows)),
+                    (View::Timers, _) if tty => output::text::render(report, Some(rows)),
+                    (View::Timers, _) => {
+                        output::text::render_noting(report, Some(rows), &mut |e| {
+                            exit_notes.fresh(e)
+                        })
+                    }
                 };
                 // Home + clear: redraw in place like top(1).
                 if tty {

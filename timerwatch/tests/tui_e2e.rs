@@ -327,3 +327,45 @@ fn top_without_a_terminal_prints_the_table() {
         "escape sequences in piped output"
     );
 }
+
+/// With stderr on a terminal, `snapshot` counts the seconds left, then erases the line; the
+/// report on stdout is unchanged.
+#[test]
+fn snapshot_counts_down_on_a_terminal() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let target = Target::spawn("timerfd_leak", &[]);
+    let pid = target.pid().to_string();
+    let pty = Pty::open(24, 80);
+    let out = Command::new(common::BIN)
+        .args(["snapshot", "-p", &pid, "-d", "4"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()))
+        .output()
+        .expect("run timerwatch snapshot");
+    assert!(out.status.success(), "exit {}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("leak_timerfd"), "{stdout}");
+    assert!(
+        !stdout.contains("left"),
+        "the countdown went to stdout:\n{stdout}"
+    );
+    let mut shown = String::new();
+    common::wait_until(Duration::from_secs(5), || {
+        shown = String::from_utf8_lossy(&pty.raw.lock().unwrap_or_else(PoisonError::into_inner))
+            .into_owned();
+        shown.contains("\r\x1b[K") && shown.contains("timerwatch: 1s left")
+    });
+    for left in ["4s left", "1s left"] {
+        assert!(
+            shown.contains(left),
+            "no {left:?} on the terminal: {shown:?}"
+        );
+    }
+    let erased = shown.rfind("\r\x1b[K").unwrap();
+    assert!(
+        !shown[erased..].contains("left"),
+        "the countdown line was not erased: {shown:?}"
+    );
+}
