@@ -68,7 +68,8 @@ pub struct ExportArgs {
     /// Also draw the live timers per stack as an SVG flame graph.
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<PathBuf>,
-    /// Fold the table's rows: per callsite (default), caller, Go package, binary or pod.
+    /// Fold the table's rows: per callsite (default), caller, Go package, binary or pod (pods
+    /// only while tracing: `report` of a recording shows `-`).
     #[arg(long, value_enum, value_name = "BY")]
     pub group_by: Option<GroupBy>,
 }

@@ -51,6 +51,7 @@ fn seconds(name: &str, v: f64) -> Result<Duration> {
 
 async fn snapshot(args: SnapshotArgs) -> Result<()> {
     let duration = seconds("--duration", args.duration)?;
+    export::check_paths(&args.export)?;
     let mut tracer = Tracer::start(&args.trace)?;
     attached_note(
         &tracer,
@@ -68,9 +69,10 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
         eprint!("\r\x1b[K");
     }
     let report = report?;
-    export::write_files(&report, &args.export, export::unix_now_ns())?;
-    let text = export::render(&report, &args.export, args.trace.json, None);
+    // The report first: a profile that cannot be written must not cost the user the trace.
+    let text = export::render(&report, &args.export, args.trace.json, None, true);
     std::io::stdout().lock().write_all(text.as_bytes())?;
+    export::write_files(&report, &args.export, export::unix_now_ns())?;
     if args.fail_on_growth && timerwatch::verdict::any_growing(&report) {
         return Err(Failure::growth(
             "timer growth detected (see the report's `growing` callsites)",
@@ -101,6 +103,7 @@ async fn top(args: TopArgs, view: View) -> Result<()> {
     if args.count == Some(0) {
         return Err(Failure::bad_input("--count must be at least 1").into());
     }
+    export::check_paths(&args.export)?;
     let mut tracer = Tracer::start(&args.trace)?;
     let tty = std::io::stdout().is_terminal();
     let json = args.trace.json || args.export.output == Format::Json;
@@ -135,7 +138,7 @@ async fn top(args: TopArgs, view: View) -> Result<()> {
                 let table = match (view, export.group_by) {
                     (View::Wakeups, _) => output::text::render_wakeups(report, Some(rows)),
                     (View::Timers, Some(by)) if by != timerwatch::cli::GroupBy::Callsite => {
-                        export::group::render(report, by, Some(rows))
+                        export::group::render(report, by, Some(rows), true)
                     }
                     (View::Timers, _) if tty => output::text::render(report, Some(rows)),
                     (View::Timers, _) => {
@@ -225,10 +228,10 @@ fn report_file(args: ReportArgs) -> Result<()> {
         .header
         .as_ref()
         .map_or(0, |h| ((h.started_unix_s + report.duration_s) * 1e9) as i64);
-    export::write_files(report, &args.export, end_ns)?;
-    let text = export::render(report, &args.export, args.json, None);
+    export::check_paths(&args.export)?;
+    let text = export::render(report, &args.export, args.json, None, false);
     std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(())
+    export::write_files(report, &args.export, end_ns)
 }
 
 fn diff_files(args: DiffArgs) -> Result<()> {

@@ -137,9 +137,14 @@ pub fn live_pods() -> impl FnMut(u32, &str) -> String {
     }
 }
 
-pub fn render(report: &Report, by: GroupBy, max_rows: Option<usize>) -> String {
-    let mut pod = live_pods();
-    let rows = groups(report, by, &mut pod);
+/// The grouped table. `live` says the report's PIDs are processes of this machine, now: only
+/// then can their pods be looked up (a recording read elsewhere shows `-`).
+pub fn render(report: &Report, by: GroupBy, max_rows: Option<usize>, live: bool) -> String {
+    let rows = if live {
+        groups(report, by, &mut live_pods())
+    } else {
+        groups(report, by, &mut |_, _| "-".to_string())
+    };
     let mut out = String::new();
     let live: u64 = rows.iter().map(|g| g.live).sum();
     let name = format!("{by:?}").to_uppercase();

@@ -34,16 +34,43 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The report on stdout in the chosen format.
-pub fn render(report: &Report, args: &ExportArgs, json_flag: bool, rows: Option<usize>) -> String {
+/// `live`: the report is of this machine, now (not a recording), see [`group::render`].
+pub fn render(
+    report: &Report,
+    args: &ExportArgs,
+    json_flag: bool,
+    rows: Option<usize>,
+    live: bool,
+) -> String {
     let format = if json_flag { Format::Json } else { args.output };
     match (format, args.group_by) {
         (Format::Json, _) => crate::output::json::render(report) + "\n",
         (Format::Folded, _) => folded::render(report),
         (Format::Text, Some(by)) if by != group::GroupBy::Callsite => {
-            group::render(report, by, rows)
+            group::render(report, by, rows, live)
         }
         (Format::Text, _) => crate::output::text::render(report, rows),
     }
+}
+
+/// Fails early, before any tracing, when a profile file could not be written at the end: its
+/// directory is missing or not a directory.
+pub fn check_paths(args: &ExportArgs) -> Result<()> {
+    for path in args.pprof.iter().chain(&args.flamegraph) {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() || path.is_dir() {
+            return Err(Failure::bad_input(format!(
+                "cannot write {}: {} is not a directory",
+                path.display(),
+                if path.is_dir() { path } else { dir }.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Writes the profile files asked for; `end_unix_ns` stamps the pprof profile.
@@ -63,4 +90,25 @@ pub fn unix_now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_directories_are_caught_before_tracing() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |pprof: &Path| ExportArgs {
+            output: Format::Text,
+            pprof: Some(pprof.to_owned()),
+            flamegraph: None,
+            group_by: None,
+        };
+        assert!(check_paths(&args(&dir.path().join("p.pb.gz"))).is_ok());
+        assert!(check_paths(&args(Path::new("p.pb.gz"))).is_ok());
+        let err = check_paths(&args(&dir.path().join("no/p.pb.gz"))).unwrap_err();
+        assert_eq!(crate::failure::one_line(&err).0, 2);
+        assert!(check_paths(&args(dir.path())).is_err());
+    }
 }

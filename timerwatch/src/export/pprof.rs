@@ -19,6 +19,8 @@ pub struct Profile {
     pub sample_type: Vec<ValueType>,
     #[prost(message, repeated, tag = "2")]
     pub sample: Vec<Sample>,
+    #[prost(message, repeated, tag = "3")]
+    pub mapping: Vec<Mapping>,
     #[prost(message, repeated, tag = "4")]
     pub location: Vec<Location>,
     #[prost(message, repeated, tag = "5")]
@@ -64,10 +66,28 @@ pub struct Label {
     pub num: i64,
 }
 
+/// One mapping for every location, saying they are symbolized already, so that pprof
+/// neither looks for binaries nor complains that the main one is unknown.
+#[derive(Clone, PartialEq, Message)]
+pub struct Mapping {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(int64, tag = "5")]
+    pub filename: i64,
+    #[prost(bool, tag = "7")]
+    pub has_functions: bool,
+    #[prost(bool, tag = "8")]
+    pub has_filenames: bool,
+    #[prost(bool, tag = "9")]
+    pub has_line_numbers: bool,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct Location {
     #[prost(uint64, tag = "1")]
     pub id: u64,
+    #[prost(uint64, tag = "2")]
+    pub mapping_id: u64,
     #[prost(message, repeated, tag = "4")]
     pub line: Vec<Line>,
 }
@@ -156,6 +176,7 @@ pub fn build(report: &Report, end_unix_ns: i64) -> Profile {
             let id = *locations.entry(f.clone()).or_insert_with(|| {
                 location.push(Location {
                     id: next_loc,
+                    mapping_id: 1,
                     line: vec![Line {
                         function_id,
                         line: f.line.map_or(0, |l| l as i64),
@@ -192,9 +213,17 @@ pub fn build(report: &Report, end_unix_ns: i64) -> Profile {
         env!("CARGO_PKG_VERSION")
     ))];
     let default_sample_type = strings.id(SAMPLE_TYPES[0]);
+    let mapping = vec![Mapping {
+        id: 1,
+        filename: strings.id("[timerwatch]"),
+        has_functions: true,
+        has_filenames: true,
+        has_line_numbers: true,
+    }];
     Profile {
         sample_type,
         sample,
+        mapping,
         location,
         function,
         string_table: strings.table,
