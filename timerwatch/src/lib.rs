@@ -8,18 +8,21 @@
 pub mod cli;
 pub mod daemon;
 pub mod event;
+pub mod export;
 pub mod failure;
 pub mod gotrace;
 pub mod histogram;
 pub mod kind;
 pub mod output;
 pub mod probe;
+pub mod record;
 pub mod report;
 pub mod session;
 pub mod symbolize;
 pub mod table;
 pub mod trace_args;
 pub mod trend;
+pub mod tui;
 pub mod verdict;
 
 /// Process facts from /proc live in their own crate, shared with the Go analysis.

@@ -5,10 +5,16 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 use timerwatch::{
-    cli::{Cli, Command, GoProbesArgs, SnapshotArgs, TopArgs},
+    cli::{
+        Cli, Command, DiffArgs, Format, GoProbesArgs, RecordArgs, ReportArgs, SnapshotArgs, TopArgs,
+    },
+    export,
     failure::{one_line, Failure},
     output,
+    record::{diff, file},
+    report::Report,
     session::Tracer,
+    tui::View,
 };
 use tokio::time::Instant;
 
@@ -47,20 +53,28 @@ fn seconds(name: &str, v: f64) -> Result<Duration> {
 
 async fn snapshot(args: SnapshotArgs) -> Result<()> {
     let duration = seconds("--duration", args.duration)?;
+    export::check_paths(&args.export)?;
     let mut tracer = Tracer::start(&args.trace)?;
     attached_note(
         &tracer,
         &format!("tracing for {:.1}s (Ctrl-C to stop early)", args.duration),
     );
+    let countdown = std::io::stderr()
+        .is_terminal()
+        .then(|| tokio::spawn(count_down(Instant::now() + duration)));
     let report = tracer
         .run(Some(Instant::now() + duration), None, |_| true)
-        .await?;
-    let text = if args.trace.json {
-        output::json::render(&report) + "\n"
-    } else {
-        output::text::render(&report, None)
-    };
+        .await;
+    if let Some(task) = countdown {
+        task.abort();
+        // Erase the countdown line so the report starts on a clean line.
+        eprint!("\r\x1b[K");
+    }
+    let report = report?;
+    // The report first: a profile that cannot be written must not cost the user the trace.
+    let text = export::render(&report, &args.export, args.trace.json, None, true);
     std::io::stdout().lock().write_all(text.as_bytes())?;
+    export::write_files(&report, &args.export, export::unix_now_ns())?;
     if args.fail_on_growth && timerwatch::verdict::any_growing(&report) {
         return Err(Failure::growth(
             "timer growth detected (see the report's `growing` callsites)",
@@ -70,31 +84,70 @@ async fn snapshot(args: SnapshotArgs) -> Result<()> {
     Ok(())
 }
 
-/// Which table a live view draws.
-#[derive(Clone, Copy)]
-enum View {
-    Timers,
-    Wakeups,
+/// `snapshot`'s remaining time on a terminal's stderr, rewritten in place every second.
+async fn count_down(deadline: Instant) {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        eprint!(
+            "\r\x1b[Ktimerwatch: {}s left",
+            left.as_secs_f64().ceil() as u64
+        );
+        let _ = std::io::stderr().flush();
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+    }
 }
 
 async fn top(args: TopArgs, view: View) -> Result<()> {
     let interval = seconds("--interval", args.interval)?;
+    if args.count == Some(0) {
+        return Err(Failure::bad_input("--count must be at least 1").into());
+    }
+    export::check_paths(&args.export)?;
     let mut tracer = Tracer::start(&args.trace)?;
-    attached_note(&tracer, "refreshing every interval (Ctrl-C to stop)");
     let tty = std::io::stdout().is_terminal();
-    let json = args.trace.json;
+    let json = args.trace.json || args.export.output == Format::Json;
+    let interactive = tty
+        && !args.plain
+        && !json
+        && args.export.output == Format::Text
+        && args
+            .export
+            .group_by
+            .is_none_or(|g| g == timerwatch::cli::GroupBy::Callsite);
+    if interactive {
+        attached_note(&tracer, "interactive view (q to quit, ? for keys)");
+        let report = timerwatch::tui::run(&mut tracer, view, interval, args.count).await?;
+        return export::write_files(&report, &args.export, export::unix_now_ns());
+    }
+    attached_note(&tracer, "refreshing every interval (Ctrl-C to stop)");
     let rows = args.rows.unwrap_or_else(terminal_rows);
     let mut frames = 0u64;
     let count = args.count;
-    tracer
+    // A stream of frames states each exit once; a redrawn screen keeps them all in view.
+    let mut exit_notes = output::text::ExitNotes::default();
+    let export = args.export.clone();
+    let report = tracer
         .run(None, Some(interval), |report| {
             let mut out = std::io::stdout().lock();
             let text = if json {
                 output::json::render(report) + "\n"
+            } else if export.output == Format::Folded {
+                export::folded::render(report) + "\n"
             } else {
-                let table = match view {
-                    View::Timers => output::text::render(report, Some(rows)),
-                    View::Wakeups => output::text::render_wakeups(report, Some(rows)),
+                let table = match (view, export.group_by) {
+                    (View::Wakeups, _) => output::text::render_wakeups(report, Some(rows)),
+                    (View::Timers, Some(by)) if by != timerwatch::cli::GroupBy::Callsite => {
+                        export::group::render(report, by, Some(rows), true)
+                    }
+                    (View::Timers, _) if tty => output::text::render(report, Some(rows)),
+                    (View::Timers, _) => {
+                        output::text::render_noting(report, Some(rows), &mut |e| {
+                            exit_notes.fresh(e)
+                        })
+                    }
                 };
                 // Home + clear: redraw in place like top(1).
                 if tty {
@@ -112,6 +165,100 @@ async fn top(args: TopArgs, view: View) -> Result<()> {
             ok && count.is_none_or(|c| frames < c)
         })
         .await?;
+    export::write_files(&report, &args.export, export::unix_now_ns())
+}
+
+async fn record(args: RecordArgs) -> Result<()> {
+    let interval = seconds("--interval", args.interval)?;
+    let duration = args
+        .duration
+        .map(|d| seconds("--duration", d))
+        .transpose()?;
+    let mut tracer = Tracer::start(&args.trace)?;
+    // The window starts once attached, as for snapshot: attaching can take seconds.
+    let deadline = duration.map(|d| Instant::now() + d);
+    let header = file::Header::here(args.interval, &args.trace.pids, &args.trace.comms);
+    let mut writer = file::Writer::create(&args.file, &header)?;
+    attached_note(
+        &tracer,
+        &format!("recording to {} (Ctrl-C to stop)", args.file.display()),
+    );
+    let mut failed = None;
+    let mut written = 0u64;
+    let last = tracer
+        .run(deadline, Some(interval), |report| {
+            match writer.add(report) {
+                Ok(()) => {
+                    written += 1;
+                    true
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })
+        .await?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    writer.add(&last)?;
+    writer.finish()?;
+    eprintln!(
+        "timerwatch: wrote {} reports ({:.1}s) to {}",
+        written + 1,
+        last.duration_s,
+        args.file.display()
+    );
+    Ok(())
+}
+
+fn report_file(args: ReportArgs) -> Result<()> {
+    let rec = file::read(&args.file)?;
+    if let Some(h) = &rec.header {
+        eprintln!(
+            "timerwatch: recording of host {} (kernel {}, timerwatch {}), started {}, {} reports",
+            h.host,
+            h.kernel,
+            h.timerwatch_version,
+            h.started,
+            rec.reports.len()
+        );
+    }
+    let report: &Report = rec.last();
+    let end_ns = rec
+        .header
+        .as_ref()
+        .map_or(0, |h| ((h.started_unix_s + report.duration_s) * 1e9) as i64);
+    export::check_paths(&args.export)?;
+    let text = export::render(report, &args.export, args.json, None, false);
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    export::write_files(report, &args.export, end_ns)
+}
+
+fn diff_files(args: DiffArgs) -> Result<()> {
+    let a = file::read(&args.a)?;
+    let b = file::read(&args.b)?;
+    let d = diff::diff(a.last(), b.last());
+    let text = if args.json {
+        serde_json::to_string(&d)? + "\n"
+    } else {
+        diff::render(&d, args.all)
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    let growing: Vec<&str> = d
+        .changes
+        .iter()
+        .filter(|c| c.is_leak_growth())
+        .map(|c| c.caller.as_str())
+        .collect();
+    if args.fail_on_growth && !growing.is_empty() {
+        return Err(Failure::growth(format!(
+            "timer growth from A to B: {} (more live timers and a `growing` verdict in B)",
+            growing.join(", ")
+        ))
+        .into());
+    }
     Ok(())
 }
 
@@ -169,6 +316,9 @@ fn main() -> ExitCode {
             }
             Command::Daemon(a) => timerwatch::daemon::run(a).await,
             Command::GoProbes(a) => go_probes(a),
+            Command::Record(a) => record(a).await,
+            Command::Report(a) => report_file(a),
+            Command::Diff(a) => diff_files(a),
         }
     });
     match result {

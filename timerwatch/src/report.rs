@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{histogram::Histogram, table::Table};
 
 pub const SCHEMA: &str = "timerwatch.report/v1";
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
+    #[serde(deserialize_with = "crate::record::intern::deserialize")]
     pub schema: &'static str,
     pub duration_s: f64,
     pub lost_events: u64,
@@ -23,7 +24,7 @@ pub struct Report {
     pub missing_tracepoints: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ProcessReport {
     pub pid: u32,
     pub comm: String,
@@ -35,6 +36,7 @@ pub struct ProcessReport {
     /// Pending timers in the Go runtime's heaps at report time; null for non-Go processes.
     pub go_heap_timers: Option<u64>,
     /// Growth verdict of the process's total live count.
+    #[serde(deserialize_with = "crate::record::intern::deserialize")]
     pub verdict: &'static str,
     pub growth_per_s: Option<f64>,
     pub projected_live_1h: Option<f64>,
@@ -44,16 +46,18 @@ pub struct ProcessReport {
 }
 
 /// Timers that existed before the probes attached: counted, without a callsite.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct PreExisting {
     pub posix_timers: u64,
     /// Timers in a Go process's heaps that no probe attributed: created before attaching.
     pub go_timers: u64,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CallsiteReport {
+    #[serde(deserialize_with = "crate::record::intern::deserialize")]
     pub source: &'static str,
+    #[serde(deserialize_with = "crate::record::intern::deserialize")]
     pub kind: &'static str,
     pub timer_function: Option<String>,
     pub caller: Option<String>,
@@ -65,6 +69,7 @@ pub struct CallsiteReport {
     pub expired_total: u64,
     pub oldest_age_s: Option<f64>,
     /// `growing`, `stable`, `draining` or `unknown` (too few samples): see `verdict`.
+    #[serde(deserialize_with = "crate::record::intern::deserialize")]
     pub verdict: &'static str,
     /// Theil–Sen slope of the live count, timers/s, when `growing` or `draining`.
     pub growth_per_s: Option<f64>,
@@ -78,6 +83,7 @@ pub struct CallsiteReport {
     pub wakeups: Option<WakeupReport>,
     /// How long its timers live, when every one of them expires by itself within a known time;
     /// null for timers that live until deleted (POSIX, interval) or on clocks not converted.
+    #[serde(default)]
     pub lifetime: Option<LifetimeReport>,
     /// Why the verdict is what it is, where the live count alone would say otherwise:
     /// `filling` (`unknown`: the timers expire within `lifetime.max_s`, and the callsite has
@@ -85,11 +91,15 @@ pub struct CallsiteReport {
     /// (`stable`: it rose until its timers began to expire and stopped),
     /// `plateau_above_threshold` (`growing` while filling, towards a plateau above the
     /// threshold). Null otherwise.
+    #[serde(
+        default,
+        deserialize_with = "crate::record::intern::deserialize_option"
+    )]
     pub verdict_reason: Option<&'static str>,
 }
 
 /// The lifetime of a callsite's timers (see README "Growth verdicts").
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LifetimeReport {
     /// Expected lifetime of one timer, seconds: armed durations, shortened by cancels and
     /// lengthened by re-arms.
@@ -107,7 +117,7 @@ pub struct LifetimeReport {
 
 /// Timer-caused wake-ups: how many, how late the timers fired (slack), and how long the woken
 /// task then waited for a CPU (latency).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct WakeupReport {
     pub count: u64,
     pub per_s: f64,
@@ -156,7 +166,7 @@ fn wakeup_report(latency: &Histogram, slack: &Histogram, duration_s: f64) -> Opt
     })
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExitedReport {
     pub pid: u32,
     pub comm: String,

@@ -265,7 +265,22 @@ impl Tracer {
         &mut self,
         deadline: Option<Instant>,
         tick: Option<Duration>,
+        on_tick: impl FnMut(&Report) -> bool,
+    ) -> Result<Report> {
+        let (_keep, mut never) = tokio::sync::mpsc::unbounded_channel::<()>();
+        self.run_with_events(deadline, tick, &mut never, on_tick, |_: ()| true)
+            .await
+    }
+
+    /// [`Tracer::run`] that also hands each item from `events` (keys of an interactive view)
+    /// to `on_event` as it arrives, between ticks; `on_event` returns false to stop.
+    pub async fn run_with_events<E>(
+        &mut self,
+        deadline: Option<Instant>,
+        tick: Option<Duration>,
+        events: &mut tokio::sync::mpsc::UnboundedReceiver<E>,
         mut on_tick: impl FnMut(&Report) -> bool,
+        mut on_event: impl FnMut(E) -> bool,
     ) -> Result<Report> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -295,6 +310,11 @@ impl Tracer {
                 _ = sample_timer.tick() => {
                     self.drain_yielding().await;
                     self.sample();
+                }
+                Some(event) = events.recv() => {
+                    if !on_event(event) {
+                        break;
+                    }
                 }
                 _ = tick_timer.tick(), if tick.is_some() => {
                     self.drain_yielding().await;

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::setup::{self, Verbosity};
+use crate::setup::{self, Purpose, Verbosity};
 use xtask::util::{self, cargo, is_root, target_dir};
 
 #[derive(clap::Args)]
@@ -20,7 +20,8 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    setup::run(Verbosity::Quiet)?;
+    // Only what running needs: the test tools come with `cargo xtask test` or `setup`.
+    setup::install(Verbosity::Quiet, Purpose::Run)?;
     let mut build = cargo();
     build.args(["build", "-p", "timerwatch"]);
     if args.release {

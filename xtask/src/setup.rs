@@ -26,35 +26,64 @@ const PACKAGES: &[&str] = &[
     "util-linux",
 ];
 
+/// What building and running the tool needs of `PACKAGES`: a C toolchain for the linker
+/// (Rust's and bpf-linker's). `cargo xtask run` installs only these.
+const RUN_PACKAGES: &[&str] = &["gcc", "libc6-dev"];
+
 const TRACEFS: &str = "/sys/kernel/tracing";
 
+/// What a caller is about to do, and so what it needs installed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Purpose {
+    /// Build and run the tool: toolchains, bpf-linker, tracefs. No test-only tools (Go
+    /// toolchains, Prometheus, kubernetes-validate, bpftrace…): on a fresh machine they took
+    /// most of `run`'s first five minutes.
+    Run,
+    /// Build, run, test and benchmark: everything.
+    Everything,
+}
+
+/// Everything (`cargo xtask setup`, `cargo xtask test`).
 pub fn run(verbosity: Verbosity) -> Result<()> {
+    install(verbosity, Purpose::Everything)
+}
+
+pub fn install(verbosity: Verbosity, purpose: Purpose) -> Result<()> {
     let report = Report::new(verbosity);
-    packages(&report)?;
+    packages(&report, packages_for(purpose))?;
     tracefs(&report)?;
     let nightly = bpf_linker::nightly(&report)?;
     bpf_linker::bpf_linker(&report, &nightly)?;
-    go_toolchains::install(&report)?;
-    crate::daemon_deps::install(&report)?;
+    if purpose == Purpose::Everything {
+        go_toolchains::install(&report)?;
+        crate::daemon_deps::install(&report)?;
+    }
     Ok(())
 }
 
-fn packages(report: &Report) -> Result<()> {
+fn packages_for(purpose: Purpose) -> &'static [&'static str] {
+    match purpose {
+        Purpose::Run => RUN_PACKAGES,
+        Purpose::Everything => PACKAGES,
+    }
+}
+
+fn packages(report: &Report, packages: &[&str]) -> Result<()> {
     if util::which("dpkg-query").is_none() {
         report.warn(&format!(
             "dpkg-query not found (not Debian-based?): make sure these are installed: {}",
-            PACKAGES.join(" ")
+            packages.join(" ")
         ));
         return Ok(());
     }
     let mut missing = Vec::new();
-    for package in PACKAGES {
+    for package in packages {
         if !installed(package)? {
             missing.push(*package);
         }
     }
     if missing.is_empty() {
-        report.ok(&format!("Debian packages ok ({})", PACKAGES.join(", ")));
+        report.ok(&format!("Debian packages ok ({})", packages.join(", ")));
         return Ok(());
     }
     let list = missing.join(" ");
@@ -93,4 +122,18 @@ fn tracefs(report: &Report) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_needs_a_subset_of_everything() {
+        let all = packages_for(Purpose::Everything);
+        let run = packages_for(Purpose::Run);
+        assert!(run.iter().all(|p| all.contains(p)));
+        assert!(run.len() < all.len());
+        assert!(!run.contains(&"bpftrace"));
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{CallsiteReport, ProcessReport, Report, WakeupReport};
+use crate::report::{CallsiteReport, ExitedReport, ProcessReport, Report, WakeupReport};
 
 fn age(s: Option<f64>) -> String {
     match s {
@@ -34,6 +34,29 @@ fn clip(s: &str, width: usize) -> String {
 
 /// Render at most `max_rows` callsite rows (None: all).
 pub fn render(report: &Report, max_rows: Option<usize>) -> String {
+    render_noting(report, max_rows, &mut |_| true)
+}
+
+/// Which exits a stream of tables has noted: each once, in the first frame after it, since a
+/// frame printed below the last (not redrawn over it) still shows the earlier notes.
+#[derive(Default)]
+pub struct ExitNotes {
+    shown: std::collections::HashSet<(u32, u64)>,
+}
+
+impl ExitNotes {
+    /// True the first time this exit is seen.
+    pub fn fresh(&mut self, e: &ExitedReport) -> bool {
+        self.shown.insert((e.pid, e.exited_after_s.to_bits()))
+    }
+}
+
+/// [`render`], with a note for each exit that `note` accepts.
+pub fn render_noting(
+    report: &Report,
+    max_rows: Option<usize>,
+    note: &mut dyn FnMut(&ExitedReport) -> bool,
+) -> String {
     let mut out = String::new();
     let live: u64 = report.processes.iter().map(|p| p.live).sum();
     let _ = writeln!(
@@ -108,7 +131,7 @@ pub fn render(report: &Report, max_rows: Option<usize>) -> String {
             p.pid, p.pre_existing.posix_timers
         );
     }
-    for e in &report.exited {
+    for e in report.exited.iter().filter(|e| note(e)) {
         let _ = writeln!(
             out,
             "note: pid {} ({}) exited after {:.1}s",
@@ -138,7 +161,8 @@ pub fn render_wakeups(report: &Report, max_rows: Option<usize>) -> String {
         })
         .collect();
     rows.sort_by(|a, b| b.2.per_s.total_cmp(&a.2.per_s));
-    let total: f64 = rows.iter().map(|r| r.2.per_s).sum();
+    // An empty f64 sum is -0.0, which would print as "-0".
+    let total: f64 = rows.iter().map(|r| r.2.per_s).sum::<f64>() + 0.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -172,7 +196,7 @@ pub fn render_wakeups(report: &Report, max_rows: Option<usize>) -> String {
 mod tests {
     use super::*;
     use crate::report::fixtures::{callsite, process, report as report_of};
-    use crate::report::{CallsiteReport, ExitedReport, PreExisting};
+    use crate::report::{CallsiteReport, PreExisting};
 
     fn report() -> Report {
         let cs = |live, caller: &str| CallsiteReport {
@@ -280,6 +304,23 @@ mod tests {
             "{text}"
         );
         assert!(lines[3].contains("leak_timerfd"), "{text}");
+    }
+
+    #[test]
+    fn a_stream_of_frames_notes_each_exit_once() {
+        let mut notes = ExitNotes::default();
+        let r = report();
+        let first = render_noting(&r, None, &mut |e| notes.fresh(e));
+        let second = render_noting(&r, None, &mut |e| notes.fresh(e));
+        assert!(first.contains("pid 9 (gone) exited"), "{first}");
+        assert!(!second.contains("exited"), "{second}");
+        assert!(second.contains("leak_timerfd"), "{second}");
+    }
+
+    #[test]
+    fn no_wakeups_is_zero_not_minus_zero() {
+        let text = render_wakeups(&report_of(vec![]), None);
+        assert!(text.contains(" 0 timer wake-ups/s"), "{text}");
     }
 
     #[test]
