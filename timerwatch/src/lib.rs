@@ -8,6 +8,7 @@ pub mod cli;
 pub mod daemon;
 pub mod event;
 pub mod failure;
+pub mod gate;
 pub mod go;
 pub mod gotrace;
 pub mod histogram;

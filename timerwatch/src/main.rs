@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 use timerwatch::{
-    cli::{Cli, Command, SnapshotArgs, TopArgs},
+    cli::{self, Cli, Command, SnapshotArgs, TopArgs},
     failure::{one_line, Failure},
     output,
     session::Tracer,
@@ -143,8 +143,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Snapshot(a) => snapshot(a).await,
-            Command::Top(a) => top(a, View::Timers).await,
+            // The command's exit code, or a gate's.
+            Command::Run(a) => return timerwatch::gate::run(a).await,
+            Command::Completions { shell } => {
+                std::io::stdout().write_all(&cli::completions(shell))?;
+            }
+            Command::Man { subcommand } => {
+                let page = cli::man_page(subcommand.as_deref()).ok_or_else(|| {
+                    Failure::bad_input(format!(
+                        "no subcommand {:?}",
+                        subcommand.unwrap_or_default()
+                    ))
+                })?;
+                std::io::stdout().write_all(&page)?;
+            }
+            Command::Snapshot(a) => snapshot(a).await?,
+            Command::Top(a) => top(a, View::Timers).await?,
             Command::Wakeups(a) => {
                 if a.trace.no_wakeups {
                     return Err(Failure::bad_input(
@@ -152,13 +166,14 @@ fn main() -> ExitCode {
                     )
                     .into());
                 }
-                top(a, View::Wakeups).await
+                top(a, View::Wakeups).await?
             }
-            Command::Daemon(a) => timerwatch::daemon::run(a).await,
+            Command::Daemon(a) => timerwatch::daemon::run(a).await?,
         }
+        Ok(0)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let (code, line) = one_line(&e);
             eprintln!("timerwatch: {line}");
