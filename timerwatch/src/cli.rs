@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// given) to FILE as a baseline, and do not fail on them.
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
+    /// Write the report (text, or JSON with --json) to FILE instead of stdout, which the
+    /// command shares.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Write a JUnit XML report: one test case per callsite, failures with stack and counts.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,

@@ -29,6 +29,13 @@ impl Key {
     }
 }
 
+/// Whether live timers of `kind` left at the end are the program's leak: timers it created
+/// for itself. A sleep in progress is not a leak, nor a timer the kernel armed on the task's
+/// behalf (`kernel`, `other`: a pipe's or socket's delayed work may outlive the process).
+pub fn counts_at_exit(kind: &str) -> bool {
+    !matches!(kind, "sleep" | "kernel" | "other" | "go_sleep")
+}
+
 /// What the run showed of one callsite.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Seen {
@@ -100,7 +107,9 @@ impl Ledger {
     pub fn finish(&mut self, p: &ProcessReport) {
         for c in &p.callsites {
             let seen = self.entry(p, c);
-            seen.live_at_end += c.live;
+            if counts_at_exit(c.kind) {
+                seen.live_at_end += c.live;
+            }
             seen.created_total += c.created_total;
         }
     }
@@ -310,6 +319,56 @@ mod tests {
             live_at_end: live,
             ..Seen::default()
         }
+    }
+
+    #[test]
+    fn only_timers_a_program_made_for_itself_count_at_exit() {
+        let mut ledger = Ledger::default();
+        let c = |kind: &'static str, live| CallsiteReport {
+            source: "kernel",
+            kind,
+            timer_function: None,
+            caller: Some("f".into()),
+            frames: vec![],
+            live,
+            created_total: live,
+            armed_total: live,
+            cancelled_total: 0,
+            expired_total: 0,
+            oldest_age_s: None,
+            verdict: "unknown",
+            growth_per_s: None,
+            confidence: None,
+            projected_live_1h: None,
+            plateau: None,
+            wakeups: None,
+        };
+        let row = ProcessReport {
+            pid: 1,
+            comm: "app".into(),
+            exe: String::new(),
+            live: 0,
+            pre_existing: Default::default(),
+            go_version: None,
+            go_heap_timers: None,
+            verdict: "unknown",
+            growth_per_s: None,
+            projected_live_1h: None,
+            wakeups: None,
+            callsites: vec![c("posix_timer", 3), c("kernel", 1), c("sleep", 1)],
+        };
+        ledger.finish(&row);
+        ledger.finish(&ProcessReport { pid: 2, ..row });
+        let live = |kind: &str| {
+            ledger
+                .callsites
+                .iter()
+                .find(|(k, _)| k.kind == kind)
+                .map(|(_, s)| (s.live_at_end, s.pids.len()))
+        };
+        assert_eq!(live("posix_timer"), Some((6, 2)));
+        assert_eq!(live("kernel"), Some((0, 2)));
+        assert_eq!(live("sleep"), Some((0, 2)));
     }
 
     #[test]

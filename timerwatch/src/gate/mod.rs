@@ -166,14 +166,20 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         ledger.finish(row);
     }
     // A process that exited keeps its row as it was then: the timers it left are the point.
-    report.processes.extend(exits);
+    report
+        .processes
+        .extend(exits.into_iter().filter(|p| !p.callsites.is_empty()));
 
     let text = if args.trace.json {
         output::json::render(&report) + "\n"
     } else {
         output::text::render(&report, None)
     };
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write the report {}", path.display()))?,
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
 
     if let Some(path) = &args.write_baseline {
         let base = gates.baseline_of(&ledger);
