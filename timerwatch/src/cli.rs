@@ -45,6 +45,9 @@ pub enum Command {
     Man {
         #[arg(long, value_name = "NAME")]
         subcommand: Option<String>,
+        /// Instead, write timerwatch.1 and timerwatch-SUBCOMMAND.1 for every subcommand here.
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -193,6 +196,26 @@ pub fn man_page(subcommand: Option<&str>) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Every man page: `timerwatch.1` and one `timerwatch-NAME.1` per subcommand, in `dir`.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let names: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    let mut written = Vec::new();
+    for name in std::iter::once(None).chain(names.iter().map(|n| Some(n.as_str()))) {
+        let file = dir.join(match name {
+            None => "timerwatch.1".to_string(),
+            Some(n) => format!("timerwatch-{n}.1"),
+        });
+        let page = man_page(name).ok_or_else(|| std::io::Error::other("man page"))?;
+        std::fs::write(&file, page)?;
+        written.push(file);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +254,9 @@ mod tests {
             "{man}"
         );
         assert!(man_page(Some("nope")).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let pages = write_man_pages(dir.path()).unwrap();
+        assert!(pages.iter().any(|p| p.ends_with("timerwatch-run.1")));
+        assert!(pages.iter().any(|p| p.ends_with("timerwatch.1")));
     }
 }

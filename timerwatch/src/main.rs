@@ -148,7 +148,12 @@ fn main() -> ExitCode {
             Command::Completions { shell } => {
                 std::io::stdout().write_all(&cli::completions(shell))?;
             }
-            Command::Man { subcommand } => {
+            Command::Man { dir: Some(dir), .. } => {
+                for page in cli::write_man_pages(&dir)? {
+                    println!("{}", page.display());
+                }
+            }
+            Command::Man { subcommand, .. } => {
                 let page = cli::man_page(subcommand.as_deref()).ok_or_else(|| {
                     Failure::bad_input(format!(
                         "no subcommand {:?}",
