@@ -164,19 +164,13 @@ impl Tracer {
         let ring = probes.take_ring()?;
         let go = match &launch {
             Some(l) if !args.no_go => {
-                let mut go = GoTracer::following(args.verbose);
-                for &pid in filter.tgids.iter().filter(|&&p| p != l.pid) {
-                    let _ = go.add(probes.ebpf_mut(), pid);
-                }
-                if let Err(crate::gotrace::OpenError::Unsupported(why)) =
-                    go.prepare_exec(probes.ebpf_mut(), l.pid, l.exe)
-                {
-                    eprintln!(
-                        "timerwatch: error: {}: Go timers not traced: {why}",
-                        l.exe.display()
-                    );
-                }
-                go
+                let others: Vec<u32> = filter
+                    .tgids
+                    .iter()
+                    .copied()
+                    .filter(|&p| p != l.pid)
+                    .collect();
+                GoTracer::launch(probes.ebpf_mut(), &others, l.pid, l.exe, args.verbose)
             }
             Some(_) => GoTracer::default(),
             None => go_tracer(args, &filter, &mut probes),

@@ -81,13 +81,19 @@ impl GoTracer {
         tracer
     }
 
-    /// A tracer that attaches to every Go binary a traced process execs (`run`).
-    pub fn following(verbose: bool) -> Self {
-        Self {
-            follow: true,
-            verbose,
-            ..Self::default()
+    /// For `run`: `pid`, held before its exec of `exe`, traced from its first instruction
+    /// (see [`GoTracer::prepare_exec`]), the running `others`, and every Go binary any traced
+    /// process execs later.
+    pub fn launch(ebpf: &mut Ebpf, others: &[u32], pid: u32, exe: &Path, verbose: bool) -> Self {
+        let mut tracer = Self::start(ebpf, others, verbose);
+        tracer.follow = true;
+        if let Err(OpenError::Unsupported(why)) = tracer.prepare_exec(ebpf, pid, exe) {
+            eprintln!(
+                "timerwatch: error: {}: Go timers not traced: {why}",
+                exe.display()
+            );
         }
+        tracer
     }
 
     /// The cached analysis of the binary `path` names.
@@ -153,12 +159,7 @@ impl GoTracer {
     /// Trace the Go timers of `pid`, held before its exec of `path`, from its first
     /// instruction: uprobes registered for a pid on a file are planted when the exec maps it.
     /// A PIE binary's addresses are known only once mapped: it is attached at its exec record.
-    pub fn prepare_exec(
-        &mut self,
-        ebpf: &mut Ebpf,
-        pid: u32,
-        path: &Path,
-    ) -> Result<(), OpenError> {
+    fn prepare_exec(&mut self, ebpf: &mut Ebpf, pid: u32, path: &Path) -> Result<(), OpenError> {
         let bin = self.analysis(path)?;
         let Some(target) = Target::before_exec(pid, bin) else {
             return Ok(());
