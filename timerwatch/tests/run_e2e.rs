@@ -334,6 +334,37 @@ fn a_baseline_accepts_the_known_leak_and_fails_a_new_one_on_top() {
     assert_eq!(code(&again), 0, "stderr:\n{}", again.stderr);
     let more = with("100", "--baseline");
     assert_eq!(code(&more), 4, "stderr:\n{}", more.stderr);
+    // The known leak as before, and a new one from another program: only the new one fails.
+    let junit = scratch("baseline.xml");
+    let script = format!(
+        "{} 50; {} & p=$!; sleep 1; kill $p; wait $p; exit 0",
+        leaker.display(),
+        target_path("timerfd_leak").display()
+    );
+    let new = run(&[
+        "--fail-on-live-at-exit",
+        "0",
+        "--baseline",
+        path_str(&baseline),
+        "--junit",
+        path_str(&junit),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(code(&new), 4, "stderr:\n{}", new.stderr);
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit file");
+    let (failing, _) = junit_cases(&xml);
+    assert_eq!(
+        failing,
+        ["timerwatch.timerfd_leak/timerfd leak_timerfd"],
+        "{xml}"
+    );
+    assert!(
+        xml.contains("name=\"posix_timer leak_posix_timer\" time=\"0\">\n      <skipped message=\"in the baseline\""),
+        "{xml}"
+    );
 }
 
 /// BPF program ids held by `pid`'s descriptors (programs and links show them in fdinfo).
