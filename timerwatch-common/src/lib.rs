@@ -295,6 +295,8 @@ pub struct Offsets {
     pub timer_delete_id: u32,
     pub sched_waking_pid: u32,
     pub sched_switch_next_pid: u32,
+    /// `sched_process_fork`'s `child_pid`, for following children (`Config::follow_children`).
+    pub process_fork_child_pid: u32,
 }
 
 /// Loader-set configuration (an eBPF global, fixed for the program's lifetime).
@@ -313,7 +315,9 @@ pub struct Config {
     /// Non-zero: count re-arms in the kernel (see `EventKind::Rearms`); zero: send every cancel
     /// and start as a record.
     pub count_rearms: u32,
-    pub _pad: u32,
+    /// Non-zero: a child forked by a process in `TGIDS` joins `TGIDS` (and leaves it at exit),
+    /// so `timerwatch run` traces a command and all its descendants from their first instruction.
+    pub follow_children: u32,
     /// Address of `hrtimer_wakeup` (0 if unknown): sleeps are user timers even in hard mode.
     pub sleeper_fn: u64,
     pub offsets: Offsets,

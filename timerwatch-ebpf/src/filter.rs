@@ -12,6 +12,8 @@ use timerwatch_common::{Config, COMM_LEN};
 // SAFETY: `Config` is plain integers, for which all-zero is valid (the loader overwrites it).
 pub static CONFIG: Global<Config> = Global::new(unsafe { core::mem::zeroed() });
 
+/// Traced processes; with `Config::follow_children`, `sched.rs` adds forked children and
+/// removes exited ones.
 #[map]
 pub static TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 

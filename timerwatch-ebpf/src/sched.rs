@@ -1,10 +1,11 @@
-//! `sched:*` process lifecycle: exits drop a process's timers, execs drop its cached symbols.
+//! `sched:*` process lifecycle: exits drop a process's timers, execs drop its cached symbols,
+//! and (for `timerwatch run`) forks of traced processes extend the trace to the child.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use timerwatch_common::{Event, EventKind};
 
 use crate::{
-    filter::{current, setting, tgid_traced},
+    filter::{current, setting, tgid_traced, TGIDS},
     output::emit,
 };
 
@@ -33,6 +34,40 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
             kind: EventKind::ProcessExit as u8,
             ..Event::default()
         });
+    }
+    if setting!(follow_children) != 0 {
+        // The fork probe cannot tell a thread from a process, so it adds every new task's id;
+        // each leaves with its task, and the process's own id with the process.
+        if tid != tgid {
+            let _ = TGIDS.remove(&tid);
+        }
+        if whole_process {
+            let _ = TGIDS.remove(&tgid);
+        }
+    }
+    0
+}
+
+/// A task forked by a traced process is traced from its first instruction. Runs in the
+/// parent's context, before the child can run.
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    if setting!(follow_children) == 0 {
+        return 0;
+    }
+    let (tgid, _) = current();
+    if !tgid_traced(tgid) {
+        return 0;
+    }
+    let off = setting!(offsets.process_fork_child_pid);
+    if off == 0 {
+        return 0;
+    }
+    if let Ok(child) = unsafe { ctx.read_at::<i32>(off as usize) } {
+        if child > 0 {
+            // A full map drops the child from the trace rather than failing the fork.
+            let _ = TGIDS.insert(&(child as u32), &1, 0);
+        }
     }
     0
 }

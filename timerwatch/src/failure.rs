@@ -6,8 +6,10 @@ use std::fmt;
 pub const EXIT_PRIVILEGE: u8 = 1;
 /// Exit code for bad input: unknown PID, invalid option values.
 pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code of `snapshot --fail-on-growth` when a callsite grows.
+/// Exit code of `snapshot --fail-on-growth` and `run --fail-on-growth` when a callsite grows.
 pub const EXIT_GROWTH: u8 = 3;
+/// Exit code of `run --fail-on-live-at-exit` when a callsite keeps too many timers.
+pub const EXIT_LIVE_AT_EXIT: u8 = 4;
 
 #[derive(Debug)]
 pub struct Failure {
@@ -16,6 +18,12 @@ pub struct Failure {
 }
 
 impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
     pub fn privilege(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_PRIVILEGE,

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod event;
 pub mod export;
 pub mod failure;
+pub mod gate;
 pub mod gotrace;
 pub mod histogram;
 pub mod kind;

@@ -6,7 +6,8 @@ use anyhow::Result;
 use clap::Parser;
 use timerwatch::{
     cli::{
-        Cli, Command, DiffArgs, Format, GoProbesArgs, RecordArgs, ReportArgs, SnapshotArgs, TopArgs,
+        self, Cli, Command, DiffArgs, Format, GoProbesArgs, RecordArgs, ReportArgs, SnapshotArgs,
+        TopArgs,
     },
     export,
     failure::{one_line, Failure},
@@ -303,8 +304,27 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Snapshot(a) => snapshot(a).await,
-            Command::Top(a) => top(a, View::Timers).await,
+            // The command's exit code, or a gate's.
+            Command::Run(a) => return timerwatch::gate::run(a).await,
+            Command::Completions { shell } => {
+                std::io::stdout().write_all(&cli::completions(shell))?;
+            }
+            Command::Man { dir: Some(dir), .. } => {
+                for page in cli::write_man_pages(&dir)? {
+                    println!("{}", page.display());
+                }
+            }
+            Command::Man { subcommand, .. } => {
+                let page = cli::man_page(subcommand.as_deref()).ok_or_else(|| {
+                    Failure::bad_input(format!(
+                        "no subcommand {:?}",
+                        subcommand.unwrap_or_default()
+                    ))
+                })?;
+                std::io::stdout().write_all(&page)?;
+            }
+            Command::Snapshot(a) => snapshot(a).await?,
+            Command::Top(a) => top(a, View::Timers).await?,
             Command::Wakeups(a) => {
                 if a.trace.no_wakeups {
                     return Err(Failure::bad_input(
@@ -312,17 +332,18 @@ fn main() -> ExitCode {
                     )
                     .into());
                 }
-                top(a, View::Wakeups).await
+                top(a, View::Wakeups).await?
             }
-            Command::Daemon(a) => timerwatch::daemon::run(a).await,
-            Command::GoProbes(a) => go_probes(a),
-            Command::Record(a) => record(a).await,
-            Command::Report(a) => report_file(a),
-            Command::Diff(a) => diff_files(a),
+            Command::Daemon(a) => timerwatch::daemon::run(a).await?,
+            Command::GoProbes(a) => go_probes(a)?,
+            Command::Record(a) => record(a).await?,
+            Command::Report(a) => report_file(a)?,
+            Command::Diff(a) => diff_files(a)?,
         }
+        Ok(0)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let (code, line) = one_line(&e);
             eprintln!("timerwatch: {line}");

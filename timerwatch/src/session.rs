@@ -2,10 +2,13 @@
 //! produce reports on a schedule, and stop cleanly on a deadline or a signal.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
+use timerwatch_common::EventKind;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -18,7 +21,7 @@ use crate::{
     gotrace::GoTracer,
     probe::{privileges, Filter, Probes},
     procfs,
-    report::{self, PreExisting, Report},
+    report::{self, PreExisting, ProcessReport, Report},
     symbolize::{Symbolizer, UserStack},
     table::{Resolver, Table},
     trace_args::TraceArgs,
@@ -66,7 +69,17 @@ pub struct Tracer {
     pre_existing: HashMap<u32, PreExisting>,
     verdicts: Verdicts,
     go: GoTracer,
+    /// `run`: each traced process's row as it exits (see [`Tracer::take_exits`]).
+    exits: Option<Vec<ProcessReport>>,
     pub decode_errors: u64,
+}
+
+/// A command held between fork and exec (`timerwatch run`): traced with its descendants from
+/// its first instruction.
+pub struct Launch<'a> {
+    pub pid: u32,
+    /// The binary it is about to exec.
+    pub exe: &'a Path,
 }
 
 /// Go tracing for the targets that exist now, attached before the trace window starts so that
@@ -116,13 +129,28 @@ fn validate(args: &TraceArgs) -> Result<Filter> {
         comms: args.comms.clone(),
         wakeups: !args.no_wakeups,
         count_rearms: !args.no_rearm_counting,
+        follow_children: false,
     })
 }
 
 impl Tracer {
     /// Check input and privileges, then attach. Errors carry the exit code (see `failure`).
     pub fn start(args: &TraceArgs) -> Result<Self> {
-        let filter = validate(args)?;
+        Self::start_with(args, None)
+    }
+
+    /// [`Tracer::start`] for a held command and everything it starts (`run`): children
+    /// followed in the kernel, Go binaries they exec traced, exits kept.
+    pub fn start_launch(args: &TraceArgs, launch: Launch<'_>) -> Result<Self> {
+        Self::start_with(args, Some(launch))
+    }
+
+    fn start_with(args: &TraceArgs, launch: Option<Launch<'_>>) -> Result<Self> {
+        let mut filter = validate(args)?;
+        if let Some(l) = &launch {
+            filter.tgids.push(l.pid);
+            filter.follow_children = true;
+        }
         privileges::check().map_err(Failure::privilege)?;
         let mut probes = Probes::load(&filter, args.ring_buffer_size).map_err(|e| {
             let line = format!("{e:#}");
@@ -135,7 +163,19 @@ impl Tracer {
             }
         })?;
         let ring = probes.take_ring()?;
-        let go = go_tracer(args, &filter, &mut probes);
+        let go = match &launch {
+            Some(l) if !args.no_go => {
+                let others: Vec<u32> = filter
+                    .tgids
+                    .iter()
+                    .copied()
+                    .filter(|&p| p != l.pid)
+                    .collect();
+                GoTracer::launch(probes.ebpf_mut(), &others, l.pid, l.exe, args.verbose)
+            }
+            Some(_) => GoTracer::default(),
+            None => go_tracer(args, &filter, &mut probes),
+        };
         // The window starts once every probe, Go uprobes included, is attached, so that counts
         // compare with rate x duration; records from the attach itself may be a little older
         // (report ages are clamped to the window).
@@ -153,6 +193,8 @@ impl Tracer {
         for comm in &filter.comms {
             known.extend(procfs::pids_with_comm(comm));
         }
+        // The held command is a copy of timerwatch until its exec: nothing of it pre-exists.
+        known.retain(|&t| launch.as_ref().is_none_or(|l| l.pid != t));
         for &tgid in &known {
             if !procfs::exists(tgid) {
                 // Gone between the check and the attach: say so, as for any exit mid-trace.
@@ -181,8 +223,16 @@ impl Tracer {
             pre_existing,
             verdicts: Verdicts::new(Params::default(), args.plateau_threshold),
             go,
+            exits: launch.is_some().then(Vec::new),
             decode_errors: 0,
         })
+    }
+
+    /// Rows of the processes that exited since the last call, each as it was when its exit
+    /// record arrived: kernel timers still held then, Go timers still pending (only for
+    /// tracers started with [`Tracer::start_launch`]).
+    pub fn take_exits(&mut self) -> Vec<ProcessReport> {
+        self.exits.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     pub fn missing_tracepoints(&self) -> &[String] {
@@ -217,6 +267,15 @@ impl Tracer {
             let Some(item) = ring.next() else { break };
             match decode(&item) {
                 Ok(rec) => {
+                    if let (EventKind::ProcessExit, Some(exits)) = (rec.kind, &mut self.exits) {
+                        exits.push(exit_row(
+                            &self.table,
+                            &self.go,
+                            &self.verdicts,
+                            self.start_ns,
+                            rec.tgid,
+                        ));
+                    }
                     self.go.apply(&rec);
                     forget.extend(self.table.apply(&rec, &mut self.env));
                 }
@@ -226,6 +285,7 @@ impl Tracer {
         if !forget.is_empty() {
             self.probes.forget_timers(&forget);
         }
+        self.go.attach_execs(self.probes.ebpf_mut());
         emptied
     }
 
@@ -279,11 +339,48 @@ impl Tracer {
         deadline: Option<Instant>,
         tick: Option<Duration>,
         events: &mut tokio::sync::mpsc::UnboundedReceiver<E>,
-        mut on_tick: impl FnMut(&Report) -> bool,
-        mut on_event: impl FnMut(E) -> bool,
+        on_tick: impl FnMut(&Report) -> bool,
+        on_event: impl FnMut(E) -> bool,
     ) -> Result<Report> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        let stop = async move {
+            tokio::select! {
+                _ = sleep_until(deadline.unwrap_or(far)) => {}
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+        };
+        Ok(self
+            .run_until_with_events(stop, tick, events, on_tick, on_event)
+            .await?
+            .0)
+    }
+
+    /// Drain until `stop` completes (its output is returned with the final report) or
+    /// `on_tick`, called with a fresh report every `tick`, returns false (then `None`).
+    pub async fn run_until<T>(
+        &mut self,
+        stop: impl Future<Output = T>,
+        tick: Option<Duration>,
+        on_tick: impl FnMut(&Report) -> bool,
+    ) -> Result<(Report, Option<T>)> {
+        let (_keep, mut never) = tokio::sync::mpsc::unbounded_channel::<()>();
+        self.run_until_with_events(stop, tick, &mut never, on_tick, |_: ()| true)
+            .await
+    }
+
+    /// [`Tracer::run_until`] that also hands each item from `events` to `on_event` between
+    /// ticks; `on_event` returns false to stop (then `None`).
+    async fn run_until_with_events<T, E>(
+        &mut self,
+        stop: impl Future<Output = T>,
+        tick: Option<Duration>,
+        events: &mut tokio::sync::mpsc::UnboundedReceiver<E>,
+        mut on_tick: impl FnMut(&Report) -> bool,
+        mut on_event: impl FnMut(E) -> bool,
+    ) -> Result<(Report, Option<T>)> {
         let mut drain_timer = interval(DRAIN_PERIOD);
         drain_timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut tick_timer = interval(tick.unwrap_or(Duration::from_secs(3600)));
@@ -292,14 +389,14 @@ impl Tracer {
                                  // The trend test assumes about one sample a second, whatever the display interval.
         let mut sample_timer = interval(SAMPLE_PERIOD);
         sample_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let far = Instant::now() + Duration::from_secs(86400 * 365);
-        let end = sleep_until(deadline.unwrap_or(far));
-        tokio::pin!(end);
+        tokio::pin!(stop);
+        let mut stopped = None;
         loop {
             tokio::select! {
-                _ = &mut end => break,
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
+                out = &mut stop => {
+                    stopped = Some(out);
+                    break;
+                }
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
                     guard.clear_ready();
@@ -325,6 +422,49 @@ impl Tracer {
             }
         }
         self.drain();
-        Ok(self.report())
+        Ok((self.report(), stopped))
     }
+}
+
+/// `tgid`'s row as its exit record arrives (before the table drops it), with verdicts so far
+/// and its Go timers still pending.
+fn exit_row(
+    table: &Table,
+    go: &GoTracer,
+    verdicts: &Verdicts,
+    start_ns: u64,
+    tgid: u32,
+) -> ProcessReport {
+    let now_ns = procfs::monotonic_ns();
+    let mut report = report::build(
+        table,
+        &report::Context {
+            start_ns,
+            now_ns,
+            lost_events: 0,
+            pre_existing: &HashMap::new(),
+            missing_tracepoints: &[],
+        },
+    );
+    verdicts.annotate(&mut report);
+    let i = report.processes.iter().position(|p| p.pid == tgid);
+    let mut row = match i {
+        Some(i) => report.processes.swap_remove(i),
+        None => ProcessReport {
+            pid: tgid,
+            comm: procfs::comm(tgid).unwrap_or_default(),
+            exe: procfs::exe(tgid).unwrap_or_default(),
+            live: 0,
+            pre_existing: PreExisting::default(),
+            go_version: None,
+            go_heap_timers: None,
+            verdict: "unknown",
+            growth_per_s: None,
+            projected_live_1h: None,
+            wakeups: None,
+            callsites: Vec::new(),
+        },
+    };
+    go.merge_exit(&mut row, now_ns);
+    row
 }

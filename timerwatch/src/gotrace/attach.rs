@@ -5,6 +5,7 @@
 //! (`UProbeScope::OneProcess`): the kernel plants the breakpoint only in that address space, so
 //! other processes running the same binary pay nothing.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 
 use anyhow::{anyhow, Context, Result};
@@ -28,31 +29,46 @@ pub struct Point {
     pub recipe: GoRecipe,
 }
 
+/// Which recipes a set of slots holds: the same binary (device, inode) at the same load bias
+/// needs the same recipes, so the children of one binary share one set of slots.
+pub type RecipeKey = (u64, u64, u64);
+
 /// Hands out `GO_RECIPES` slots and loads the program on first use.
 #[derive(Default)]
 pub struct Attacher {
     loaded: bool,
     next_slot: u32,
+    shared: HashMap<RecipeKey, u32>,
 }
 
 impl Attacher {
-    /// Attach every point to `pid`'s executable. All or nothing: a half-traced process would
-    /// report plausible but wrong counts.
-    pub fn attach(&mut self, ebpf: &mut Ebpf, pid: u32, points: &[Point]) -> Result<()> {
+    /// Attach every point of `exe` (a path, or `/proc/PID/exe`) for `pid` only. All or
+    /// nothing: a half-traced process would report plausible but wrong counts. `key`, when
+    /// known, lets processes of the same binary share recipe slots.
+    pub fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pid: u32,
+        exe: &str,
+        points: &[Point],
+        key: Option<RecipeKey>,
+    ) -> Result<()> {
         let n = points.len() as u32;
-        if self.next_slot + n > GO_RECIPES_MAX {
+        let shared = key.and_then(|k| self.shared.get(&k).copied());
+        let base = shared.unwrap_or(self.next_slot);
+        if shared.is_none() && self.next_slot + n > GO_RECIPES_MAX {
             return Err(anyhow!(
                 "too many Go probe points ({} slots in use)",
                 self.next_slot
             ));
         }
-        {
+        if shared.is_none() {
             let mut recipes: Array<_, GoRecipe> = Array::try_from(
                 ebpf.map_mut(names::GO_RECIPES)
                     .ok_or_else(|| anyhow!("map GO_RECIPES missing"))?,
             )?;
             for (i, p) in points.iter().enumerate() {
-                recipes.set(self.next_slot + i as u32, p.recipe, 0)?;
+                recipes.set(base + i as u32, p.recipe, 0)?;
             }
         }
         let prog: &mut UProbe = ebpf
@@ -63,17 +79,17 @@ impl Attacher {
             prog.load().context("loading the Go uprobe program")?;
             self.loaded = true;
         }
-        // The magic link resolves to the inode the process runs, even in another mount
-        // namespace or after the file was replaced on disk.
-        let exe = format!("/proc/{pid}/exe");
+        // `/proc/PID/exe` resolves to the inode the process runs, even in another mount
+        // namespace or after the file was replaced on disk. Before an exec, the path of the
+        // binary about to run: the kernel plants the breakpoints when the exec maps it.
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         let mut links = Vec::new();
         for (i, p) in points.iter().enumerate() {
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-                cookie: Some(u64::from(self.next_slot + i as u32)),
+                cookie: Some(u64::from(base + i as u32)),
             };
-            match prog.attach(point, &exe, scope) {
+            match prog.attach(point, exe, scope) {
                 Ok(link) => links.push(link),
                 Err(e) => {
                     for link in links {
@@ -84,7 +100,12 @@ impl Attacher {
                 }
             }
         }
-        self.next_slot += n;
+        if shared.is_none() {
+            self.next_slot += n;
+            if let Some(k) = key {
+                self.shared.insert(k, base);
+            }
+        }
         Ok(())
     }
 }

@@ -2,6 +2,8 @@
 //! points as kernel recipes, its heap walk, and names for its stacks and callbacks.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use timerwatch_common::{pt_regs, EventKind, GoArg, GoRecipe};
 use timerwatch_go::{self as go, heap, GoBinary, ProbeRole, Reg, RoleRegs};
@@ -22,13 +24,15 @@ pub enum OpenError {
 #[derive(Clone, Debug, Default)]
 pub struct Walk {
     pub timers: Vec<u64>,
+    /// When it was taken (CLOCK_MONOTONIC ns): timers armed later are not in it.
+    pub at_ns: u64,
 }
 
 pub struct Target {
     pid: u32,
     /// As recorded in the binary, e.g. "go1.22.10".
     pub version: String,
-    bin: GoBinary,
+    bin: Arc<GoBinary>,
     /// Runtime address − link-time address (0 unless PIE).
     bias: u64,
     mem: ProcMem,
@@ -60,25 +64,48 @@ fn field(regs: &RoleRegs, field: u32) -> GoArg {
     }
 }
 
+/// Analyse the binary at `path` (a file, or `/proc/PID/exe`).
+pub fn analyze(path: &Path) -> Result<Arc<GoBinary>, OpenError> {
+    if std::fs::metadata(path).is_err() {
+        return Err(OpenError::Gone);
+    }
+    go::analyze(path).map(Arc::new).map_err(|e| match e {
+        go::Error::NotGo => OpenError::NotGo,
+        other => OpenError::Unsupported(other.to_string()),
+    })
+}
+
 impl Target {
-    pub fn open(pid: u32) -> Result<Target, OpenError> {
+    /// `pid`, which runs `bin` now (its mappings give the load bias).
+    pub fn running(pid: u32, bin: Arc<GoBinary>) -> Result<Target, OpenError> {
         let exe = format!("/proc/{pid}/exe");
-        if std::fs::metadata(&exe).is_err() {
-            return Err(OpenError::Gone);
-        }
-        let bin = go::analyze(exe.as_ref()).map_err(|e| match e {
-            go::Error::NotGo => OpenError::NotGo,
-            other => OpenError::Unsupported(other.to_string()),
-        })?;
         let bias = heap::load_bias(pid, exe.as_ref()).map_err(|_| OpenError::Gone)?;
-        Ok(Target {
+        Ok(Self::with_bias(pid, bin, bias))
+    }
+
+    /// `pid`, which is about to exec `bin`: a fixed-address (non-PIE) binary's bias is 0
+    /// before it is even mapped. `None` for PIE, whose bias exists only after the exec.
+    pub fn before_exec(pid: u32, bin: Arc<GoBinary>) -> Option<Target> {
+        (!bin.pie).then(|| Self::with_bias(pid, bin, 0))
+    }
+
+    fn with_bias(pid: u32, bin: Arc<GoBinary>, bias: u64) -> Target {
+        Target {
             pid,
             version: bin.version_string.clone(),
             bin,
             bias,
             mem: ProcMem::new(pid),
             kinds: HashMap::new(),
-        })
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn bias(&self) -> u64 {
+        self.bias
     }
 
     /// Every probe point with the recipe the kernel needs there.
@@ -138,9 +165,12 @@ impl Target {
     }
 
     pub fn walk(&self) -> Result<Walk, go::Error> {
+        // Before reading: a timer armed during the walk may or may not be in it.
+        let at_ns = crate::procfs::monotonic_ns();
         let snap = heap::walk(self.pid, &self.bin, self.bias)?;
         Ok(Walk {
             timers: snap.timers.iter().map(|t| t.timer).collect(),
+            at_ns,
         })
     }
 }

@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::report::{CallsiteReport, LifetimeReport, Report};
+use crate::report::{CallsiteReport, LifetimeReport, ProcessReport, Report};
 
-use super::GoProcess;
+use super::{state::Live, GoProcess};
 
 fn secs(ns: u64) -> f64 {
     (ns as f64 / 1e9 * 1000.0).round() / 1000.0
@@ -29,41 +29,56 @@ pub(super) fn merge(procs: &HashMap<u32, GoProcess>, report: &mut Report, now_ns
         row.go_heap_timers = Some(walk.timers.len() as u64);
         let live = p.state.live(&walk.timers);
         row.pre_existing.go_timers = live.pre_existing;
-        for (i, c) in p.state.callsites().iter().enumerate() {
-            let (n, since) = live.by_callsite.get(&i).copied().unwrap_or((0, 0));
-            row.live += n;
-            row.callsites.push(CallsiteReport {
-                source: "go",
-                kind: c.kind,
-                timer_function: None,
-                caller: c.caller.clone(),
-                frames: c.frames.clone(),
-                live: n,
-                created_total: c.created_total,
-                armed_total: c.armed_total,
-                cancelled_total: c.stopped_total,
-                expired_total: c.fired_total,
-                oldest_age_s: (n > 0).then(|| secs(now_ns.saturating_sub(since))),
-                verdict: "unknown",
-                growth_per_s: None,
-                confidence: None,
-                projected_live_1h: None,
-                plateau: None,
-                wakeups: None,
-                lifetime: c.lifetime_s().map(|(mean, max)| LifetimeReport {
-                    mean_s: (mean * 1000.0).round() / 1000.0,
-                    max_s: (max * 1000.0).round() / 1000.0,
-                    arrivals_total: c.lives_total,
-                    arrivals_per_s: None,
-                    plateau_in_s: None,
-                }),
-                verdict_reason: None,
-            });
-        }
+        push_callsites(p, &live, row, now_ns);
         row.callsites
             .sort_by(|a, b| b.live.cmp(&a.live).then(b.armed_total.cmp(&a.armed_total)));
     }
     report
         .processes
         .sort_by(|a, b| b.live.cmp(&a.live).then(a.pid.cmp(&b.pid)));
+}
+
+fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u64) {
+    for (i, c) in p.state.callsites().iter().enumerate() {
+        let (n, since) = live.by_callsite.get(&i).copied().unwrap_or((0, 0));
+        row.live += n;
+        row.callsites.push(CallsiteReport {
+            source: "go",
+            kind: c.kind,
+            timer_function: None,
+            caller: c.caller.clone(),
+            frames: c.frames.clone(),
+            live: n,
+            created_total: c.created_total,
+            armed_total: c.armed_total,
+            cancelled_total: c.stopped_total,
+            expired_total: c.fired_total,
+            oldest_age_s: (n > 0).then(|| secs(now_ns.saturating_sub(since))),
+            verdict: "unknown",
+            growth_per_s: None,
+            confidence: None,
+            projected_live_1h: None,
+            plateau: None,
+            wakeups: None,
+            lifetime: c.lifetime_s().map(|(mean, max)| LifetimeReport {
+                mean_s: (mean * 1000.0).round() / 1000.0,
+                max_s: (max * 1000.0).round() / 1000.0,
+                arrivals_total: c.lives_total,
+                arrivals_per_s: None,
+                plateau_in_s: None,
+            }),
+            verdict_reason: None,
+        });
+    }
+}
+
+/// `row` as its process exits: Go callsites with the timers still pending then.
+pub(super) fn merge_exit(p: &GoProcess, row: &mut ProcessReport, now_ns: u64) {
+    row.go_version = Some(p.target.version.clone());
+    let last = p.last_walk.lock().unwrap_or_else(|e| e.into_inner());
+    let walk = last.as_ref().map(|w| (w.timers.as_slice(), w.at_ns));
+    let pending = p.state.pending_at_exit(walk);
+    push_callsites(p, &pending, row, now_ns);
+    row.callsites
+        .sort_by(|a, b| b.live.cmp(&a.live).then(b.armed_total.cmp(&a.armed_total)));
 }

@@ -13,15 +13,23 @@ mod binary;
 mod merge;
 pub mod state;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use aya::Ebpf;
 use serde::Serialize;
 use timerwatch_common::EventKind;
 
-use crate::{event::Record, report::Report};
+use timerwatch_go::GoBinary;
 
+use crate::{
+    event::Record,
+    report::{ProcessReport, Report},
+};
+
+pub use self::binary::OpenError;
 use self::{binary::Target, state::GoState};
 
 struct GoProcess {
@@ -36,6 +44,20 @@ struct GoProcess {
 pub struct GoTracer {
     attacher: attach::Attacher,
     procs: HashMap<u32, GoProcess>,
+    /// Analyses by (device, inode), failures included: the N children of one binary cost one
+    /// analysis.
+    binaries: HashMap<(u64, u64), Option<Arc<GoBinary>>>,
+    /// Trace the Go binaries that traced processes exec (`run` follows descendants).
+    follow: bool,
+    verbose: bool,
+    /// Attached before their exec: their next exec record is the one the probes wait for.
+    awaiting_exec: HashSet<u32>,
+    /// Exec'd since the last [`GoTracer::attach_execs`].
+    execed: Vec<u32>,
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// One Go probe point of a process as `timerwatch go-probes --json` prints it: the runtime
@@ -49,7 +71,9 @@ pub struct ProbeOffset {
 
 /// Where timerwatch would put its Go uprobes in process `pid`, without loading anything.
 pub fn probe_offsets(pid: u32) -> Result<Vec<ProbeOffset>, String> {
-    match Target::open(pid) {
+    let opened = binary::analyze(Path::new(&format!("/proc/{pid}/exe")))
+        .and_then(|bin| Target::running(pid, bin));
+    match opened {
         Ok(target) => Ok(target
             .points()
             .into_iter()
@@ -69,37 +93,17 @@ impl GoTracer {
     /// stderr and kernel tracing only; nothing here fails the session. `verbose`: one line per
     /// probe attached.
     pub fn start(ebpf: &mut Ebpf, pids: &[u32], verbose: bool) -> Self {
-        let mut tracer = Self::default();
+        let mut tracer = Self {
+            verbose,
+            ..Self::default()
+        };
         for &pid in pids {
-            match Target::open(pid) {
-                Ok(target) => {
-                    let points = target.points();
-                    if let Err(e) = tracer.attacher.attach(ebpf, pid, &points) {
-                        eprintln!("timerwatch: error: pid {pid}: Go timers not traced: {e:#}");
-                        continue;
-                    }
-                    if verbose {
-                        for p in &points {
-                            eprintln!(
-                                "timerwatch: pid {pid}: Go uprobe on {} at file offset {:#x} of /proc/{pid}/exe",
-                                p.name, p.file_offset
-                            );
-                        }
-                    }
-                    tracer.procs.insert(
-                        pid,
-                        GoProcess {
-                            target,
-                            state: GoState::default(),
-                            last_walk: Mutex::new(None),
-                        },
-                    );
-                }
-                Err(binary::OpenError::NotGo) => {
+            match tracer.add(ebpf, pid) {
+                Ok(()) | Err(OpenError::Gone) => {}
+                Err(OpenError::NotGo) => {
                     eprintln!("timerwatch: note: pid {pid} is not a Go program: kernel timers only")
                 }
-                Err(binary::OpenError::Gone) => {}
-                Err(binary::OpenError::Unsupported(why)) => {
+                Err(OpenError::Unsupported(why)) => {
                     eprintln!("timerwatch: error: pid {pid}: Go timers not traced: {why}")
                 }
             }
@@ -107,19 +111,139 @@ impl GoTracer {
         tracer
     }
 
-    pub fn apply(&mut self, r: &Record) {
-        if matches!(r.kind, EventKind::ProcessExit | EventKind::ProcessExec) {
-            // An exec'd process runs another binary; the probes stay on the old inode, harmless.
-            self.procs.remove(&r.tgid);
-            return;
+    /// For `run`: `pid`, held before its exec of `exe`, traced from its first instruction
+    /// (see [`GoTracer::prepare_exec`]), the running `others`, and every Go binary any traced
+    /// process execs later.
+    pub fn launch(ebpf: &mut Ebpf, others: &[u32], pid: u32, exe: &Path, verbose: bool) -> Self {
+        let mut tracer = Self::start(ebpf, others, verbose);
+        tracer.follow = true;
+        if let Err(OpenError::Unsupported(why)) = tracer.prepare_exec(ebpf, pid, exe) {
+            eprintln!(
+                "timerwatch: error: {}: Go timers not traced: {why}",
+                exe.display()
+            );
         }
-        if let Some(p) = self.procs.get_mut(&r.tgid) {
-            p.state.apply(r, &mut p.target);
+        tracer
+    }
+
+    /// The cached analysis of the binary `path` names.
+    fn analysis(&mut self, path: &Path) -> Result<Arc<GoBinary>, OpenError> {
+        let id = file_id(path).ok_or(OpenError::Gone)?;
+        if let Some(known) = self.binaries.get(&id) {
+            return known.clone().ok_or(OpenError::NotGo);
+        }
+        let result = binary::analyze(path);
+        match &result {
+            Ok(bin) => {
+                self.binaries.insert(id, Some(Arc::clone(bin)));
+            }
+            // Said once, by the caller: later processes of this binary get NotGo, silently.
+            Err(OpenError::Unsupported(_) | OpenError::NotGo) => {
+                self.binaries.insert(id, None);
+            }
+            Err(OpenError::Gone) => {}
+        }
+        result
+    }
+
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        target: Target,
+        exe: &str,
+        id: Option<(u64, u64)>,
+    ) -> Result<(), OpenError> {
+        let pid = target.pid();
+        let points = target.points();
+        let key = id.map(|(dev, ino)| (dev, ino, target.bias()));
+        if let Err(e) = self.attacher.attach(ebpf, pid, exe, &points, key) {
+            return Err(OpenError::Unsupported(format!("{e:#}")));
+        }
+        if self.verbose {
+            for p in &points {
+                eprintln!(
+                    "timerwatch: pid {pid}: Go uprobe on {} at file offset {:#x} of {exe}",
+                    p.name, p.file_offset
+                );
+            }
+        }
+        self.procs.insert(
+            pid,
+            GoProcess {
+                target,
+                state: GoState::default(),
+                last_walk: Mutex::new(None),
+            },
+        );
+        Ok(())
+    }
+
+    /// Trace the Go timers of `pid`, which runs its binary now.
+    pub fn add(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<(), OpenError> {
+        let exe = format!("/proc/{pid}/exe");
+        let bin = self.analysis(exe.as_ref())?;
+        let target = Target::running(pid, bin)?;
+        self.attach(ebpf, target, &exe, file_id(exe.as_ref()))
+    }
+
+    /// Trace the Go timers of `pid`, held before its exec of `path`, from its first
+    /// instruction: uprobes registered for a pid on a file are planted when the exec maps it.
+    /// A PIE binary's addresses are known only once mapped: it is attached at its exec record.
+    fn prepare_exec(&mut self, ebpf: &mut Ebpf, pid: u32, path: &Path) -> Result<(), OpenError> {
+        let bin = self.analysis(path)?;
+        let Some(target) = Target::before_exec(pid, bin) else {
+            return Ok(());
+        };
+        let exe = path.to_string_lossy().into_owned();
+        self.attach(ebpf, target, &exe, file_id(path))?;
+        self.awaiting_exec.insert(pid);
+        Ok(())
+    }
+
+    pub fn apply(&mut self, r: &Record) {
+        match r.kind {
+            EventKind::ProcessExec if self.awaiting_exec.remove(&r.tgid) => {}
+            EventKind::ProcessExit | EventKind::ProcessExec => {
+                // An exec'd process runs another binary; the probes stay on the old inode,
+                // harmless.
+                self.procs.remove(&r.tgid);
+                self.awaiting_exec.remove(&r.tgid);
+                if self.follow && r.kind == EventKind::ProcessExec {
+                    self.execed.push(r.tgid);
+                }
+            }
+            _ => {
+                if let Some(p) = self.procs.get_mut(&r.tgid) {
+                    p.state.apply(r, &mut p.target);
+                }
+            }
+        }
+    }
+
+    /// Attach to the Go binaries exec'd since the last call (when following). Timers such a
+    /// process creates between its exec and this attach are seen by the heap walk only, as
+    /// pre-existing.
+    pub fn attach_execs(&mut self, ebpf: &mut Ebpf) {
+        for pid in std::mem::take(&mut self.execed) {
+            match self.add(ebpf, pid) {
+                Ok(()) | Err(OpenError::Gone | OpenError::NotGo) => {}
+                Err(OpenError::Unsupported(why)) => {
+                    eprintln!("timerwatch: error: pid {pid}: Go timers not traced: {why}")
+                }
+            }
         }
     }
 
     /// Add Go callsites, `go_version` and `go_heap_timers` to `report`'s processes.
     pub fn merge(&self, report: &mut Report, now_ns: u64) {
         merge::merge(&self.procs, report, now_ns);
+    }
+
+    /// Add the Go callsites of `row`'s process as it exits, with `live` the timers still
+    /// pending (see [`GoState::pending_at_exit`]). Call before its exit record is applied.
+    pub fn merge_exit(&self, row: &mut ProcessReport, now_ns: u64) {
+        if let Some(p) = self.procs.get(&row.pid) {
+            merge::merge_exit(p, row, now_ns);
+        }
     }
 }

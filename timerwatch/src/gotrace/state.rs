@@ -227,6 +227,31 @@ impl GoState {
         self.prune_at = (self.timers.len() * 2).max(MAX_TRACKED);
     }
 
+    /// Per callsite (count, oldest `armed_since`) of the timers still pending when the process
+    /// exits: armed by the probes' account, and either in the last heap walk (`heap`, taken at
+    /// `walked_ns`) or armed after it. The walk removes what the runtime dropped without a
+    /// call a probe could see; the probes cover what happened after the walk, which for a
+    /// short test binary is often everything.
+    pub fn pending_at_exit(&self, heap: Option<(&[u64], u64)>) -> Live {
+        let in_heap: Option<std::collections::HashSet<u64>> =
+            heap.map(|(timers, _)| timers.iter().copied().collect());
+        let walked_ns = heap.map_or(0, |(_, at)| at);
+        let mut out = Live::default();
+        for (ptr, t) in &self.timers {
+            let seen = in_heap.as_ref().is_none_or(|h| h.contains(ptr));
+            if !t.armed || !(seen || t.armed_since >= walked_ns) {
+                continue;
+            }
+            let e = out
+                .by_callsite
+                .entry(t.callsite)
+                .or_insert((0, t.armed_since));
+            e.0 += 1;
+            e.1 = e.1.min(t.armed_since);
+        }
+        out
+    }
+
     /// Attribute the timers a heap walk found (their `*runtime.timer` pointers).
     pub fn live(&self, heap: &[u64]) -> Live {
         let mut out = Live::default();
@@ -356,6 +381,25 @@ mod tests {
         // Re-armed after its stop: its age restarts.
         s.apply(&rec(EventKind::GoModify, 0xa0, 9, None), &mut n);
         assert_eq!(s.live(&[0xa0]).by_callsite[&0], (1, 9));
+    }
+
+    #[test]
+    fn pending_at_exit_trusts_the_walk_until_it_and_the_probes_after_it() {
+        let mut s = GoState::default();
+        let mut n = Names;
+        s.apply(&rec(EventKind::GoCreate, 0xa0, 10, Some(&[1, 2])), &mut n);
+        s.apply(&rec(EventKind::GoCreate, 0xb0, 20, Some(&[1, 2])), &mut n);
+        s.apply(&rec(EventKind::GoCreate, 0xc0, 30, Some(&[1, 3])), &mut n);
+        s.apply(&rec(EventKind::GoCreate, 0xd0, 40, Some(&[1, 3])), &mut n);
+        s.apply(&rec(EventKind::GoStop, 0xd0, 45, None), &mut n);
+        // Never walked: the probes' account alone (0xd0 was stopped).
+        let all = s.pending_at_exit(None);
+        assert_eq!(all.by_callsite[&0], (2, 10));
+        assert_eq!(all.by_callsite[&1], (1, 30));
+        // Walked at 25 without 0xa0 (dropped by the runtime): 0xb0 is in it, 0xc0 came later.
+        let walked = s.pending_at_exit(Some((&[0xb0], 25)));
+        assert_eq!(walked.by_callsite[&0], (1, 20));
+        assert_eq!(walked.by_callsite[&1], (1, 30));
     }
 
     #[test]

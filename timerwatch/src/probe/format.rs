@@ -75,6 +75,7 @@ pub struct Formats {
     pub itimer_state: Option<Format>,
     pub itimer_expire: Option<Format>,
     pub sched_process_exit: Format,
+    pub sched_process_fork: Option<Format>,
     pub sys_enter_timer_create: Option<Format>,
     pub sys_exit_timer_create: Option<Format>,
     pub sys_enter_timer_delete: Option<Format>,
@@ -142,6 +143,7 @@ impl Formats {
             timer_delete_id: opt(self.sys_enter_timer_delete.as_ref(), "timer_id"),
             sched_waking_pid: opt(self.sched_waking.as_ref(), "pid"),
             sched_switch_next_pid: opt(self.sched_switch.as_ref(), "next_pid"),
+            process_fork_child_pid: opt(self.sched_process_fork.as_ref(), "child_pid"),
         })
     }
 }

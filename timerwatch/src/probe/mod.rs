@@ -28,6 +28,8 @@ pub struct Filter {
     pub wakeups: bool,
     /// Count re-arms in the kernel instead of sending each cancel and start.
     pub count_rearms: bool,
+    /// Trace the children of traced processes too (`timerwatch run`).
+    pub follow_children: bool,
 }
 
 /// Whether a tracepoint must exist for timerwatch to run.
@@ -39,6 +41,8 @@ enum Need {
     Optional,
     /// The scheduler view; skipped with `--no-wakeups`.
     Wakeups,
+    /// Following children (`run` only): required there, not attached elsewhere.
+    Follow,
 }
 
 /// One program and the tracepoints it may attach to, in order of preference.
@@ -63,7 +67,7 @@ const fn tp(
     }
 }
 
-use Need::{Optional, Required, Wakeups};
+use Need::{Follow, Optional, Required, Wakeups};
 
 #[rustfmt::skip]
 const ATTACHMENTS: &[Attachment] = &[
@@ -80,6 +84,7 @@ const ATTACHMENTS: &[Attachment] = &[
     tp("itimer_expire", "timer", &["itimer_expire"], Optional),
     tp("sched_process_exit", "sched", &["sched_process_exit"], Required),
     tp("sched_process_exec", "sched", &["sched_process_exec"], Required),
+    tp("sched_process_fork", "sched", &["sched_process_fork"], Follow),
     // Without these POSIX timers count only while armed.
     tp("sys_enter_timer_create", "syscalls", &["sys_enter_timer_create"], Optional),
     tp("sys_exit_timer_create", "syscalls", &["sys_exit_timer_create"], Optional),
@@ -127,6 +132,7 @@ fn read_formats(tracefs: &Path) -> Result<Formats> {
         itimer_state: get("itimer_state"),
         itimer_expire: get("itimer_expire"),
         sched_process_exit: req("sched_process_exit")?,
+        sched_process_fork: get("sched_process_fork"),
         sys_enter_timer_create: get("sys_enter_timer_create"),
         sys_exit_timer_create: get("sys_exit_timer_create"),
         sys_enter_timer_delete: get("sys_enter_timer_delete"),
@@ -215,7 +221,7 @@ impl Probes {
             // for bursts that would otherwise overflow the ring before the timer fires.
             wakeup_bytes: ring_bytes / 4,
             count_rearms: filter.count_rearms as u32,
-            _pad: 0,
+            follow_children: filter.follow_children as u32,
             sleeper_fn: syms
                 .iter()
                 .find(|s| s.1 == "hrtimer_wakeup")
@@ -253,11 +259,13 @@ impl Probes {
 
         let mut missing = Vec::new();
         for a in ATTACHMENTS {
-            if a.need == Wakeups && !filter.wakeups {
+            if (a.need == Wakeups && !filter.wakeups)
+                || (a.need == Follow && !filter.follow_children)
+            {
                 continue;
             }
             let Some((name, _)) = resolve(&tracefs, a) else {
-                if a.need == Required {
+                if a.need == Required || a.need == Follow {
                     return Err(anyhow!(
                         "this kernel has no tracepoint {}:{}",
                         a.category,

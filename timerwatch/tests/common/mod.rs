@@ -25,7 +25,7 @@ pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The BPF programs timerwatch loads. The kernel keeps 15 bytes of a name; bpftool prints the
 /// full name when BTF has it, the truncated one otherwise, so both forms are matched.
-pub const PROGRAMS: [&str; 20] = [
+pub const PROGRAMS: [&str; 21] = [
     "hrtimer_init",
     "hrtimer_start",
     "hrtimer_cancel",
@@ -41,6 +41,8 @@ pub const PROGRAMS: [&str; 20] = [
     "sys_enter_timer_delete",
     "sched_process_exit",
     "sched_process_exec",
+    // `run` only: following children.
+    "sched_process_fork",
     "hrtimer_expire_exit",
     "timer_expire_exit",
     "sched_waking",
