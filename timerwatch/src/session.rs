@@ -17,7 +17,7 @@ use crate::{
     event::{decode, Callstack},
     failure::Failure,
     gotrace::GoTracer,
-    probe::{privileges, Filter, Probes},
+    probe::{privileges, startup_checks, Filter, Probes},
     procfs,
     report::{self, PreExisting, Report},
     symbolize::{Symbolizer, UserStack},
@@ -123,6 +123,7 @@ impl Tracer {
     pub fn start(args: &TraceArgs) -> Result<Self> {
         let filter = validate(args)?;
         privileges::check().map_err(Failure::privilege)?;
+        startup_checks::check(args.ring_buffer_size).map_err(Failure::privilege)?;
         let mut probes = Probes::load(&filter, args.ring_buffer_size).map_err(|e| {
             let line = format!("{e:#}");
             if line.contains("Operation not permitted") || line.contains("permission denied") {
