@@ -41,8 +41,11 @@ fn first_map_file(pid: &str) -> Option<String> {
                 .is_some_and(|p| p.starts_with('/'))
         })?
         .split_whitespace()
-        .next()?
-        .to_string();
+        .next()?;
+    // maps pads addresses to 8 digits, map_files names do not (a non-PIE binary at 0x400000).
+    let (start, end) = range.split_once('-')?;
+    let hex = |h: &str| u64::from_str_radix(h, 16).ok();
+    let range = format!("{:x}-{:x}", hex(start)?, hex(end)?);
     Some(format!("/proc/{pid}/map_files/{range}"))
 }
 
