@@ -19,7 +19,7 @@ use crate::{
     event::{decode, Callstack},
     failure::Failure,
     gotrace::GoTracer,
-    probe::{privileges, Filter, Probes},
+    probe::{privileges, startup_checks, Filter, Probes},
     procfs,
     report::{self, PreExisting, ProcessReport, Report},
     symbolize::{Symbolizer, UserStack},
@@ -152,6 +152,7 @@ impl Tracer {
             filter.follow_children = true;
         }
         privileges::check().map_err(Failure::privilege)?;
+        startup_checks::check(args.ring_buffer_size).map_err(Failure::privilege)?;
         let mut probes = Probes::load(&filter, args.ring_buffer_size).map_err(|e| {
             let line = format!("{e:#}");
             if line.contains("Operation not permitted") || line.contains("permission denied") {

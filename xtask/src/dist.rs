@@ -95,7 +95,7 @@ fn copy(file: &Path, dir: &Path) -> Result<()> {
 
 /// `path+file:///…/timerwatch#0.1.0` or, when the name differs from the directory,
 /// `…#timerwatch@0.1.0`.
-fn pkgid_version(pkgid: &str) -> Option<&str> {
+pub fn pkgid_version(pkgid: &str) -> Option<&str> {
     let fragment = pkgid.trim().rsplit_once('#')?.1;
     let version = fragment.rsplit_once('@').map_or(fragment, |(_, v)| v);
     (!version.is_empty()).then_some(version)

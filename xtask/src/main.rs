@@ -1,4 +1,4 @@
-//! Developer and CI tasks for timerwatch: `cargo xtask setup|test|run|dist`.
+//! Developer and CI tasks for timerwatch: `cargo xtask setup|test|run|dist|image`.
 //!
 //! Everything a newcomer (or CI) needs beyond stable Rust is installed by `setup`, so that
 //! `cargo xtask test` on a fresh Debian machine is the whole story.
@@ -6,6 +6,7 @@
 mod bpf_linker;
 mod daemon_deps;
 mod dist;
+mod image;
 mod run;
 mod setup;
 mod test;
@@ -36,6 +37,9 @@ enum Command {
     Run(run::Args),
     /// Build a release tarball under dist/.
     Dist,
+    /// Build the node agent's image (static binary, FROM scratch) with buildah into the local
+    /// store as localhost/timerwatch:VERSION; --oci-archive FILE also exports it.
+    Image(image::Args),
     /// Measure timerwatch's costs against no tracing, empty BPF programs and bpftrace (root
     /// only); prints Markdown and rewrites BENCHMARKS.md's results. Runs the timerwatch-bench
     /// crate with the arguments after `bench` (`cargo xtask bench --help` lists them).
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Test(args) => return test::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Dist => dist::run(),
+        Command::Image(args) => image::run(&args),
         Command::Bench { args } => bench(&args),
     };
     match result {

@@ -16,13 +16,19 @@ use xtask::install::{apt_install, installed, Report};
 use xtask::util::{self, is_root};
 
 /// Debian packages the integration tests and benchmarks use; gcc/libc6-dev are also what
-/// `cargo install bpf-linker` links with, which is why packages are handled first.
+/// `cargo install bpf-linker` links with, which is why packages are handled first. musl-tools
+/// links the static binary of `cargo xtask image`; buildah builds the image and podman runs it
+/// (with runc: crun refuses hosts with hybrid cgroups) in the image test.
 const PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
+    "buildah",
     "gcc",
     "libc6-dev",
     "linux-perf",
+    "musl-tools",
+    "podman",
+    "runc",
     "util-linux",
 ];
 

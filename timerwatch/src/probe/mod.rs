@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod privileges;
+pub mod startup_checks;
 pub mod tracefs;
 
 use std::path::Path;
