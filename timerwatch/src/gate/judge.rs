@@ -342,6 +342,8 @@ mod tests {
             projected_live_1h: None,
             plateau: None,
             wakeups: None,
+            lifetime: None,
+            verdict_reason: None,
         };
         let row = ProcessReport {
             pid: 1,
