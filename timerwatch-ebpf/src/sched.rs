@@ -39,10 +39,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // The fork probe cannot tell a thread from a process, so it adds every new task's id;
         // each leaves with its task, and the process's own id with the process.
         if tid != tgid {
-            let _ = TGIDS.remove(&tid);
+            let _ = TGIDS.remove(tid);
         }
         if whole_process {
-            let _ = TGIDS.remove(&tgid);
+            let _ = TGIDS.remove(tgid);
         }
     }
     0
@@ -63,10 +63,11 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     if off == 0 {
         return 0;
     }
+    // SAFETY: a bounds-checked read of the tracepoint record at an offset from its `format`.
     if let Ok(child) = unsafe { ctx.read_at::<i32>(off as usize) } {
         if child > 0 {
             // A full map drops the child from the trace rather than failing the fork.
-            let _ = TGIDS.insert(&(child as u32), &1, 0);
+            let _ = TGIDS.insert(child as u32, 1, 0);
         }
     }
     0

@@ -96,6 +96,7 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
         0
     };
     // `expires` is in jiffies: the jiffies of the arm let the daemon turn it into seconds.
+    // SAFETY: the helper has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() };
     on_start(
         &ctx,
