@@ -116,14 +116,12 @@ fn cpu_contention_raises_expiry_to_run_latency() {
     let target = Target::spawn("periodic_timerfd", &[]);
     let pid = target.pid();
     let idle = common::snapshot(&[pid], 4);
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // Two hogs per CPU at the target's own priority: the woken reader competes for every CPU.
-    let hogs: Vec<Target> = (0..2 * cpus)
-        .map(|_| Target::spawn("cpu_hog", &[]))
-        .collect();
+    // A real-time hog on the target's CPU, busy 3 ms of every 6: about half the ticks wait for
+    // the end of a burst, so p99 rises to milliseconds whatever the fair scheduler decides.
+    let hog = Target::spawn("cpu_hog", &[&pid.to_string()]);
     std::thread::sleep(Duration::from_millis(300));
     let busy = common::snapshot(&[pid], 4);
-    drop(hogs);
+    drop(hog);
     let (p99_idle, p99_busy) = (p99(&idle, pid), p99(&busy, pid));
     assert!(
         p99_busy > 2.0 * p99_idle,
