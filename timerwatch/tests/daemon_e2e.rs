@@ -491,8 +491,13 @@ fn manifests_validate_offline_against_the_kubernetes_schemas() {
         return;
     };
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    let files: Vec<std::path::PathBuf> = ["namespace.yaml", "daemonset.yaml", "service.yaml"]
-        .iter()
+    let files: Vec<std::path::PathBuf> = [
+        "namespace.yaml",
+        "daemonset.yaml",
+        "service.yaml",
+        "networkpolicy.yaml",
+    ]
+    .iter()
         .map(|f| deploy.join(f))
         .collect();
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();

@@ -14,6 +14,10 @@ pub struct DaemonArgs {
     /// Address to serve /metrics, /healthz and /report on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9808")]
     pub listen: SocketAddr,
+    /// Answer /metrics and /report only with `Authorization: Bearer <the file's first line>`
+    /// (Prometheus: `authorization: { credentials_file: … }`); /healthz stays open.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
     /// Seconds between reports: how fresh /metrics and /report are (growth verdicts are
     /// sampled every second regardless).
     #[arg(short = 'i', long, value_name = "SECS", default_value_t = 5.0)]

@@ -7,6 +7,7 @@
 
 mod args;
 pub mod cgroup;
+mod connections;
 pub mod fold;
 pub mod kubelet;
 pub mod latency;
@@ -51,8 +52,32 @@ fn validate(args: &DaemonArgs) -> Result<Duration> {
     Ok(Duration::from_secs_f64(args.interval))
 }
 
+/// The token's first line, trimmed; an empty or unreadable file is an error, not an open port.
+fn read_token(path: &std::path::Path) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::bad_input(format!(
+            "cannot read --auth-token-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(Failure::bad_input(format!(
+            "--auth-token-file {} is empty: refusing to serve without a token",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(token.as_bytes().to_vec())
+}
+
 pub async fn run(args: DaemonArgs) -> Result<()> {
     let interval = validate(&args)?;
+    let token = args
+        .auth_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
     preflight::check()?;
     // Before attaching: a taken port is the user's to fix, and should cost no BPF load.
     let listener = TcpListener::bind(args.listen)
@@ -61,7 +86,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let mut tracer = Tracer::start(&args.trace)?;
     let shared = Shared::default();
-    tokio::spawn(server::serve(listener, shared.clone(), interval));
+    tokio::spawn(server::serve(listener, shared.clone(), interval, token));
 
     let metadata = Metadata::new(std::path::Path::new("/proc"), &args.kubelet_logs);
     if !metadata.kubelet().available() {

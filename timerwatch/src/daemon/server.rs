@@ -1,11 +1,15 @@
-//! The HTTP endpoints, served on the tracing loop's runtime.
+//! The HTTP endpoints, served on the tracing loop's runtime through the hardened accept loop
+//! of `connections`. `/metrics` and `/report` name processes and show their stacks, so with
+//! `--auth-token-file` they answer only requests bearing that token; `/healthz` stays open for
+//! the kubelet's probes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{
-    extract::State,
+    extract::{Request, State},
     http::{header, StatusCode},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -13,7 +17,7 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use super::{metrics, snapshot::Shared};
+use super::{connections, metrics, snapshot::Shared};
 use crate::output;
 
 struct App {
@@ -54,20 +58,75 @@ async fn report(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// `Authorization: Bearer <token>`, compared in constant time so the answer's timing does not
+/// tell how much of a guess was right.
+fn bearer_matches(header: Option<&[u8]>, token: &[u8]) -> bool {
+    let Some(given) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn require_token(token: Arc<Vec<u8>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if bearer_matches(given, &token) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required (the daemon runs with --auth-token-file)\n",
+        )
+            .into_response()
+    }
+}
+
 /// Serve until the runtime stops; `interval` is the report interval.
-pub async fn serve(listener: TcpListener, shared: Shared, interval: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Shared,
+    interval: Duration,
+    token: Option<Vec<u8>>,
+) {
     let app = Arc::new(App {
         registry: metrics::registry(shared.clone()),
         shared,
         stale_after: interval * 3 + Duration::from_secs(5),
         started: std::time::Instant::now(),
     });
-    let router = Router::new()
+    let mut private = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(health))
-        .route("/report", get(report))
-        .with_state(app);
-    if let Err(e) = axum::serve(listener, router).await {
-        eprintln!("timerwatch: the HTTP server stopped: {e}");
+        .route("/report", get(report));
+    if let Some(token) = token {
+        let token = Arc::new(token);
+        private = private.layer(middleware::from_fn(move |req, next| {
+            require_token(token.clone(), req, next)
+        }));
+    }
+    let router = private.route("/healthz", get(health)).with_state(app);
+    connections::serve(listener, router, connections::Limits::default()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_matches;
+
+    #[test]
+    fn only_the_exact_bearer_token_passes() {
+        let token = b"s3cret";
+        assert!(bearer_matches(Some(b"Bearer s3cret"), token));
+        assert!(!bearer_matches(Some(b"Bearer s3cre"), token));
+        assert!(!bearer_matches(Some(b"Bearer s3cretx"), token));
+        assert!(!bearer_matches(Some(b"Basic s3cret"), token));
+        assert!(!bearer_matches(Some(b"s3cret"), token));
+        assert!(!bearer_matches(None, token));
     }
 }
