@@ -16,7 +16,7 @@ pub mod pclntab;
 pub mod probes;
 pub mod symbolize;
 pub mod version;
-mod x86;
+pub mod x86;
 
 #[cfg(test)]
 mod tests;

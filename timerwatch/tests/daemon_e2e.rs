@@ -498,8 +498,8 @@ fn manifests_validate_offline_against_the_kubernetes_schemas() {
         "networkpolicy.yaml",
     ]
     .iter()
-        .map(|f| deploy.join(f))
-        .collect();
+    .map(|f| deploy.join(f))
+    .collect();
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     // The oldest release with every field used here, and the newest the schemas cover.
     for version in ["1.29.0", "1.37.0"] {

@@ -1,4 +1,4 @@
-//! Developer and CI tasks for timerwatch: `cargo xtask setup|test|run|dist|image`.
+//! Developer and CI tasks for timerwatch: `cargo xtask setup|test|run|dist|image|fuzz|bench`.
 //!
 //! Everything a newcomer (or CI) needs beyond stable Rust is installed by `setup`, so that
 //! `cargo xtask test` on a fresh Debian machine is the whole story.
@@ -6,6 +6,7 @@
 mod bpf_linker;
 mod daemon_deps;
 mod dist;
+mod fuzz;
 mod image;
 mod run;
 mod setup;
@@ -37,6 +38,9 @@ enum Command {
     Run(run::Args),
     /// Build a release tarball under dist/.
     Dist,
+    /// Fuzz every parser of target-controlled input with libFuzzer (fuzz/): seeds the corpora
+    /// from real Go binaries and /proc files and runs each target for --time seconds.
+    Fuzz(fuzz::Args),
     /// Build the node agent's image (static binary, FROM scratch) with buildah into the local
     /// store as localhost/timerwatch:VERSION; --oci-archive FILE also exports it.
     Image(image::Args),
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Test(args) => return test::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Dist => dist::run(),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Image(args) => image::run(&args),
         Command::Bench { args } => bench(&args),
     };
