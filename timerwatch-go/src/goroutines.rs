@@ -163,6 +163,8 @@ struct GState {
     bp: u64,
     waiting: u64,
     timer: u64,
+    /// `trackingSeq`, 0 where its offset is unknown.
+    seq: u8,
 }
 
 impl Walker<'_> {
@@ -182,6 +184,10 @@ impl Walker<'_> {
             bp: f(l.g_sched_bp),
             waiting: f(l.g_waiting),
             timer: f(l.g_timer),
+            seq: match l.g_tracking_seq {
+                Some(off) => *raw.get(off as usize)?,
+                None => 0,
+            },
         })
     }
 
@@ -193,8 +199,10 @@ impl Walker<'_> {
         let kind = WaitKind::from_reason(&self.reasons, s.reason)?;
         let chans = self.chans(g, s.waiting)?;
         let pcs = self.unwind(&s);
-        // Woken, re-parked, moved (stack copy) or reused while we read: skip it this time.
-        if self.read_g(g)? != s || pcs.is_empty() {
+        // Woken, re-parked, moved (stack copy) or reused while we read: skip it this time. A
+        // goroutine re-parked in the same select reuses the same sudogs from its P's cache, so
+        // only `trackingSeq` and a second, equal read of the chain tell.
+        if self.read_g(g)? != s || pcs.is_empty() || self.chans(g, s.waiting)? != chans {
             return None;
         }
         Some(Waiter {
@@ -220,10 +228,12 @@ impl Walker<'_> {
             if word(&raw, l.sudog_g as usize) != g {
                 return None;
             }
+            // selectgo clears `c` of every case before unlinking them after a wake-up.
             let c = word(&raw, l.sudog_c as usize);
-            if c != 0 {
-                chans.push(c);
+            if c == 0 {
+                return None;
             }
+            chans.push(c);
             sg = word(&raw, l.sudog_waitlink as usize);
         }
         Some(chans)

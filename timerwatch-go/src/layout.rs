@@ -87,6 +87,10 @@ pub struct GoroutineLayout {
     pub g_waitreason: u32,
     /// `g.waiting` (`*sudog`): the channels a parked goroutine waits on, linked by `waitlink`.
     pub g_waiting: u32,
+    /// `g.trackingSeq` (u8): bumped by every transition out of `_Grunning`, so a goroutine that
+    /// woke and parked again in the same place while being read shows a different value.
+    /// `None` where unmeasured (1.19, 1.20).
+    pub g_tracking_seq: Option<u32>,
     pub g_timer: u32,
     pub sudog_g: u32,
     pub sudog_waitlink: u32,
@@ -120,6 +124,7 @@ impl GoroutineLayout {
             self.g_waitreason,
             self.g_waiting,
             self.g_timer,
+            self.g_tracking_seq.unwrap_or(0),
         ]
         .into_iter()
         .max()
@@ -228,17 +233,18 @@ fn g_fields(v: GoVersion) -> (u32, u32) {
 }
 
 /// `runtime.g` fields per release beyond `g_fields`: (`atomicstatus`, `waitreason`,
-/// `waiting`, offset of `bp` in `gobuf`), from DWARF (docs/go-runtime-timers.md §9). 1.19/1.20
-/// are inferred (`waiting` sits 40 bytes before `timer` in every measured release), 1.24 from
-/// 1.23 and 1.26 from 1.27, whose `goid`/`waitreason`/`timer` they share.
-fn g_walk_fields(v: GoVersion) -> (u32, u32, u32, u32) {
+/// `waiting`, `trackingSeq`, offset of `bp` in `gobuf`), from DWARF (docs/go-runtime-timers.md
+/// §9). 1.19/1.20 are inferred (`waiting` sits 40 bytes before `timer` in every measured
+/// release), 1.24 from 1.23 and 1.26 from 1.27, whose `goid`/`waitreason`/`timer` they share.
+fn g_walk_fields(v: GoVersion) -> (u32, u32, u32, Option<u32>, u32) {
     match v.minor {
-        19 | 20 => (144, 176, 328, 48),
-        21 | 22 => (144, 176, 312, 48),
-        23 | 24 => (152, 184, 320, 48),
+        19 | 20 => (144, 176, 328, None, 48),
+        21 => (144, 176, 312, Some(188), 48),
+        22 => (144, 176, 312, Some(191), 48),
+        23 | 24 => (152, 184, 320, Some(199), 48),
         // 1.25 dropped `gobuf.ret`.
-        25 => (144, 176, 312, 40),
-        _ => (144, 176, 320, 40),
+        25 => (144, 176, 312, Some(191), 40),
+        _ => (144, 176, 320, Some(191), 40),
     }
 }
 
@@ -281,7 +287,7 @@ pub fn goroutines(
     let wait_reasons_decoded = decoded_wait.is_some();
     let wait = decoded_wait.or_else(|| wait_reasons_table(version));
     let (g_goid, g_timer) = g_fields(version);
-    let (g_status, g_waitreason, g_waiting, gobuf_bp) = g_walk_fields(version);
+    let (g_status, g_waitreason, g_waiting, g_tracking_seq, gobuf_bp) = g_walk_fields(version);
     let (sudog_waitlink, sudog_c) = sudog_fields(version);
     // `g.stack` leads `g`; `g.sched` follows stackguard0/1, _panic, _defer and m.
     let sched = 56;
@@ -296,6 +302,7 @@ pub fn goroutines(
         g_goid,
         g_waitreason,
         g_waiting,
+        g_tracking_seq,
         g_timer,
         sudog_g: 0,
         sudog_waitlink,

@@ -72,12 +72,14 @@ func main() {
 /// Goroutines parked where the goroutine walk must find them, each in its own noinline
 /// function: `tickLoop` in a two-case `select` on a Ticker's channel and a never-closed `done`
 /// (one case would compile to a plain receive), `afterWait` receiving from `time.After`, and
-/// `sleeper` in `time.Sleep`. Counts differ (3, 2, 4) so a mix-up shows. It prints "ready" and
-/// waits for stdin to close.
+/// `sleeper` in `time.Sleep`. Counts differ (3, 2, 4) so a mix-up shows. With `churn N`, N more
+/// goroutines park and wake every 50 µs in `main.churn` (a `select` on a fast Ticker), so a walk
+/// meets goroutines changing under it. It prints "ready" and waits for stdin to close.
 pub const WAITERS_PROGRAM: &str = r#"package main
 
 import (
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -104,6 +106,18 @@ func sleeper() {
 	time.Sleep(time.Hour)
 }
 
+//go:noinline
+func churn(done chan struct{}) {
+	t := time.NewTicker(50 * time.Microsecond)
+	for {
+		select {
+		case <-t.C:
+		case <-done:
+			return
+		}
+	}
+}
+
 func main() {
 	done := make(chan struct{})
 	for i := 0; i < 3; i++ {
@@ -116,6 +130,12 @@ func main() {
 	}
 	for i := 0; i < 4; i++ {
 		go sleeper()
+	}
+	if len(os.Args) > 2 && os.Args[1] == "churn" {
+		n, _ := strconv.Atoi(os.Args[2])
+		for i := 0; i < n; i++ {
+			go churn(done)
+		}
 	}
 	os.Stdout.WriteString("ready\n")
 	var b [1]byte
@@ -243,11 +263,11 @@ pub fn builds() -> Option<&'static [Built]> {
 }
 
 /// Every toolchain's build of [`WAITERS_PROGRAM`]; only the newest toolchain's has a distinct
-/// stripped build (elsewhere `stripped` is the plain build) and none has a PIE one.
+/// stripped build (elsewhere `stripped` is the plain build) and a PIE one.
 pub fn waiter_builds() -> Option<&'static [Built]> {
     static BUILDS: OnceLock<(tempfile::TempDir, Vec<Built>)> = OnceLock::new();
     builds_of(&BUILDS, |tc, dir, newest| {
-        build_program(tc, dir, WAITERS_PROGRAM, newest, false)
+        build_program(tc, dir, WAITERS_PROGRAM, newest, newest)
     })
 }
 

@@ -164,12 +164,63 @@ fn goroutine_walk_names_timer_waiters() {
 }
 
 #[test]
-fn goroutine_walk_works_stripped() {
+fn goroutine_walk_works_stripped_and_pie() {
     let Some(all) = waiter_builds() else { return };
     let newest = all.last().unwrap();
     assert_ne!(newest.stripped, newest.plain);
     assert!(analyze(&newest.stripped).unwrap().stripped);
     check_waiters(&newest.stripped);
+    // PIE: PCs come back link-time, so the callers still resolve.
+    let pie = newest.pie.as_deref().unwrap();
+    assert!(analyze(pie).unwrap().pie);
+    check_waiters(pie);
+}
+
+/// Goroutines that park and wake every 50 µs while the walk reads them: whatever it returns is
+/// whole (a churner is either skipped or reported with its caller, kind and both channels),
+/// and the steady waiters are all still there.
+#[test]
+fn goroutine_walk_under_churn_returns_only_whole_waiters() {
+    let Some(all) = waiter_builds() else { return };
+    let b = all.last().unwrap();
+    let bin = analyze(&b.plain).unwrap();
+    let running = Running::start(&b.plain, &["churn", "64"]);
+    let mem = ProcMem::new(running.pid());
+    let limits = WalkLimits::default();
+    let (mut seen_churners, mut full_walks) = (0, 0);
+    let started = Instant::now();
+    for _ in 0..200 {
+        let ws = waiters(&mem, &bin, 0, &limits).unwrap();
+        let by = by_caller(&bin, &ws);
+        for w in by.get("main.churn").into_iter().flatten() {
+            assert_eq!(w.kind, WaitKind::Select, "{w:#x?}");
+            assert_eq!(w.chans.len(), 2, "{w:#x?}");
+            seen_churners += 1;
+        }
+        assert_eq!(ws.iter().filter(|w| w.caller(&bin).is_none()).count(), 0);
+        full_walks += usize::from(
+            EXPECTED
+                .iter()
+                .all(|(c, n, _)| by.get(*c).map_or(0, Vec::len) == *n),
+        );
+    }
+    eprintln!("churn: {:?} per walk", started.elapsed() / 200);
+    eprintln!("churn: {seen_churners} parked churners over 200 walks, {full_walks} full walks");
+    assert!(seen_churners > 0, "no churner was ever seen parked");
+    assert!(full_walks > 0, "the steady waiters were never all found");
+}
+
+/// A process that exits before the walk: an error, not a panic or a hang.
+#[test]
+fn goroutine_walk_of_exited_process_is_an_error() {
+    let Some(all) = waiter_builds() else { return };
+    let b = all.last().unwrap();
+    let bin = analyze(&b.plain).unwrap();
+    let running = Running::start(&b.plain, &[]);
+    let pid = running.pid();
+    drop(running);
+    let got = waiters(&ProcMem::new(pid), &bin, 0, &WalkLimits::default());
+    assert!(got.is_err(), "{got:?}");
 }
 
 /// Stripped binaries decode what unstripped ones name: `allgs` from `forEachG` matches the
