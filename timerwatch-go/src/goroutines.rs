@@ -151,7 +151,7 @@ struct Walker<'a> {
 
 /// The fields of one `g` the walk depends on; two equal reads around the walk of its sudogs
 /// and stack mean none of it moved in between.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 struct GState {
     status: u32,
     reason: u8,
@@ -281,20 +281,118 @@ impl Walker<'_> {
 mod tests {
     use super::*;
 
+    const GO127: WaitReasons = WaitReasons {
+        chan_receive: 19,
+        select: 18,
+        select_no_cases: 17,
+        sleep: 14,
+    };
+
+    fn layout() -> GoroutineLayout {
+        GoroutineLayout {
+            allgs_vaddr: 0,
+            g_stack_lo: 0,
+            g_stack_hi: 8,
+            g_sched_sp: 56,
+            g_sched_pc: 64,
+            g_sched_bp: 96,
+            g_status: 144,
+            g_goid: 152,
+            g_waitreason: 176,
+            g_waiting: 320,
+            g_tracking_seq: Some(191),
+            g_timer: 360,
+            sudog_g: 0,
+            sudog_waitlink: 72,
+            sudog_c: 96,
+            wait: Some(GO127),
+            wait_reasons_decoded: false,
+        }
+    }
+
+    /// A stack in this very process, read through ProcMem like a target's: frames are
+    /// (caller's BP, return address) pairs.
+    #[test]
+    fn unwind_follows_frame_pointers_and_stops_on_hostile_chains() {
+        let mut stack = vec![0u64; 64];
+        let base = stack.as_ptr() as u64;
+        let at = |i: usize| base + 8 * i as u64;
+        let frames = |stack: &mut Vec<u64>, links: &[(usize, u64, u64)]| {
+            stack.fill(0);
+            for &(i, next, ret) in links {
+                stack[i] = next;
+                stack[i + 1] = ret;
+            }
+        };
+        let mem = ProcMem::new(std::process::id());
+        let l = layout();
+        let mut limits = WalkLimits::default();
+        let s = GState {
+            lo: base,
+            hi: at(64),
+            sp: at(2),
+            pc: 0x1010,
+            bp: at(4),
+            ..GState::default()
+        };
+        let unwind = |stack: &Vec<u64>, limits: &WalkLimits| {
+            let w = Walker {
+                mem: &mem,
+                l: &l,
+                reasons: GO127,
+                load_bias: 0x10,
+                limits,
+            };
+            // Keep the stack alive and unmoved while it is read.
+            let pcs = w.unwind(&s);
+            assert_eq!(stack.as_ptr() as u64, base);
+            pcs
+        };
+
+        frames(
+            &mut stack,
+            &[(4, at(10), 0x1110), (10, at(20), 0x2220), (20, 0, 0x3330)],
+        );
+        assert_eq!(unwind(&stack, &limits), [0x1000, 0x1100, 0x2210, 0x3320]);
+
+        // A frame pointing back down (a loop) ends the walk after that frame.
+        frames(&mut stack, &[(4, at(10), 0x1110), (10, at(4), 0x2220)]);
+        assert_eq!(unwind(&stack, &limits), [0x1000, 0x1100, 0x2210]);
+
+        // Leaving the stack, or a misaligned BP, ends it too.
+        frames(&mut stack, &[(4, at(10) + 4096, 0x1110)]);
+        assert_eq!(unwind(&stack, &limits), [0x1000, 0x1100]);
+        frames(&mut stack, &[(4, at(10) + 3, 0x1110)]);
+        assert_eq!(unwind(&stack, &limits), [0x1000, 0x1100]);
+
+        // Depth is bounded however long the chain.
+        let chain: Vec<_> = (0..30).map(|k| (2 * k + 2, at(2 * k + 4), 0x10)).collect();
+        frames(&mut stack, &chain);
+        limits.max_depth = 5;
+        assert_eq!(unwind(&stack, &limits).len(), 5);
+    }
+
     #[test]
     fn wait_kinds_follow_the_binarys_numbers() {
-        let go127 = WaitReasons {
-            chan_receive: 19,
-            select: 18,
-            select_no_cases: 17,
-            sleep: 14,
+        let go121 = WaitReasons {
+            chan_receive: 14,
+            select: 9,
+            select_no_cases: 10,
+            sleep: 19,
         };
-        assert_eq!(WaitKind::from_reason(&go127, 14), Some(WaitKind::Sleep));
+        let go127 = GO127;
+        // The same number means a sleep in one release and a channel receive in the other.
+        assert_eq!(WaitKind::from_reason(&go121, 19), Some(WaitKind::Sleep));
         assert_eq!(
             WaitKind::from_reason(&go127, 19),
             Some(WaitKind::ChanReceive)
         );
-        // 1.21's "sleep" is 1.27's "chan receive".
+        assert_eq!(
+            WaitKind::from_reason(&go127, 17),
+            Some(WaitKind::SelectNoCases)
+        );
+        // IO wait (2 everywhere) is no timer wait.
         assert_eq!(WaitKind::from_reason(&go127, 2), None);
+        assert_eq!(WaitKind::from_reason(&go121, 2), None);
     }
 }

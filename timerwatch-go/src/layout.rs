@@ -248,10 +248,13 @@ fn g_walk_fields(v: GoVersion) -> (u32, u32, u32, Option<u32>, u32) {
     }
 }
 
-/// (`sudog.waitlink`, `sudog.c`): 1.27 widened `elem` to 16 bytes (1.26 assumed the same).
+/// (`sudog.waitlink`, `sudog.c`). 1.27 made `elem` and `c` two-word `maybeTraceablePtr`s
+/// (`vp` for the GC, then `vu`, "the source of truth", which the goroutine-leak GC keeps while
+/// clearing `vp`), so `c` is read at its second word; 1.26 is assumed the same (the leak
+/// profile experiment shipped with it).
 fn sudog_fields(v: GoVersion) -> (u32, u32) {
     if v.at_least(26) {
-        (72, 88)
+        (72, 88 + 8)
     } else {
         (64, 80)
     }
