@@ -3,7 +3,8 @@
 //! [`analyze`] reads a binary once (the caller caches per (dev, inode)) and yields the Go
 //! version, uprobe points past each prologue, the register recipe per probe role, struct
 //! offsets for reading timers, and callback addresses to classify them. [`heap::walk`] reads the
-//! live per-P timer heaps; [`GoBinary::symbolize`] names Go code from pclntab, which survives
+//! live per-P timer heaps; [`goroutines::waiters`] finds the goroutines parked on channels or
+//! sleeps and their stacks; [`GoBinary::symbolize`] names Go code from pclntab, which survives
 //! stripping. Reference: docs/go-runtime-timers.md.
 
 pub mod buildinfo;
@@ -33,7 +34,7 @@ use std::io;
 use std::path::Path;
 
 pub use buildinfo::BuildInfo;
-pub use goroutines::{waiters, Waiter, WalkLimits};
+pub use goroutines::{waiters, WaitKind, Waiter, WalkLimits};
 pub use heap::{load_bias, walk, HeapSnapshot, HeapTimer};
 pub use kinds::{GoKind, KindSymbols};
 pub use layout::{GoroutineLayout, RuntimeLayout, TimerLayout};
