@@ -4,6 +4,10 @@
 //! `runtime.timer` fields only change between releases, so they come from a table
 //! (docs/go-runtime-timers.md §5.1, Appendix A). `p.timers` also depends on GOEXPERIMENT and
 //! `allp` on the link, so both are decoded from machine code (§5.3), with the table as fallback.
+//!
+//! The goroutine walk ([`GoroutineLayout`], §9): `runtime.g`/`runtime.sudog` fields come from a
+//! table; `allgs` is decoded from `runtime.forEachG` like `allp`; wait-reason numbers are read
+//! from the binary's own `runtime.waitReasonStrings`, because releases renumber them.
 
 use super::elf::Elf;
 use super::pclntab::Pclntab;
@@ -60,6 +64,81 @@ pub struct RuntimeLayout {
     pub async_timer_chan_vaddr: Option<u64>,
     /// Whether `TimerLayout::p_timers` came from machine code (true) or from the version table.
     pub p_timers_decoded: bool,
+}
+
+/// What the goroutine walk reads: where `runtime.allgs` is, and the `runtime.g` and
+/// `runtime.sudog` fields that say whether, where and on what a goroutine is parked.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct GoroutineLayout {
+    /// Link-time address of the `runtime.allgs` slice header (ptr, len, cap); 0 when it could
+    /// not be found (then only the goroutine walk is unavailable).
+    pub allgs_vaddr: u64,
+    /// `g.stack.lo` / `g.stack.hi`: the bounds every frame pointer must stay within.
+    pub g_stack_lo: u32,
+    pub g_stack_hi: u32,
+    /// `g.sched` (`gobuf`) `sp`, `pc` and `bp`: saved by `mcall` when the goroutine parked.
+    pub g_sched_sp: u32,
+    pub g_sched_pc: u32,
+    pub g_sched_bp: u32,
+    /// `g.atomicstatus` (u32).
+    pub g_status: u32,
+    pub g_goid: u32,
+    /// `g.waitreason` (u8).
+    pub g_waitreason: u32,
+    /// `g.waiting` (`*sudog`): the channels a parked goroutine waits on, linked by `waitlink`.
+    pub g_waiting: u32,
+    /// `g.trackingSeq` (u8): bumped by every transition out of `_Grunning`, so a goroutine that
+    /// woke and parked again in the same place while being read shows a different value.
+    /// `None` where unmeasured (1.19, 1.20).
+    pub g_tracking_seq: Option<u32>,
+    pub g_timer: u32,
+    pub sudog_g: u32,
+    pub sudog_waitlink: u32,
+    pub sudog_c: u32,
+    /// `None` when neither the binary nor the version table gives them (then only the
+    /// goroutine walk is unavailable).
+    pub wait: Option<WaitReasons>,
+    /// Whether `wait` came from the binary's `waitReasonStrings` (true) or the version table.
+    pub wait_reasons_decoded: bool,
+}
+
+/// `runtime.waitReason` values of the parks that can be waits on a timer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct WaitReasons {
+    pub chan_receive: u8,
+    pub select: u8,
+    pub select_no_cases: u8,
+    pub sleep: u8,
+}
+
+impl GoroutineLayout {
+    /// Bytes to read from a `g` to see every field the walk uses.
+    pub fn g_read_len(&self) -> usize {
+        [
+            self.g_stack_hi,
+            self.g_sched_sp,
+            self.g_sched_pc,
+            self.g_sched_bp,
+            self.g_status,
+            self.g_goid,
+            self.g_waitreason,
+            self.g_waiting,
+            self.g_timer,
+            self.g_tracking_seq.unwrap_or(0),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0) as usize
+            + 8
+    }
+
+    pub fn sudog_read_len(&self) -> usize {
+        [self.sudog_g, self.sudog_waitlink, self.sudog_c]
+            .into_iter()
+            .max()
+            .unwrap_or(0) as usize
+            + 8
+    }
 }
 
 impl TimerLayout {
@@ -153,6 +232,146 @@ fn g_fields(v: GoVersion) -> (u32, u32) {
     }
 }
 
+/// `runtime.g` fields per release beyond `g_fields`: (`atomicstatus`, `waitreason`,
+/// `waiting`, `trackingSeq`, offset of `bp` in `gobuf`), from DWARF (docs/go-runtime-timers.md
+/// §9). 1.19/1.20 are inferred (`waiting` sits 40 bytes before `timer` in every measured
+/// release), 1.24 from 1.23 and 1.26 from 1.27, whose `goid`/`waitreason`/`timer` they share.
+fn g_walk_fields(v: GoVersion) -> (u32, u32, u32, Option<u32>, u32) {
+    match v.minor {
+        19 | 20 => (144, 176, 328, None, 48),
+        21 => (144, 176, 312, Some(188), 48),
+        22 => (144, 176, 312, Some(191), 48),
+        23 | 24 => (152, 184, 320, Some(199), 48),
+        // 1.25 dropped `gobuf.ret`.
+        25 => (144, 176, 312, Some(191), 40),
+        _ => (144, 176, 320, Some(191), 40),
+    }
+}
+
+/// (`sudog.waitlink`, `sudog.c`). 1.27 made `elem` and `c` two-word `maybeTraceablePtr`s
+/// (`vp` for the GC, then `vu`, "the source of truth", which the goroutine-leak GC keeps while
+/// clearing `vp`), so `c` is read at its second word; 1.26 is assumed the same (the leak
+/// profile experiment shipped with it).
+fn sudog_fields(v: GoVersion) -> (u32, u32) {
+    if v.at_least(26) {
+        (72, 88 + 8)
+    } else {
+        (64, 80)
+    }
+}
+
+/// Wait reasons of the releases whose DWARF constants were read; 1.25 inserted two before
+/// `sleep`, 1.27 renumbered them all.
+fn wait_reasons_table(v: GoVersion) -> Option<WaitReasons> {
+    let (chan_receive, select, select_no_cases, sleep) = match v.minor {
+        21..=23 => (14, 9, 10, 19),
+        25 => (14, 9, 10, 20),
+        27 => (19, 18, 17, 14),
+        _ => return None,
+    };
+    Some(WaitReasons {
+        chan_receive,
+        select,
+        select_no_cases,
+        sleep,
+    })
+}
+
+/// The goroutine walk's layout. `allgs_symbol` is the `.symtab` value when there is one.
+pub fn goroutines(
+    elf: &Elf,
+    pcln: &Pclntab,
+    version: GoVersion,
+    allgs_symbol: Option<u64>,
+) -> GoroutineLayout {
+    let decoded_allgs = function_code(elf, pcln, "runtime.forEachG")
+        .and_then(|(code, base)| first_slice_global(&code, base));
+    let decoded_wait = decode_wait_reasons(elf);
+    let wait_reasons_decoded = decoded_wait.is_some();
+    let wait = decoded_wait.or_else(|| wait_reasons_table(version));
+    let (g_goid, g_timer) = g_fields(version);
+    let (g_status, g_waitreason, g_waiting, g_tracking_seq, gobuf_bp) = g_walk_fields(version);
+    let (sudog_waitlink, sudog_c) = sudog_fields(version);
+    // `g.stack` leads `g`; `g.sched` follows stackguard0/1, _panic, _defer and m.
+    let sched = 56;
+    GoroutineLayout {
+        allgs_vaddr: allgs_symbol.or(decoded_allgs).unwrap_or(0),
+        g_stack_lo: 0,
+        g_stack_hi: 8,
+        g_sched_sp: sched,
+        g_sched_pc: sched + 8,
+        g_sched_bp: sched + gobuf_bp,
+        g_status,
+        g_goid,
+        g_waitreason,
+        g_waiting,
+        g_tracking_seq,
+        g_timer,
+        sudog_g: 0,
+        sudog_waitlink,
+        sudog_c,
+        wait,
+        wait_reasons_decoded,
+    }
+}
+
+/// `runtime.waitReasonStrings` is a `[...]string` indexed by `waitReason`, so the index of each
+/// name is its number in this very binary. The array is found in writable data by its first
+/// three entries (`""`, `"GC assist marking"`, `"IO wait"`, the same in every release); its
+/// pointers are link-time addresses in the file, PIE included.
+fn decode_wait_reasons(elf: &Elf) -> Option<WaitReasons> {
+    const MAX_REASONS: usize = 256;
+    let string_at = |ptr: u64, len: u64| -> Option<Vec<u8>> {
+        match len {
+            0 => Some(Vec::new()),
+            1..=64 => elf.read_vaddr(ptr, len as usize).ok(),
+            _ => None,
+        }
+    };
+    for seg in elf.segments.iter().filter(|s| s.flags & 2 != 0) {
+        let Ok(data) = elf.read(seg.offset, seg.filesz as usize) else {
+            continue;
+        };
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
+        };
+        for at in (0..data.len().saturating_sub(48)).step_by(8) {
+            if word(at + 8) != Some(0) || word(at + 24) != Some(17) || word(at + 40) != Some(7) {
+                continue;
+            }
+            let named = |i: usize, name: &[u8]| {
+                let (ptr, len) = (word(at + 16 * i)?, word(at + 16 * i + 8)?);
+                Some(string_at(ptr, len)? == name)
+            };
+            if named(1, b"GC assist marking") != Some(true) || named(2, b"IO wait") != Some(true) {
+                continue;
+            }
+            let mut found = [None::<u8>; 4];
+            let names: [&[u8]; 4] = [b"chan receive", b"select", b"select (no cases)", b"sleep"];
+            for i in 0..MAX_REASONS {
+                let (Some(ptr), Some(len)) = (word(at + 16 * i), word(at + 16 * i + 8)) else {
+                    break;
+                };
+                let Some(s) = string_at(ptr, len) else { break };
+                if let Some(k) = names.iter().position(|n| *n == s.as_slice()) {
+                    found[k] = found[k].or(u8::try_from(i).ok());
+                }
+            }
+            let [Some(chan_receive), Some(select), Some(select_no_cases), Some(sleep)] = found
+            else {
+                return None;
+            };
+            return Some(WaitReasons {
+                chan_receive,
+                select,
+                select_no_cases,
+                sleep,
+            });
+        }
+    }
+    None
+}
+
 pub fn compute(
     elf: &Elf,
     pcln: &Pclntab,
@@ -165,7 +384,7 @@ pub fn compute(
     let sleep_until = function_code(elf, pcln, "runtime.timeSleepUntil");
     let decoded_allp = sleep_until
         .as_ref()
-        .and_then(|(code, base)| decode_allp(code, *base));
+        .and_then(|(code, base)| first_slice_global(code, *base));
     let allp_vaddr = allp_symbol.or(decoded_allp).unwrap_or(0);
 
     let decoded_p_timers = if new {
@@ -231,9 +450,10 @@ fn in_writable_memory(elf: &Elf, vaddr: u64) -> bool {
         .any(|s| s.flags & 2 != 0 && vaddr >= s.vaddr && vaddr - s.vaddr < s.memsz)
 }
 
-/// `timeSleepUntil` iterates `allp` first: two consecutive RIP-relative loads of X and X+8
-/// (slice pointer and length) give allp = X.
-fn decode_allp(code: &[u8], base: u64) -> Option<u64> {
+/// A global slice read by a loop over it: two consecutive RIP-relative loads of X and X+8
+/// (slice pointer and length) give the slice header at X. `timeSleepUntil` iterates `allp`
+/// first; `forEachG` iterates `allgs` right after taking `allglock`.
+fn first_slice_global(code: &[u8], base: u64) -> Option<u64> {
     let globals: Vec<u64> = x86::loads(code, base)
         .into_iter()
         .filter_map(|(_, l)| match l {

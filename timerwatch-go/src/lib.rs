@@ -3,11 +3,13 @@
 //! [`analyze`] reads a binary once (the caller caches per (dev, inode)) and yields the Go
 //! version, uprobe points past each prologue, the register recipe per probe role, struct
 //! offsets for reading timers, and callback addresses to classify them. [`heap::walk`] reads the
-//! live per-P timer heaps; [`GoBinary::symbolize`] names Go code from pclntab, which survives
+//! live per-P timer heaps; [`goroutines::waiters`] finds the goroutines parked on channels or
+//! sleeps and their stacks; [`GoBinary::symbolize`] names Go code from pclntab, which survives
 //! stripping. Reference: docs/go-runtime-timers.md.
 
 pub mod buildinfo;
 pub mod elf;
+pub mod goroutines;
 pub mod heap;
 pub mod kinds;
 pub mod layout;
@@ -24,15 +26,18 @@ mod tests;
 mod testutil;
 #[cfg(any(test, feature = "toolchains"))]
 pub mod toolchain;
+#[cfg(test)]
+mod waiter_tests;
 
 use std::fmt;
 use std::io;
 use std::path::Path;
 
 pub use buildinfo::BuildInfo;
+pub use goroutines::{waiters, WaitKind, Waiter, WalkLimits};
 pub use heap::{load_bias, walk, HeapSnapshot, HeapTimer};
 pub use kinds::{GoKind, KindSymbols};
-pub use layout::{RuntimeLayout, TimerLayout};
+pub use layout::{GoroutineLayout, RuntimeLayout, TimerLayout};
 pub use probes::{ProbePoint, ProbeRole, Reg, RoleRegs};
 pub use symbolize::{go_caller, GoFrame};
 pub use version::GoVersion;
@@ -99,6 +104,7 @@ pub struct GoBinary {
     pub layout: TimerLayout,
     pub kinds: KindSymbols,
     pub runtime: RuntimeLayout,
+    pub goroutines: GoroutineLayout,
     pub build: BuildInfo,
     /// ET_DYN (`-buildmode=pie`): runtime addresses = link-time addresses + load bias.
     pub pie: bool,
@@ -151,15 +157,16 @@ pub fn analyze(path: &Path) -> Result<GoBinary, Error> {
     }
 
     let stripped = !elf.has_symtab();
-    let [allp_sym, text_sym, pclntab_sym, epclntab_sym]: [Option<elf::Symbol>; 4] = elf
+    let [allp_sym, allgs_sym, text_sym, pclntab_sym, epclntab_sym]: [Option<elf::Symbol>; 5] = elf
         .find_symbols(&[
             "runtime.allp",
+            "runtime.allgs",
             "runtime.text",
             "runtime.pclntab",
             "runtime.epclntab",
         ])?
         .try_into()
-        .expect("four names in, four results out");
+        .expect("five names in, five results out");
     let symtab_range = pclntab_sym
         .zip(epclntab_sym)
         .map(|(start, end)| (start.value, end.value));
@@ -182,6 +189,7 @@ pub fn analyze(path: &Path) -> Result<GoBinary, Error> {
     let probes = probes::resolve(&elf, &pcln, version)?;
     let (layout, runtime) =
         layout::compute(&elf, &pcln, version, &build, allp_sym.map(|s| s.value))?;
+    let goroutines = layout::goroutines(&elf, &pcln, version, allgs_sym.map(|s| s.value));
     let kinds = KindSymbols::resolve(&pcln);
     let async_timer_chan = (version.new_timers() && !version.at_least(27))
         .then(|| build.default_godebug("asynctimerchan") == Some("1"));
@@ -195,6 +203,7 @@ pub fn analyze(path: &Path) -> Result<GoBinary, Error> {
         layout,
         kinds,
         runtime,
+        goroutines,
         pie: elf.is_pie(),
         build,
         pclntab: pcln,

@@ -69,6 +69,81 @@ func main() {
 }
 "#;
 
+/// Goroutines parked where the goroutine walk must find them, each in its own noinline
+/// function: `tickLoop` in a two-case `select` on a Ticker's channel and a never-closed `done`
+/// (one case would compile to a plain receive), `afterWait` receiving from `time.After`, and
+/// `sleeper` in `time.Sleep`. Counts differ (3, 2, 4) so a mix-up shows. With `churn N`, N more
+/// goroutines park and wake every 50 µs in `main.churn` (a `select` on a fast Ticker), so a walk
+/// meets goroutines changing under it. It prints "ready" and waits for stdin to close.
+pub const WAITERS_PROGRAM: &str = r#"package main
+
+import (
+	"os"
+	"strconv"
+	"time"
+)
+
+var sink []any
+
+//go:noinline
+func tickLoop(t *time.Ticker, done chan struct{}) {
+	for {
+		select {
+		case <-t.C:
+		case <-done:
+			return
+		}
+	}
+}
+
+//go:noinline
+func afterWait() {
+	<-time.After(time.Hour)
+}
+
+//go:noinline
+func sleeper() {
+	time.Sleep(time.Hour)
+}
+
+//go:noinline
+func churn(done chan struct{}) {
+	t := time.NewTicker(50 * time.Microsecond)
+	for {
+		select {
+		case <-t.C:
+		case <-done:
+			return
+		}
+	}
+}
+
+func main() {
+	done := make(chan struct{})
+	for i := 0; i < 3; i++ {
+		t := time.NewTicker(time.Hour)
+		sink = append(sink, t)
+		go tickLoop(t, done)
+	}
+	for i := 0; i < 2; i++ {
+		go afterWait()
+	}
+	for i := 0; i < 4; i++ {
+		go sleeper()
+	}
+	if len(os.Args) > 2 && os.Args[1] == "churn" {
+		n, _ := strconv.Atoi(os.Args[2])
+		for i := 0; i < n; i++ {
+			go churn(done)
+		}
+	}
+	os.Stdout.WriteString("ready\n")
+	var b [1]byte
+	os.Stdin.Read(b[:])
+	close(done)
+}
+"#;
+
 /// Build outputs of [`PROGRAM`] for one toolchain.
 pub struct Built {
     pub version: GoVersion,
@@ -137,15 +212,33 @@ fn go_build(tc: &Toolchain, dir: &Path, out: &Path, extra: &[&str]) -> Result<()
 }
 
 fn build(tc: &Toolchain, dir: &Path, newest: bool) -> Result<Built, String> {
+    build_program(tc, dir, PROGRAM, true, newest)
+}
+
+/// Builds `program` in `dir`; the stripped variant only when asked (each one links again; without
+/// it `stripped` names the plain build) and the PIE one for the newest toolchain (a PIE build
+/// compiles the standard library again).
+fn build_program(
+    tc: &Toolchain,
+    dir: &Path,
+    program: &str,
+    stripped: bool,
+    newest: bool,
+) -> Result<Built, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let source = dir.join("main.go");
-    std::fs::write(&source, PROGRAM).map_err(|e| e.to_string())?;
+    std::fs::write(&source, program).map_err(|e| e.to_string())?;
     let gomod = format!("module twtest\n\ngo 1.{}\n", tc.version.minor);
     std::fs::write(dir.join("go.mod"), gomod).map_err(|e| e.to_string())?;
     let plain = dir.join("plain");
-    let stripped = dir.join("stripped");
     go_build(tc, dir, &plain, &[])?;
-    go_build(tc, dir, &stripped, &["-ldflags=-s -w"])?;
+    let stripped = if stripped {
+        let path = dir.join("stripped");
+        go_build(tc, dir, &path, &["-ldflags=-s -w"])?;
+        path
+    } else {
+        plain.clone()
+    };
     let pie = if newest {
         let pie = dir.join("pie");
         go_build(tc, dir, &pie, &["-buildmode=pie", "-ldflags=-s -w"])?;
@@ -166,6 +259,24 @@ fn build(tc: &Toolchain, dir: &Path, newest: bool) -> Result<Built, String> {
 /// `None` (after a note) when there is no toolchain outside CI.
 pub fn builds() -> Option<&'static [Built]> {
     static BUILDS: OnceLock<(tempfile::TempDir, Vec<Built>)> = OnceLock::new();
+    builds_of(&BUILDS, build)
+}
+
+/// Every toolchain's build of [`WAITERS_PROGRAM`]; only the newest toolchain's has a distinct
+/// stripped build (elsewhere `stripped` is the plain build) and a PIE one.
+pub fn waiter_builds() -> Option<&'static [Built]> {
+    static BUILDS: OnceLock<(tempfile::TempDir, Vec<Built>)> = OnceLock::new();
+    builds_of(&BUILDS, |tc, dir, newest| {
+        build_program(tc, dir, WAITERS_PROGRAM, newest, newest)
+    })
+}
+
+type BuildFn = fn(&Toolchain, &Path, bool) -> Result<Built, String>;
+
+fn builds_of(
+    cell: &'static OnceLock<(tempfile::TempDir, Vec<Built>)>,
+    build: BuildFn,
+) -> Option<&'static [Built]> {
     let tcs = toolchains();
     if tcs.is_empty() {
         if std::env::var("CI").as_deref() == Ok("true") {
@@ -178,7 +289,7 @@ pub fn builds() -> Option<&'static [Built]> {
         );
         return None;
     }
-    let (_, built) = BUILDS.get_or_init(|| {
+    let (_, built) = cell.get_or_init(|| {
         let tmp = tempfile::tempdir().expect("tempdir");
         let newest = tcs.last().map(|t| t.version);
         let built = thread::scope(|s| {
