@@ -45,6 +45,9 @@ pub struct Symbol {
 
 pub struct Elf {
     file: File,
+    /// Reads are checked against it before a buffer is allocated: a section header can claim
+    /// any size, and the file is the target's.
+    file_len: u64,
     pub file_type: u16,
     pub machine: u16,
     pub sections: Vec<Section>,
@@ -89,6 +92,7 @@ impl Elf {
     /// concerned: there is nothing it could attach to.
     pub fn open(path: &Path) -> Result<Elf, Error> {
         let file = File::open(path)?;
+        let file_len = file.metadata()?.len();
         let mut header = [0u8; 64];
         match file.read_exact_at(&mut header, 0) {
             Ok(()) => {}
@@ -110,6 +114,7 @@ impl Elf {
 
         let mut elf = Elf {
             file,
+            file_len,
             file_type,
             machine,
             sections: Vec::new(),
@@ -169,6 +174,13 @@ impl Elf {
     }
 
     pub fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let end = offset.checked_add(len as u64);
+        if end.is_none_or(|end| end > self.file_len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{len} bytes at {offset:#x} run past the end of the file"),
+            ));
+        }
         let mut buf = vec![0u8; len];
         self.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
@@ -253,6 +265,22 @@ mod tests {
         assert!(!elf.segments.is_empty());
         let text = elf.section(".text").expect(".text");
         assert_eq!(elf.file_offset(text.addr), Some(text.offset));
+    }
+
+    /// Found by the go_binary fuzz target: a section header claiming 2^57 bytes made `read`
+    /// allocate before reading. Now the claim is checked against the file.
+    #[test]
+    fn a_section_larger_than_the_file_is_an_error_not_an_allocation() {
+        let mut bytes = std::fs::read("/bin/true").unwrap();
+        let shoff = u64_at(&bytes, 40) as usize;
+        let shentsize = u16_at(&bytes, 58) as usize;
+        let shstrndx = u16_at(&bytes, 62) as usize;
+        let size_at = shoff + shstrndx * shentsize + 32;
+        bytes[size_at..size_at + 8].copy_from_slice(&(1u64 << 57).to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge-strtab");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(Elf::open(&path).is_err());
     }
 
     #[test]

@@ -85,8 +85,10 @@ impl Pclntab {
             data,
         };
         let functab_end = tab
-            .functab
-            .checked_add((tab.nfunc + 1) * 8)
+            .nfunc
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(8))
+            .and_then(|len| tab.functab.checked_add(len))
             .ok_or_else(|| bad("functab size"))?;
         if functab_end > tab.data.len()
             || [tab.funcname, tab.cutab, tab.filetab, tab.pctab]

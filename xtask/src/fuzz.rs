@@ -22,6 +22,16 @@ pub struct Args {
     targets: Vec<String>,
 }
 
+impl Args {
+    /// Every target for `secs` seconds, as `cargo xtask test` runs them.
+    pub fn short(secs: u64) -> Args {
+        Args {
+            time: secs,
+            targets: Vec::new(),
+        }
+    }
+}
+
 /// The names of fuzz/fuzz_targets/*.rs.
 fn all_targets(fuzz: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(fuzz.join("fuzz_targets"))?

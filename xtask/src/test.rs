@@ -103,10 +103,17 @@ fn steps(args: &Args, tally: &mut Tally) -> Result<(), Stop> {
             "xtask",
             "-p",
             "timerwatch-bench",
+            // Replays every kept fuzz input (fuzz/regressions, fuzz/corpus) without the fuzzer.
+            "-p",
+            "timerwatch-fuzz",
         ],
         &[],
     ))?;
     tally.command(test(&["-p", "timerwatch", "--lib", "--bins"], &[]))?;
+    // A short run of every fuzz target with coverage: new inputs, not just the kept ones.
+    tally.step("cargo xtask fuzz --time 10", || {
+        crate::fuzz::run(&crate::fuzz::Args::short(10))
+    })?;
 
     if args.unit_only {
         println!("xtask test: --unit-only: skipping integration tests");
