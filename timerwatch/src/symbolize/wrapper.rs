@@ -356,6 +356,8 @@ mod tests {
             file: Some("app.c".into()),
             line: Some(7),
             module: module.map(str::to_string),
+            offset: None,
+            naming: super::super::Naming::Symtab,
         }
     }
 
@@ -375,15 +377,11 @@ mod tests {
     }
 
     #[test]
-    fn unknown_caller_renders_address_and_module() {
-        let frames = [
-            frame(Some("nanosleep"), Some(LIBC)),
-            frame(None, Some("/usr/bin/stripped")),
-        ];
-        assert_eq!(
-            choose_caller(&frames).as_deref(),
-            Some("0x1234 (/usr/bin/stripped)")
-        );
+    fn unknown_caller_renders_file_and_offset() {
+        let mut stripped = frame(None, Some("/usr/bin/stripped"));
+        stripped.offset = Some(0x2034);
+        let frames = [frame(Some("nanosleep"), Some(LIBC)), stripped];
+        assert_eq!(choose_caller(&frames).as_deref(), Some("stripped+0x2034"));
         assert_eq!(
             choose_caller(&[frame(None, None)]).as_deref(),
             Some("0x1234")

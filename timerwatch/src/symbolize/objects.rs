@@ -1,0 +1,161 @@
+//! Names of code in mapped files, kept per file (device and inode) and file offset, so they
+//! hold across processes, restarts and address-space layouts, and each file is analysed once.
+//!
+//! A file's code is named by the best source it has, in this order: a Go binary's pclntab
+//! (inlined calls expanded, as Go runtime callsites are; it survives `-ldflags=-s -w`), a
+//! separate debug file found on disk (`debug_file`), the file's own symbols and DWARF. What none
+//! of them names stays unnamed and is shown as `binary+0xOFFSET`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use timerwatch_go::GoBinary;
+use timerwatch_proc::maps::MapEntry;
+
+use super::elf_facts::ElfFacts;
+use super::user::{Paths, UserSymbolizer};
+use super::{debug_file, Naming};
+
+/// A named code location: one per frame, several for a Go address inside inlined calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Named {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub naming: Naming,
+}
+
+/// Identity of a mapped file, as `/proc/PID/maps` prints it.
+type FileKey = (String, u64);
+
+struct Object {
+    facts: ElfFacts,
+    go: Option<GoBinary>,
+    /// Separate debug file and where it came from.
+    debug: Option<(PathBuf, Naming)>,
+    /// By file offset and whether it is a return address.
+    names: HashMap<(u64, bool), Vec<Named>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Objects {
+    objects: HashMap<FileKey, Object>,
+}
+
+/// How the symbolizer reaches the file of `entry` in `pid`.
+pub(crate) fn file_path(pid: u32, paths: Paths, entry: &MapEntry) -> PathBuf {
+    match paths {
+        Paths::MapFiles => {
+            PathBuf::from(format!("/proc/{pid}/map_files/{}", entry.map_files_name()))
+        }
+        Paths::Symbolic => PathBuf::from(entry.path.as_deref().unwrap_or_default()),
+    }
+}
+
+impl Objects {
+    /// Names of file offset `offset` of `entry`'s file (mapped in `pid`); empty when nothing
+    /// names it. A file that cannot be read now (the process just exited) is retried next time.
+    pub fn name(
+        &mut self,
+        user: &mut UserSymbolizer,
+        pid: u32,
+        paths: Paths,
+        entry: &MapEntry,
+        offset: u64,
+        ret: bool,
+    ) -> Vec<Named> {
+        let path = file_path(pid, paths, entry);
+        let key = (entry.dev.clone(), entry.inode);
+        if !self.objects.contains_key(&key) {
+            let Some(object) = Object::open(&path, entry, pid) else {
+                return Vec::new();
+            };
+            self.objects.insert(key.clone(), object);
+        }
+        let object = self.objects.get_mut(&key).expect("inserted above");
+        if let Some(names) = object.names.get(&(offset, ret)) {
+            return names.clone();
+        }
+        let (names, stable) = object.lookup(user, &path, offset, ret);
+        if stable {
+            object.names.insert((offset, ret), names.clone());
+        }
+        names
+    }
+}
+
+impl Object {
+    fn open(path: &Path, entry: &MapEntry, pid: u32) -> Option<Self> {
+        let facts = ElfFacts::read(path)?;
+        let go = timerwatch_go::analyze(path).ok();
+        // The path the target knows the binary by: where its debug link is relative to.
+        let target_path = Path::new(entry.path.as_deref().unwrap_or_default());
+        let debug = (go.is_none() && !facts.own_debug_info)
+            .then(|| debug_file::find(target_path, &facts, pid))
+            .flatten()
+            .map(|p| (p, Naming::Debuginfo));
+        Some(Self {
+            facts,
+            go,
+            debug,
+            names: HashMap::new(),
+        })
+    }
+
+    /// Names at `offset` and whether the answer may be remembered.
+    fn lookup(
+        &self,
+        user: &mut UserSymbolizer,
+        path: &Path,
+        offset: u64,
+        ret: bool,
+    ) -> (Vec<Named>, bool) {
+        let at = if ret {
+            offset.saturating_sub(1)
+        } else {
+            offset
+        };
+        let Some(vaddr) = self.facts.vaddr(at) else {
+            return (Vec::new(), true);
+        };
+        if let Some(go) = &self.go {
+            let frames = go.symbolize_inline(vaddr);
+            if !frames.is_empty() {
+                let named = frames
+                    .into_iter()
+                    .map(|f| Named {
+                        function: Some(f.function),
+                        file: f.file,
+                        line: f.line,
+                        naming: Naming::Pclntab,
+                    })
+                    .collect();
+                return (named, true);
+            }
+        }
+        if let Some((debug, naming)) = &self.debug {
+            let r = user
+                .symbolize_elf(debug, &[vaddr])
+                .pop()
+                .unwrap_or_default();
+            if r.function.is_some() {
+                return (vec![named(r, *naming)], true);
+            }
+        }
+        let r = user.symbolize_elf(path, &[vaddr]).pop().unwrap_or_default();
+        let stable = r.stable;
+        if r.function.is_none() {
+            return (Vec::new(), stable);
+        }
+        (vec![named(r, Naming::Symtab)], stable)
+    }
+}
+
+fn named(r: super::user::Resolved, naming: Naming) -> Named {
+    Named {
+        function: r.function,
+        file: r.file,
+        line: r.line,
+        naming,
+    }
+}
