@@ -19,7 +19,7 @@ use crate::{
     event::{Callstack, Record},
     histogram::Histogram,
     kind::{classify, Kind},
-    symbolize::UserStack,
+    symbolize::{Naming, UserStack},
 };
 
 /// Lookups the table needs from the outside world.
@@ -66,6 +66,8 @@ pub struct Callsite {
     pub timer_function: Option<String>,
     pub caller: Option<String>,
     pub frames: Vec<String>,
+    /// How each of `frames` was named.
+    pub naming: Vec<Naming>,
     pub live: u64,
     pub created_total: u64,
     pub armed_total: u64,
@@ -230,12 +232,13 @@ impl Table {
             }
         }
         let timer_function = (function != 0).then(|| res.kernel(function)).flatten();
-        let (caller, frames) = match stack {
+        let (caller, frames, naming) = match stack {
             Some(s) => {
                 let u = res.user(tgid, s);
-                (u.caller, u.frames.iter().map(|f| f.display()).collect())
+                let frames = u.frames.iter().map(|f| f.display()).collect();
+                (u.caller, frames, u.frames.iter().map(|f| f.naming).collect())
             }
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), Vec::new()),
         };
         let id = self.next_id;
         self.next_id += 1;
@@ -247,6 +250,7 @@ impl Table {
                 timer_function,
                 caller,
                 frames,
+                naming,
                 live: 0,
                 created_total: 0,
                 armed_total: 0,
