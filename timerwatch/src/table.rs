@@ -236,7 +236,11 @@ impl Table {
             Some(s) => {
                 let u = res.user(tgid, s);
                 let frames = u.frames.iter().map(|f| f.display()).collect();
-                (u.caller, frames, u.frames.iter().map(|f| f.naming).collect())
+                (
+                    u.caller,
+                    frames,
+                    u.frames.iter().map(|f| f.naming).collect(),
+                )
             }
             None => (None, Vec::new(), Vec::new()),
         };
