@@ -293,3 +293,68 @@ fn symbol_file_range(path: &Path, name: &str) -> (u64, u64) {
         .expect("a LOAD segment holds the function");
     (offset, size)
 }
+
+/// The kernel-timer callsites (not the Go runtime's own) of `pid`.
+fn kernel_sites(report: &Report, pid: u32) -> Vec<&Value> {
+    report.process(pid)["callsites"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["source"] == "kernel" && c["frames"].as_array().is_some_and(|f| !f.is_empty())
+        })
+        .collect()
+}
+
+#[test]
+fn stripped_go_binary_kernel_timers_are_named_through_pclntab() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let Some(tc) = common::go::toolchains().into_iter().max_by_key(|t| t.minor) else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true but no Go toolchain is installed; run cargo xtask setup"
+        );
+        eprintln!("skipping: no Go toolchain installed");
+        return;
+    };
+    let bin = common::go::build(&tc, "kernel_timers", true);
+    let target = common::go::Running::spawn(&bin);
+    let pid = target.pid();
+    let report = snapshot(&[pid], &[]);
+    let sites = kernel_sites(&report, pid);
+    assert!(
+        !sites.is_empty(),
+        "no kernel timers from {pid}; report:\n{report}"
+    );
+    for site in &sites {
+        let caller = site["caller"].as_str().unwrap_or_default();
+        // A Go function: package path, dot, name; never an address or binary+offset.
+        assert!(
+            !caller.starts_with("0x") && !caller.contains("+0x") && caller.contains('.'),
+            "caller {caller:?} is not a Go function; report:\n{report}"
+        );
+        let frames = site["frames"].as_array().unwrap();
+        let naming = site["naming"].as_array().expect("naming");
+        assert_eq!(frames.len(), naming.len(), "report:\n{report}");
+    }
+    // The client's connect and close arm the kernel's TCP timers from the application code.
+    let dialer = sites.iter().any(|s| {
+        s["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(s["naming"].as_array().unwrap())
+            .any(|(f, n)| {
+                f.as_str()
+                    .is_some_and(|f| f.starts_with("main.dialAndClose ("))
+                    && n == "pclntab"
+            })
+    });
+    assert!(
+        dialer,
+        "no kernel timer from main.dialAndClose; report:\n{report}"
+    );
+}
