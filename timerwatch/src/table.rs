@@ -32,6 +32,11 @@ pub trait Resolver {
     fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>);
     /// The process exec'd or exited: its cached symbols are stale.
     fn forget(&mut self, tgid: u32);
+    /// `stack` named again where better names arrived since (debug files fetched in the
+    /// background), or `None`.
+    fn rename(&mut self, _stack: &UserStack) -> Option<UserStack> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -155,6 +160,8 @@ pub struct Table {
     /// arms and expiries come from the itimer tracepoints instead).
     itimer_by_hrtimer: HashMap<u64, TimerKey>,
     callsites: HashMap<u64, Callsite>,
+    /// Callsites whose stacks have frames still waiting for names (see [`Table::rename`]).
+    renaming: HashMap<u64, UserStack>,
     /// (tgid, kind, hash of the raw stack, kernel callback of kernel timers) → callsite id. Raw
     /// addresses symbolize the same way for the life of an address space, so a stack seen before
     /// costs no symbolization. Kernel timers armed under one user stack (a socket's retransmit,
@@ -188,6 +195,24 @@ fn stack_hash(frames: &[u64]) -> u64 {
 impl Table {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Gives callsites the names that arrived since they were first named (a debug file fetched
+    /// in the background): their identity stays, only caller, frames and naming change.
+    pub fn rename(&mut self, res: &mut dyn Resolver) {
+        let callsites = &mut self.callsites;
+        self.renaming.retain(|id, stack| {
+            let Some(callsite) = callsites.get_mut(id) else {
+                return false;
+            };
+            if let Some(renamed) = res.rename(stack) {
+                callsite.caller = renamed.caller.clone();
+                callsite.frames = renamed.frames.iter().map(|f| f.display()).collect();
+                callsite.naming = renamed.frames.iter().map(|f| f.naming).collect();
+                *stack = renamed;
+            }
+            stack.awaits_names()
+        });
     }
 
     /// Make sure a process has a row even before any timer event (for `-p` targets).

@@ -7,6 +7,7 @@
 //! function and not the wrapper's caller's caller.
 
 mod debug_file;
+mod debuginfod;
 mod elf_facts;
 mod kallsyms;
 mod objects;
@@ -16,7 +17,7 @@ mod wrapper;
 use std::collections::HashMap;
 
 use kallsyms::Kallsyms;
-use objects::Objects;
+use objects::{FileKey, Objects};
 use timerwatch_proc::{maps::Maps, mem::ProcMem};
 use user::{Paths, UserSymbolizer};
 
@@ -105,6 +106,19 @@ pub struct UserStack {
     pub frames: Vec<Frame>,
     /// First frame outside libc/ld.so (and, for Go, runtime internals): the application function.
     pub caller: Option<String>,
+    /// Frames whose file's debug file is on its way from debuginfod (see `Symbolizer::rename`).
+    renames: Vec<Rename>,
+    /// `Objects::generation` when the stack was last named.
+    generation: u64,
+}
+
+/// A frame to name again when its file's debug file arrives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rename {
+    frame: usize,
+    file: FileKey,
+    offset: u64,
+    ret: bool,
 }
 
 impl UserStack {
@@ -124,7 +138,13 @@ impl UserStack {
         Self {
             caller: frames.get(1).and_then(|f| f.function.clone()),
             frames,
+            ..Self::default()
         }
+    }
+
+    /// Whether some frames may still be renamed by [`Symbolizer::rename`].
+    pub fn awaits_names(&self) -> bool {
+        !self.renames.is_empty()
     }
 }
 
@@ -169,7 +189,7 @@ impl Symbolizer {
             kallsyms: None,
             kernel_names: HashMap::new(),
             user: UserSymbolizer::new(),
-            objects: Objects::default(),
+            objects: Objects::new(),
             processes: HashMap::new(),
         }
     }
@@ -220,9 +240,53 @@ impl Symbolizer {
         if let Some((at, ret)) = wrapper::recover_caller(stack, scan, &process.maps, &mut read) {
             addrs.insert(at, ret);
         }
-        let frames = symbolize_frames(&mut self.user, &mut self.objects, pid, process, &addrs);
+        let generation = self.objects.generation();
+        let mut renames = Vec::new();
+        let frames = symbolize_frames(
+            &mut self.user,
+            &mut self.objects,
+            pid,
+            process,
+            &addrs,
+            &mut renames,
+        );
         let caller = wrapper::choose_caller(&frames);
-        UserStack { frames, caller }
+        UserStack {
+            frames,
+            caller,
+            renames,
+            generation,
+        }
+    }
+
+    /// `stack` with the names of debug files fetched since it was named, or `None` when
+    /// nothing new arrived. Works after the process is gone: names are per file and offset.
+    pub fn rename(&mut self, stack: &UserStack) -> Option<UserStack> {
+        let generation = self.objects.generation();
+        if stack.renames.is_empty() || generation == stack.generation {
+            return None;
+        }
+        let mut out = stack.clone();
+        out.generation = generation;
+        out.renames.clear();
+        for r in &stack.renames {
+            match self
+                .objects
+                .rename(&mut self.user, &r.file, r.offset, r.ret)
+            {
+                Err(()) => out.renames.push(r.clone()),
+                Ok(None) => {}
+                Ok(Some(named)) => {
+                    let frame = &mut out.frames[r.frame];
+                    frame.function = named.function;
+                    frame.file = named.file;
+                    frame.line = named.line;
+                    frame.naming = named.naming;
+                }
+            }
+        }
+        out.caller = wrapper::choose_caller(&out.frames);
+        Some(out)
     }
 
     /// Drop everything known about `pid`: after exec or exit its addresses mean something else.
@@ -269,6 +333,7 @@ fn symbolize_frames(
     pid: u32,
     process: &mut ProcessCache,
     addrs: &[u64],
+    renames: &mut Vec<Rename>,
 ) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(addrs.len());
     for (i, &addr) in addrs.iter().enumerate() {
@@ -299,7 +364,15 @@ fn symbolize_frames(
             continue;
         }
         let paths = process.paths(pid);
-        let named = objects.name(user, pid, paths, &entry, offset, ret);
+        let (named, awaiting) = objects.name(user, pid, paths, &entry, offset, ret);
+        if awaiting && named.len() <= 1 {
+            renames.push(Rename {
+                frame: frames.len(),
+                file: objects::file_key(&entry),
+                offset,
+                ret,
+            });
+        }
         if named.is_empty() {
             frames.push(Frame::unnamed(addr, module.clone(), Some(offset)));
         }

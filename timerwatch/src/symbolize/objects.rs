@@ -3,8 +3,8 @@
 //!
 //! A file's code is named by the best source it has, in this order: a Go binary's pclntab
 //! (inlined calls expanded, as Go runtime callsites are; it survives `-ldflags=-s -w`), a
-//! separate debug file found on disk (`debug_file`), the file's own symbols and DWARF. What none
-//! of them names stays unnamed and is shown as `binary+0xOFFSET`.
+//! separate debug file found on disk (`debug_file`) or fetched by `debuginfod`, the file's own
+//! symbols and DWARF. What none of them names stays unnamed and is shown as `binary+0xOFFSET`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use timerwatch_go::GoBinary;
 use timerwatch_proc::maps::MapEntry;
 
+use super::debuginfod::{Debuginfod, Fetch};
 use super::elf_facts::ElfFacts;
 use super::user::{Paths, UserSymbolizer};
 use super::{debug_file, Naming};
@@ -26,20 +27,22 @@ pub(crate) struct Named {
 }
 
 /// Identity of a mapped file, as `/proc/PID/maps` prints it.
-type FileKey = (String, u64);
+pub(crate) type FileKey = (String, u64);
 
 struct Object {
     facts: ElfFacts,
     go: Option<GoBinary>,
     /// Separate debug file and where it came from.
     debug: Option<(PathBuf, Naming)>,
+    /// Build ID whose debug file a debuginfod server is being asked for.
+    awaiting: Option<Vec<u8>>,
     /// By file offset and whether it is a return address.
     names: HashMap<(u64, bool), Vec<Named>>,
 }
 
-#[derive(Default)]
 pub(crate) struct Objects {
     objects: HashMap<FileKey, Object>,
+    debuginfod: Option<Debuginfod>,
 }
 
 /// How the symbolizer reaches the file of `entry` in `pid`.
@@ -53,8 +56,22 @@ pub(crate) fn file_path(pid: u32, paths: Paths, entry: &MapEntry) -> PathBuf {
 }
 
 impl Objects {
+    pub fn new() -> Self {
+        Self {
+            objects: HashMap::new(),
+            debuginfod: Debuginfod::from_env(),
+        }
+    }
+
+    /// Changes whenever a debuginfod fetch finishes, so names waiting for one may be looked up
+    /// again.
+    pub fn generation(&self) -> u64 {
+        self.debuginfod.as_ref().map_or(0, Debuginfod::generation)
+    }
+
     /// Names of file offset `offset` of `entry`'s file (mapped in `pid`); empty when nothing
     /// names it. A file that cannot be read now (the process just exited) is retried next time.
+    /// The flag says the file's debug file is on its way from debuginfod: see [`Self::rename`].
     pub fn name(
         &mut self,
         user: &mut UserSymbolizer,
@@ -63,25 +80,66 @@ impl Objects {
         entry: &MapEntry,
         offset: u64,
         ret: bool,
-    ) -> Vec<Named> {
+    ) -> (Vec<Named>, bool) {
         let path = file_path(pid, paths, entry);
-        let key = (entry.dev.clone(), entry.inode);
+        let key = file_key(entry);
         if !self.objects.contains_key(&key) {
-            let Some(object) = Object::open(&path, entry, pid) else {
-                return Vec::new();
+            let Some(mut object) = Object::open(&path, entry, pid) else {
+                return (Vec::new(), false);
             };
+            object.ask_debuginfod(self.debuginfod.as_mut());
             self.objects.insert(key.clone(), object);
         }
         let object = self.objects.get_mut(&key).expect("inserted above");
+        object.ask_debuginfod(self.debuginfod.as_mut());
         if let Some(names) = object.names.get(&(offset, ret)) {
-            return names.clone();
+            return (names.clone(), false);
         }
         let (names, stable) = object.lookup(user, &path, offset, ret);
-        if stable {
+        let awaiting = object.awaiting.is_some();
+        if stable && !awaiting {
             object.names.insert((offset, ret), names.clone());
         }
-        names
+        (names, awaiting)
     }
+
+    /// The name from a debug file that arrived since `key`'s offset was named; `Err(())` while
+    /// still waiting, `Ok(None)` when nothing more will come.
+    pub fn rename(
+        &mut self,
+        user: &mut UserSymbolizer,
+        key: &FileKey,
+        offset: u64,
+        ret: bool,
+    ) -> Result<Option<Named>, ()> {
+        let Some(object) = self.objects.get_mut(key) else {
+            return Ok(None);
+        };
+        object.ask_debuginfod(self.debuginfod.as_mut());
+        if object.awaiting.is_some() {
+            return Err(());
+        }
+        let Some((debug, naming)) = object.debug.clone() else {
+            return Ok(None);
+        };
+        let at = if ret {
+            offset.saturating_sub(1)
+        } else {
+            offset
+        };
+        let Some(vaddr) = object.facts.vaddr(at) else {
+            return Ok(None);
+        };
+        let r = user
+            .symbolize_elf(&debug, &[vaddr])
+            .pop()
+            .unwrap_or_default();
+        Ok(r.function.is_some().then(|| named(r, naming)))
+    }
+}
+
+pub(crate) fn file_key(entry: &MapEntry) -> FileKey {
+    (entry.dev.clone(), entry.inode)
 }
 
 impl Object {
@@ -98,8 +156,33 @@ impl Object {
             facts,
             go,
             debug,
+            awaiting: None,
             names: HashMap::new(),
         })
+    }
+
+    /// For a file with nothing but its own symbols: ask debuginfod for its debug file once, and
+    /// take it when it has arrived. Names remembered before it came are dropped.
+    fn ask_debuginfod(&mut self, debuginfod: Option<&mut Debuginfod>) {
+        let Some(d) = debuginfod else {
+            return;
+        };
+        let wanted = self.go.is_none() && self.debug.is_none() && !self.facts.own_debug_info;
+        let Some(id) = self.facts.build_id.as_deref().filter(|_| wanted) else {
+            return;
+        };
+        if self.awaiting.is_none() && !self.names.is_empty() {
+            return; // asked before, and no server had it
+        }
+        match d.get(id) {
+            Fetch::Ready(path) => {
+                self.debug = Some((path, Naming::Debuginfod));
+                self.awaiting = None;
+                self.names.clear();
+            }
+            Fetch::Pending => self.awaiting = Some(id.to_vec()),
+            Fetch::Unavailable => self.awaiting = None,
+        }
     }
 
     /// Names at `offset` and whether the answer may be remembered.
