@@ -257,19 +257,20 @@ impl Table {
             }
         }
         let timer_function = (function != 0).then(|| res.kernel(function)).flatten();
+        let id = self.next_id;
         let (caller, frames, naming) = match stack {
             Some(s) => {
                 let u = res.user(tgid, s);
                 let frames = u.frames.iter().map(|f| f.display()).collect();
-                (
-                    u.caller,
-                    frames,
-                    u.frames.iter().map(|f| f.naming).collect(),
-                )
+                let naming = u.frames.iter().map(|f| f.naming).collect();
+                let caller = u.caller.clone();
+                if u.awaits_names() {
+                    self.renaming.insert(id, u);
+                }
+                (caller, frames, naming)
             }
             None => (None, Vec::new(), Vec::new()),
         };
-        let id = self.next_id;
         self.next_id += 1;
         self.callsites.insert(
             id,

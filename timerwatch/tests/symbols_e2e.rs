@@ -358,3 +358,111 @@ fn stripped_go_binary_kernel_timers_are_named_through_pclntab() {
         "no kernel timer from main.dialAndClose; report:\n{report}"
     );
 }
+
+/// A real debuginfod (elfutils) serving `dir` on a free local port; stopped when dropped.
+struct Debuginfod {
+    child: Child,
+    port: u16,
+}
+
+impl Debuginfod {
+    fn serve(dir: &Path, db: &Path) -> Option<Debuginfod> {
+        if Command::new("debuginfod")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI=true but debuginfod is not installed; run cargo xtask setup"
+            );
+            eprintln!("skipping: debuginfod is not installed (cargo xtask setup installs it)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("debuginfod")
+            .args(["-F", "-c", "1", "-p", &port.to_string(), "-d"])
+            .arg(db)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(db.with_extension("log")).expect("debuginfod log"))
+            .spawn()
+            .expect("start debuginfod");
+        Some(Debuginfod { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// HTTP status of GET `path` (debuginfod refuses HEAD), or None while the server does not
+    /// answer.
+    fn status(&self, path: &str) -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    }
+}
+
+impl Drop for Debuginfod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn debuginfod_serves_the_names_of_a_stripped_binary_without_its_debug_file_on_disk() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let b = builds();
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("symbols-debuginfod");
+    let _ = std::fs::remove_dir_all(&base);
+    let served = base.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::copy(&b.debug, served.join("leaker.debug")).unwrap();
+    let Some(server) = Debuginfod::serve(&served, &base.join("db.sqlite")) else {
+        return;
+    };
+    let path = format!("/buildid/{}/debuginfo", b.build_id);
+    let indexed = common::wait_until(Duration::from_secs(60), || {
+        server.status(&path) == Some(200)
+    });
+    assert!(indexed, "debuginfod did not serve {path} within 60 s");
+
+    let cache = base.join("cache");
+    let stripped = Running::spawn(&b.stripped);
+    let report = snapshot(
+        &[stripped.0.id()],
+        &[
+            ("DEBUGINFOD_URLS", server.url().as_ref()),
+            ("TIMERWATCH_DEBUGINFOD_CACHE", cache.as_os_str()),
+        ],
+    );
+    let (caller, frames, naming) = timerfd_site(&report, stripped.0.id());
+    assert_eq!(caller, "leak_timerfd", "report:\n{report}");
+    let named = through_caller(&caller, &frames);
+    assert!(
+        named.last().unwrap().contains("timerfd_leak.c:"),
+        "no file:line; report:\n{report}"
+    );
+    assert_eq!(naming[named.len() - 1], "debuginfod", "report:\n{report}");
+    assert!(
+        cache.join(&b.build_id).join("debuginfo").is_file(),
+        "the fetched file is not in the cache"
+    );
+}
