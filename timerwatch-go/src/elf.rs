@@ -45,6 +45,8 @@ pub struct Symbol {
 
 pub struct Elf {
     file: File,
+    /// Bounds every read: sizes in headers are the file's word, not ours to allocate.
+    len: u64,
     pub file_type: u16,
     pub machine: u16,
     pub sections: Vec<Section>,
@@ -108,8 +110,10 @@ impl Elf {
         let shnum = u16_at(&header, 60) as usize;
         let shstrndx = u16_at(&header, 62) as usize;
 
+        let len = file.metadata()?.len();
         let mut elf = Elf {
             file,
+            len,
             file_type,
             machine,
             sections: Vec::new(),
@@ -169,6 +173,13 @@ impl Elf {
     }
 
     pub fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        // A corrupt (or hostile) size must fail here rather than allocate terabytes.
+        if offset.saturating_add(len as u64) > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{len} bytes at {offset:#x} run past the end of the file"),
+            ));
+        }
         let mut buf = vec![0u8; len];
         self.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
@@ -253,6 +264,14 @@ mod tests {
         assert!(!elf.segments.is_empty());
         let text = elf.section(".text").expect(".text");
         assert_eq!(elf.file_offset(text.addr), Some(text.offset));
+    }
+
+    #[test]
+    fn reads_past_the_end_fail_without_allocating() {
+        let elf = Elf::open(Path::new("/bin/true")).unwrap();
+        assert!(elf.read(0, usize::MAX / 2).is_err());
+        assert!(elf.read(u64::MAX, 1).is_err());
+        assert_eq!(elf.read(0, 4).unwrap(), b"\x7fELF");
     }
 
     #[test]

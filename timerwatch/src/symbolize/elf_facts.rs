@@ -25,6 +25,8 @@ pub(crate) struct ElfFacts {
     pub debuglink: Option<(String, u32)>,
     /// The file has DWARF of its own (not stripped of it), so no separate file is needed.
     pub own_debug_info: bool,
+    /// Go's linker marks its binaries with these sections (kept by `-ldflags=-s -w`).
+    pub go: bool,
 }
 
 impl ElfFacts {
@@ -45,6 +47,7 @@ impl ElfFacts {
             own_debug_info: elf
                 .section(".debug_info")
                 .is_some_and(|s| s.kind != SHT_NOBITS && s.size > 0),
+            go: elf.section(".go.buildinfo").is_some() || elf.section(".gopclntab").is_some(),
         }
     }
 

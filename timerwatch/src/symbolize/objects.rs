@@ -145,7 +145,12 @@ pub(crate) fn file_key(entry: &MapEntry) -> FileKey {
 impl Object {
     fn open(path: &Path, entry: &MapEntry, pid: u32) -> Option<Self> {
         let facts = ElfFacts::read(path)?;
-        let go = timerwatch_go::analyze(path).ok();
+        // Only files Go's linker marked are analysed: the full analysis of any other file
+        // (libc, every library) would be wasted work.
+        let go = facts
+            .go
+            .then(|| timerwatch_go::analyze(path).ok())
+            .flatten();
         // The path the target knows the binary by: where its debug link is relative to.
         let target_path = Path::new(entry.path.as_deref().unwrap_or_default());
         let debug = (go.is_none() && !facts.own_debug_info)
