@@ -403,8 +403,12 @@ impl Debuginfod {
     /// HTTP status of GET `path` (debuginfod refuses HEAD), or None while the server does not
     /// answer.
     fn status(&self, path: &str) -> Option<u16> {
+        Self::status_on(self.port, path)
+    }
+
+    fn status_on(port: u16, path: &str) -> Option<u16> {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
             s,
@@ -465,4 +469,129 @@ fn debuginfod_serves_the_names_of_a_stripped_binary_without_its_debug_file_on_di
         cache.join(&b.build_id).join("debuginfo").is_file(),
         "the fetched file is not in the cache"
     );
+}
+
+/// Callers and frames of every kernel callsite of `pid` that are a runtime address.
+fn address_names(report: &Report, pid: u32) -> Vec<String> {
+    kernel_sites(report, pid)
+        .iter()
+        .flat_map(|s| {
+            let frames = s["frames"].as_array().unwrap().iter();
+            frames.chain(std::iter::once(&s["caller"]))
+        })
+        .filter_map(Value::as_str)
+        .filter(|name| name.starts_with("0x"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `load` in a loop on another thread until the returned guard is dropped.
+fn under_load(load: impl Fn() + Send + 'static) -> impl Drop {
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    std::thread::spawn(move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            load();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    Stop(stop)
+}
+
+#[test]
+fn distribution_servers_under_load_have_no_address_names() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    // A C++ server from a Debian package, stripped and built without frame pointers, on its
+    // Debian libraries (libmicrohttpd, libsqlite3, ...).
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("symbols-distribution");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("empty")).unwrap();
+    let Some(server) = Debuginfod::serve(&base.join("empty"), &base.join("db.sqlite")) else {
+        return;
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(30), || server
+            .status("/buildid/00/debuginfo")
+            .is_some()),
+        "debuginfod did not answer"
+    );
+    let port = server.port;
+    let load = under_load(move || {
+        Debuginfod::status_on(port, "/buildid/0123456789abcdef/debuginfo");
+    });
+    let pid = server.child.id();
+    let report = snapshot(&[pid], &[]);
+    drop(load);
+    assert!(!kernel_sites(&report, pid).is_empty(), "report:\n{report}");
+    let raw = address_names(&report, pid);
+    assert!(
+        raw.is_empty(),
+        "debuginfod: runtime addresses {raw:?}; report:\n{report}"
+    );
+
+    // A Go server from a Debian package: podman's API service.
+    if Command::new("podman").arg("--version").output().is_err() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true but podman is not installed; run cargo xtask setup"
+        );
+        eprintln!("skipping the Go server: podman is not installed");
+        return;
+    }
+    let socket = base.join("podman.sock");
+    let podman = Running(
+        Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start podman system service"),
+    );
+    let ping = {
+        let socket = socket.clone();
+        move || {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let sent = s.write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n");
+            let mut buf = [0u8; 12];
+            sent.is_ok() && s.read_exact(&mut buf).is_ok()
+        }
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(30), &ping),
+        "podman's API service did not answer"
+    );
+    let load = under_load(move || {
+        ping();
+    });
+    let pid = podman.0.id();
+    let report = snapshot(&[pid], &[]);
+    drop(load);
+    assert!(!kernel_sites(&report, pid).is_empty(), "report:\n{report}");
+    let raw = address_names(&report, pid);
+    assert!(
+        raw.is_empty(),
+        "podman: runtime addresses {raw:?}; report:\n{report}"
+    );
+    for site in kernel_sites(&report, pid) {
+        let caller = site["caller"].as_str().unwrap_or_default();
+        assert!(
+            !caller.contains("+0x"),
+            "podman: caller {caller:?} is not a Go function; report:\n{report}"
+        );
+    }
 }
