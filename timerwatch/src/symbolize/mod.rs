@@ -293,6 +293,7 @@ impl Symbolizer {
     pub fn forget(&mut self, pid: u32) {
         let process = self.processes.remove(&pid).unwrap_or_default();
         self.user.forget(pid, &process.maps);
+        self.objects.forget(pid);
     }
 }
 

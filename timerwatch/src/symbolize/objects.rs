@@ -6,7 +6,7 @@
 //! separate debug file found on disk (`debug_file`) or fetched by `debuginfod`, the file's own
 //! symbols and DWARF. What none of them names stays unnamed and is shown as `binary+0xOFFSET`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use timerwatch_go::GoBinary;
@@ -42,6 +42,9 @@ struct Object {
 
 pub(crate) struct Objects {
     objects: HashMap<FileKey, Object>,
+    /// Processes using each Go binary: a Go object holds its pclntab (megabytes), so it goes
+    /// with the last of them. Other objects are small and stay, names and all.
+    go_users: HashMap<FileKey, HashSet<u32>>,
     debuginfod: Option<Debuginfod>,
 }
 
@@ -59,8 +62,20 @@ impl Objects {
     pub fn new() -> Self {
         Self {
             objects: HashMap::new(),
+            go_users: HashMap::new(),
             debuginfod: Debuginfod::from_env(),
         }
+    }
+
+    /// `pid` is gone (or exec'd): Go binaries no process uses any more are dropped.
+    pub fn forget(&mut self, pid: u32) {
+        self.go_users.retain(|key, users| {
+            users.remove(&pid);
+            if users.is_empty() {
+                self.objects.remove(key);
+            }
+            !users.is_empty()
+        });
     }
 
     /// Changes whenever a debuginfod fetch finishes, so names waiting for one may be looked up
@@ -91,6 +106,9 @@ impl Objects {
             self.objects.insert(key.clone(), object);
         }
         let object = self.objects.get_mut(&key).expect("inserted above");
+        if object.go.is_some() {
+            self.go_users.entry(key.clone()).or_default().insert(pid);
+        }
         object.ask_debuginfod(self.debuginfod.as_mut());
         if let Some(names) = object.names.get(&(offset, ret)) {
             return (names.clone(), false);
