@@ -909,6 +909,51 @@ mod tests {
         v[0].clone()
     }
 
+    /// Names arrive late: the first stack awaits names, `rename` gives the final ones.
+    #[derive(Default)]
+    struct LateNames {
+        names: Names,
+        arrived: bool,
+    }
+
+    impl Resolver for LateNames {
+        fn kernel(&mut self, addr: u64) -> Option<String> {
+            self.names.kernel(addr)
+        }
+        fn user(&mut self, _tgid: u32, stack: &Callstack) -> UserStack {
+            UserStack::named(&stack.frames, |a| format!("lib+{a:#x}")).awaiting(1)
+        }
+        fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>) {
+            self.names.process(tgid)
+        }
+        fn forget(&mut self, tgid: u32) {
+            self.names.forget(tgid);
+        }
+        fn rename(&mut self, stack: &UserStack) -> Option<UserStack> {
+            let addrs: Vec<u64> = stack.frames.iter().map(|f| f.addr).collect();
+            self.arrived
+                .then(|| UserStack::named(&addrs, |a| format!("f{a:x}")))
+        }
+    }
+
+    #[test]
+    fn callsites_are_renamed_when_names_arrive() {
+        let (mut t, mut n) = (Table::new(), LateNames::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.rename(&mut n);
+        assert_eq!(only_callsite(&t, 10).caller.as_deref(), Some("lib+0x2"));
+        n.arrived = true;
+        t.rename(&mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!(c.caller.as_deref(), Some("f2"));
+        assert_eq!(c.frames, ["f1", "f2"]);
+        assert_eq!(c.naming, [Naming::Symtab, Naming::Symtab]);
+        assert!(t.renaming.is_empty(), "nothing left to rename");
+        // Same callsite: its timers keep counting there.
+        t.apply(&rec(EventKind::Expire, 10, 0xa, TIMERFD_FN, 2), &mut n);
+        assert_eq!(only_callsite(&t, 10).expired_total, 1);
+    }
+
     #[test]
     fn arm_expire_rearm_cycle() {
         let (mut t, mut n) = (Table::new(), Names::default());

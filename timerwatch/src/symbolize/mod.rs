@@ -142,6 +142,19 @@ impl UserStack {
         }
     }
 
+    /// This stack with its frame `frame` waiting for a name, as a frame of a file whose debug
+    /// file is being fetched is: for the table's tests.
+    #[doc(hidden)]
+    pub fn awaiting(mut self, frame: usize) -> Self {
+        self.renames.push(Rename {
+            frame,
+            file: (String::new(), 0),
+            offset: 0,
+            ret: false,
+        });
+        self
+    }
+
     /// Whether some frames may still be renamed by [`Symbolizer::rename`].
     pub fn awaits_names(&self) -> bool {
         !self.renames.is_empty()
