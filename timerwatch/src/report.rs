@@ -62,6 +62,10 @@ pub struct CallsiteReport {
     pub timer_function: Option<String>,
     pub caller: Option<String>,
     pub frames: Vec<String>,
+    /// How each of `frames` was named: `symtab`, `debuginfo`, `debuginfod`, `pclntab` or
+    /// `none` (see `symbolize::Naming`); absent when the callsite has no frames.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub naming: Vec<String>,
     pub live: u64,
     pub created_total: u64,
     pub armed_total: u64,
@@ -210,6 +214,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                         timer_function: c.timer_function.clone(),
                         caller: c.caller.clone(),
                         frames: c.frames.clone(),
+                        naming: c.naming.iter().map(|n| n.as_str().to_string()).collect(),
                         live: c.live,
                         created_total: c.created_total,
                         armed_total: c.armed_total,
@@ -288,6 +293,7 @@ pub(crate) mod fixtures {
             timer_function: Some("timerfd_tmrproc".into()),
             caller: Some(caller.into()),
             frames: vec![caller.into()],
+            naming: Vec::new(),
             live,
             created_total: live,
             armed_total: live,

@@ -48,6 +48,9 @@ impl Resolver for Env {
     fn forget(&mut self, tgid: u32) {
         self.sym.forget(tgid);
     }
+    fn rename(&mut self, stack: &UserStack) -> Option<UserStack> {
+        self.sym.rename(stack)
+    }
 }
 
 /// How often the ring buffer is drained when no wake-up came: the kernel side only wakes us for
@@ -299,6 +302,7 @@ impl Tracer {
 
     /// Feed the trend test one sample of every callsite's live count.
     fn sample(&mut self) {
+        self.table.rename(&mut self.env);
         let report = self.raw_report();
         let t = procfs::monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9;
         self.verdicts.observe(&report, t);
@@ -423,6 +427,7 @@ impl Tracer {
             }
         }
         self.drain();
+        self.table.rename(&mut self.env);
         Ok((self.report(), stopped))
     }
 }

@@ -19,7 +19,7 @@ use crate::{
     event::{Callstack, Record},
     histogram::Histogram,
     kind::{classify, Kind},
-    symbolize::UserStack,
+    symbolize::{Naming, UserStack},
 };
 
 /// Lookups the table needs from the outside world.
@@ -32,6 +32,11 @@ pub trait Resolver {
     fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>);
     /// The process exec'd or exited: its cached symbols are stale.
     fn forget(&mut self, tgid: u32);
+    /// `stack` named again where better names arrived since (debug files fetched in the
+    /// background), or `None`.
+    fn rename(&mut self, _stack: &UserStack) -> Option<UserStack> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +71,8 @@ pub struct Callsite {
     pub timer_function: Option<String>,
     pub caller: Option<String>,
     pub frames: Vec<String>,
+    /// How each of `frames` was named.
+    pub naming: Vec<Naming>,
     pub live: u64,
     pub created_total: u64,
     pub armed_total: u64,
@@ -153,6 +160,8 @@ pub struct Table {
     /// arms and expiries come from the itimer tracepoints instead).
     itimer_by_hrtimer: HashMap<u64, TimerKey>,
     callsites: HashMap<u64, Callsite>,
+    /// Callsites whose stacks have frames still waiting for names (see [`Table::rename`]).
+    renaming: HashMap<u64, UserStack>,
     /// (tgid, kind, hash of the raw stack, kernel callback of kernel timers) → callsite id. Raw
     /// addresses symbolize the same way for the life of an address space, so a stack seen before
     /// costs no symbolization. Kernel timers armed under one user stack (a socket's retransmit,
@@ -186,6 +195,24 @@ fn stack_hash(frames: &[u64]) -> u64 {
 impl Table {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Gives callsites the names that arrived since they were first named (a debug file fetched
+    /// in the background): their identity stays, only caller, frames and naming change.
+    pub fn rename(&mut self, res: &mut dyn Resolver) {
+        let callsites = &mut self.callsites;
+        self.renaming.retain(|id, stack| {
+            let Some(callsite) = callsites.get_mut(id) else {
+                return false;
+            };
+            if let Some(renamed) = res.rename(stack) {
+                callsite.caller = renamed.caller.clone();
+                callsite.frames = renamed.frames.iter().map(|f| f.display()).collect();
+                callsite.naming = renamed.frames.iter().map(|f| f.naming).collect();
+                *stack = renamed;
+            }
+            stack.awaits_names()
+        });
     }
 
     /// Make sure a process has a row even before any timer event (for `-p` targets).
@@ -230,14 +257,20 @@ impl Table {
             }
         }
         let timer_function = (function != 0).then(|| res.kernel(function)).flatten();
-        let (caller, frames) = match stack {
+        let id = self.next_id;
+        let (caller, frames, naming) = match stack {
             Some(s) => {
                 let u = res.user(tgid, s);
-                (u.caller, u.frames.iter().map(|f| f.display()).collect())
+                let frames = u.frames.iter().map(|f| f.display()).collect();
+                let naming = u.frames.iter().map(|f| f.naming).collect();
+                let caller = u.caller.clone();
+                if u.awaits_names() {
+                    self.renaming.insert(id, u);
+                }
+                (caller, frames, naming)
             }
-            None => (None, Vec::new()),
+            None => (None, Vec::new(), Vec::new()),
         };
-        let id = self.next_id;
         self.next_id += 1;
         self.callsites.insert(
             id,
@@ -247,6 +280,7 @@ impl Table {
                 timer_function,
                 caller,
                 frames,
+                naming,
                 live: 0,
                 created_total: 0,
                 armed_total: 0,
@@ -873,6 +907,51 @@ mod tests {
         let v: Vec<_> = t.callsites(tgid).map(|v| v.callsite.clone()).collect();
         assert_eq!(v.len(), 1, "{v:?}");
         v[0].clone()
+    }
+
+    /// Names arrive late: the first stack awaits names, `rename` gives the final ones.
+    #[derive(Default)]
+    struct LateNames {
+        names: Names,
+        arrived: bool,
+    }
+
+    impl Resolver for LateNames {
+        fn kernel(&mut self, addr: u64) -> Option<String> {
+            self.names.kernel(addr)
+        }
+        fn user(&mut self, _tgid: u32, stack: &Callstack) -> UserStack {
+            UserStack::named(&stack.frames, |a| format!("lib+{a:#x}")).awaiting(1)
+        }
+        fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>) {
+            self.names.process(tgid)
+        }
+        fn forget(&mut self, tgid: u32) {
+            self.names.forget(tgid);
+        }
+        fn rename(&mut self, stack: &UserStack) -> Option<UserStack> {
+            let addrs: Vec<u64> = stack.frames.iter().map(|f| f.addr).collect();
+            self.arrived
+                .then(|| UserStack::named(&addrs, |a| format!("f{a:x}")))
+        }
+    }
+
+    #[test]
+    fn callsites_are_renamed_when_names_arrive() {
+        let (mut t, mut n) = (Table::new(), LateNames::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.rename(&mut n);
+        assert_eq!(only_callsite(&t, 10).caller.as_deref(), Some("lib+0x2"));
+        n.arrived = true;
+        t.rename(&mut n);
+        let c = only_callsite(&t, 10);
+        assert_eq!(c.caller.as_deref(), Some("f2"));
+        assert_eq!(c.frames, ["f1", "f2"]);
+        assert_eq!(c.naming, [Naming::Symtab, Naming::Symtab]);
+        assert!(t.renaming.is_empty(), "nothing left to rename");
+        // Same callsite: its timers keep counting there.
+        t.apply(&rec(EventKind::Expire, 10, 0xa, TIMERFD_FN, 2), &mut n);
+        assert_eq!(only_callsite(&t, 10).expired_total, 1);
     }
 
     #[test]

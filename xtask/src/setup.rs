@@ -18,11 +18,13 @@ use xtask::util::{self, is_root};
 /// Debian packages the integration tests and benchmarks use; gcc/libc6-dev are also what
 /// `cargo install bpf-linker` links with, which is why packages are handled first. musl-tools
 /// links the static binary of `cargo xtask image`; buildah builds the image and podman runs it
-/// (with runc: crun refuses hosts with hybrid cgroups) in the image test.
+/// (with runc: crun refuses hosts with hybrid cgroups) in the image test. debuginfod serves
+/// split debug files to the symbols test.
 const PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
     "buildah",
+    "debuginfod",
     "gcc",
     "libc6-dev",
     "linux-perf",

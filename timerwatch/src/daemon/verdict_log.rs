@@ -92,6 +92,7 @@ mod tests {
         let site = CallsiteReport {
             timer_function: None,
             frames: vec![],
+            naming: Vec::new(),
             verdict,
             growth_per_s: (verdict == "growing").then_some(20.0),
             ..fixtures::callsite("leak_timerfd", 1)

@@ -50,6 +50,7 @@ mod tests {
     fn one_line_per_stack_weighted_by_live_timers() {
         let leak = CallsiteReport {
             frames: vec!["timer_settime".into(), "leak;it (a.c:3)".into()],
+            naming: Vec::new(),
             ..callsite("leak", 5)
         };
         let idle = callsite("idle", 0);

@@ -255,6 +255,7 @@ mod tests {
     fn profile_round_trips_with_leaf_first_locations_and_shared_functions() {
         let c = CallsiteReport {
             frames: vec!["timer_settime".into(), "leak (a.c:3)".into()],
+            naming: Vec::new(),
             ..callsite("leak", 5)
         };
         let r = report(vec![process(9, "app", vec![c.clone(), c])]);

@@ -330,6 +330,7 @@ mod tests {
             timer_function: None,
             caller: Some("f".into()),
             frames: vec![],
+            naming: Vec::new(),
             live,
             created_total: live,
             armed_total: live,

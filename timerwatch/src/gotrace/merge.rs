@@ -48,6 +48,8 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
             timer_function: None,
             caller: c.caller.clone(),
             frames: c.frames.clone(),
+            // Go runtime timers' stacks are named from the binary's pclntab only.
+            naming: vec![crate::symbolize::Naming::Pclntab.as_str().into(); c.frames.len()],
             live: n,
             created_total: c.created_total,
             armed_total: c.armed_total,

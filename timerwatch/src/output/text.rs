@@ -202,6 +202,7 @@ mod tests {
         let cs = |live, caller: &str| CallsiteReport {
             oldest_age_s: Some(150.0),
             frames: vec![],
+            naming: Vec::new(),
             ..callsite(caller, live)
         };
         let leak = CallsiteReport {

@@ -1,18 +1,53 @@
-//! Turning addresses into names: kernel callbacks via kallsyms, user stacks via blazesym.
+//! Turning addresses into names: kernel callbacks via kallsyms, user stacks via pclntab (Go
+//! binaries), separate debug files and blazesym (`objects`), and, where nothing names a frame,
+//! the file it is in and its offset there, which is the same in every process.
 //!
 //! User stacks also get back the frame that frame-pointer unwinding loses when a frameless libc
 //! syscall wrapper is innermost (see `wrapper`), so that the reported caller is the application
 //! function and not the wrapper's caller's caller.
 
+mod debug_file;
+mod debuginfod;
+mod elf_facts;
 mod kallsyms;
+mod objects;
 mod user;
 mod wrapper;
 
 use std::collections::HashMap;
 
 use kallsyms::Kallsyms;
+use objects::{FileKey, Objects};
 use timerwatch_proc::{maps::Maps, mem::ProcMem};
 use user::{Paths, UserSymbolizer};
+
+/// Where a frame's name came from, so a user knows whether installing debug symbols would help.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Naming {
+    /// The binary's own symbol table (and its own DWARF, where it was built with it).
+    Symtab,
+    /// A separate debug file installed on disk (`/usr/lib/debug`, by build ID or debug link).
+    Debuginfo,
+    /// A debug file fetched from a debuginfod server.
+    Debuginfod,
+    /// A Go binary's pclntab.
+    Pclntab,
+    /// Nothing: the frame is named by its file and offset (`binary+0x…`) or its address.
+    #[default]
+    None,
+}
+
+impl Naming {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Symtab => "symtab",
+            Self::Debuginfo => "debuginfo",
+            Self::Debuginfod => "debuginfod",
+            Self::Pclntab => "pclntab",
+            Self::None => "none",
+        }
+    }
+}
 
 /// One symbolized user frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,17 +60,40 @@ pub struct Frame {
     pub line: Option<u32>,
     /// Path of the binary or library the address falls in.
     pub module: Option<String>,
+    /// Offset of the address in `module`'s file (or pseudo mapping such as `[vdso]`): unlike
+    /// the address, the same in every process.
+    pub offset: Option<u64>,
+    pub naming: Naming,
 }
 
 impl Frame {
-    /// `"func (file:line)"`, `"func"`, or `"0xADDR (module)"`, as the JSON report prints frames.
+    fn unnamed(addr: u64, module: Option<String>, offset: Option<u64>) -> Self {
+        Self {
+            addr,
+            function: None,
+            file: None,
+            line: None,
+            module,
+            offset,
+            naming: Naming::None,
+        }
+    }
+
+    /// `"func (file:line)"`, `"func"`, or, unnamed, `"binary+0xOFFSET"` (the file's base name
+    /// and the offset in it, stable across processes, restarts and hosts; one metric series
+    /// per callsite); only an address outside any mapping (the process is gone, or anonymous
+    /// code) is printed as itself.
     pub fn display(&self) -> String {
         match (&self.function, &self.file, self.line) {
             (Some(f), Some(file), Some(line)) => format!("{f} ({file}:{line})"),
             (Some(f), _, _) => f.clone(),
-            (None, _, _) => match &self.module {
-                Some(m) => format!("{:#x} ({m})", self.addr),
-                None => format!("{:#x}", self.addr),
+            (None, _, _) => match (&self.module, self.offset) {
+                (Some(m), Some(offset)) => {
+                    let base = m.rsplit('/').next().unwrap_or(m);
+                    format!("{base}+{offset:#x}")
+                }
+                (Some(m), None) => format!("{:#x} ({m})", self.addr),
+                (None, _) => format!("{:#x}", self.addr),
             },
         }
     }
@@ -48,6 +106,19 @@ pub struct UserStack {
     pub frames: Vec<Frame>,
     /// First frame outside libc/ld.so (and, for Go, runtime internals): the application function.
     pub caller: Option<String>,
+    /// Frames whose file's debug file is on its way from debuginfod (see `Symbolizer::rename`).
+    renames: Vec<Rename>,
+    /// `Objects::generation` when the stack was last named.
+    generation: u64,
+}
+
+/// A frame to name again when its file's debug file arrives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rename {
+    frame: usize,
+    file: FileKey,
+    offset: u64,
+    ret: bool,
 }
 
 impl UserStack {
@@ -59,17 +130,34 @@ impl UserStack {
         let frames: Vec<Frame> = addrs
             .iter()
             .map(|&addr| Frame {
-                addr,
                 function: Some(name(addr)),
-                file: None,
-                line: None,
-                module: None,
+                naming: Naming::Symtab,
+                ..Frame::unnamed(addr, None, None)
             })
             .collect();
         Self {
             caller: frames.get(1).and_then(|f| f.function.clone()),
             frames,
+            ..Self::default()
         }
+    }
+
+    /// This stack with its frame `frame` waiting for a name, as a frame of a file whose debug
+    /// file is being fetched is: for the table's tests.
+    #[doc(hidden)]
+    pub fn awaiting(mut self, frame: usize) -> Self {
+        self.renames.push(Rename {
+            frame,
+            file: (String::new(), 0),
+            offset: 0,
+            ret: false,
+        });
+        self
+    }
+
+    /// Whether some frames may still be renamed by [`Symbolizer::rename`].
+    pub fn awaits_names(&self) -> bool {
+        !self.renames.is_empty()
     }
 }
 
@@ -81,6 +169,7 @@ pub struct Symbolizer {
     kallsyms: Option<Kallsyms>,
     kernel_names: HashMap<u64, Option<String>>,
     user: UserSymbolizer,
+    objects: Objects,
     processes: HashMap<u32, ProcessCache>,
 }
 
@@ -89,9 +178,22 @@ pub struct Symbolizer {
 struct ProcessCache {
     maps: Maps,
     paths: Option<Paths>,
-    /// Keyed by address and whether it is a return address, which is looked up one byte earlier
-    /// and so may name a different line (or function) than the same address as frame 0.
-    frames: HashMap<(u64, bool), Frame>,
+}
+
+impl ProcessCache {
+    /// How to reach the process's files, decided once per process (while it has maps).
+    fn paths(&mut self, pid: u32) -> Paths {
+        match self.paths {
+            Some(paths) => paths,
+            None => {
+                let paths = Paths::choose(pid, &self.maps);
+                if !self.maps.entries().is_empty() {
+                    self.paths = Some(paths);
+                }
+                paths
+            }
+        }
+    }
 }
 
 impl Symbolizer {
@@ -100,6 +202,7 @@ impl Symbolizer {
             kallsyms: None,
             kernel_names: HashMap::new(),
             user: UserSymbolizer::new(),
+            objects: Objects::new(),
             processes: HashMap::new(),
         }
     }
@@ -150,15 +253,60 @@ impl Symbolizer {
         if let Some((at, ret)) = wrapper::recover_caller(stack, scan, &process.maps, &mut read) {
             addrs.insert(at, ret);
         }
-        let frames = symbolize_frames(&mut self.user, pid, process, &addrs);
+        let generation = self.objects.generation();
+        let mut renames = Vec::new();
+        let frames = symbolize_frames(
+            &mut self.user,
+            &mut self.objects,
+            pid,
+            process,
+            &addrs,
+            &mut renames,
+        );
         let caller = wrapper::choose_caller(&frames);
-        UserStack { frames, caller }
+        UserStack {
+            frames,
+            caller,
+            renames,
+            generation,
+        }
+    }
+
+    /// `stack` with the names of debug files fetched since it was named, or `None` when
+    /// nothing new arrived. Works after the process is gone: names are per file and offset.
+    pub fn rename(&mut self, stack: &UserStack) -> Option<UserStack> {
+        let generation = self.objects.generation();
+        if stack.renames.is_empty() || generation == stack.generation {
+            return None;
+        }
+        let mut out = stack.clone();
+        out.generation = generation;
+        out.renames.clear();
+        for r in &stack.renames {
+            match self
+                .objects
+                .rename(&mut self.user, &r.file, r.offset, r.ret)
+            {
+                Err(()) => out.renames.push(r.clone()),
+                Ok(None) => {}
+                Ok(Some(named)) => {
+                    let frame = &mut out.frames[r.frame];
+                    frame.function = named.function;
+                    frame.file = named.file;
+                    frame.line = named.line;
+                    frame.naming = named.naming;
+                }
+            }
+        }
+        out.caller = wrapper::choose_caller(&out.frames);
+        Some(out)
     }
 
     /// Drop everything known about `pid`: after exec or exit its addresses mean something else.
     pub fn forget(&mut self, pid: u32) {
         let process = self.processes.remove(&pid).unwrap_or_default();
         self.user.forget(pid, &process.maps);
+        self.objects.forget(pid);
     }
 }
 
@@ -190,71 +338,71 @@ fn process_cache<'a>(
     }
 }
 
+/// A stack's addresses (frame 0 where the thread was, the others return addresses) as frames:
+/// file-backed ones by the file they are in and their offset there, so names are shared by every
+/// process mapping that file; the rest (vDSO, anonymous code) through the process.
 fn symbolize_frames(
     user: &mut UserSymbolizer,
+    objects: &mut Objects,
     pid: u32,
     process: &mut ProcessCache,
     addrs: &[u64],
+    renames: &mut Vec<Rename>,
 ) -> Vec<Frame> {
-    // Frame 0 is where the thread was; the others are return addresses, one past their call.
-    let keys: Vec<(u64, bool)> = addrs.iter().enumerate().map(|(i, &a)| (a, i > 0)).collect();
-    let mut missing: Vec<(u64, bool)> = keys
-        .iter()
-        .copied()
-        .filter(|key| !process.frames.contains_key(key))
-        .collect();
-    missing.sort_unstable();
-    missing.dedup();
-
-    let mut uncached = HashMap::new();
-    if !missing.is_empty() {
-        let paths = match process.paths {
-            Some(paths) => paths,
-            None => {
-                let paths = Paths::choose(pid, &process.maps);
-                if !process.maps.entries().is_empty() {
-                    process.paths = Some(paths);
-                }
-                paths
-            }
+    let mut frames = Vec::with_capacity(addrs.len());
+    for (i, &addr) in addrs.iter().enumerate() {
+        // Return addresses are one past their call, which may already be the next line or
+        // function: they are looked up one byte earlier.
+        let ret = i > 0;
+        let Some(entry) = process.maps.find(addr).cloned() else {
+            frames.push(Frame::unnamed(addr, None, None));
+            continue;
         };
-        let lookups: Vec<u64> = missing
-            .iter()
-            .map(|&(addr, ret)| if ret { addr.saturating_sub(1) } else { addr })
-            .collect();
-        let resolved = user.symbolize(pid, paths, &lookups);
-        for (key, r) in missing.into_iter().zip(resolved) {
-            let frame = Frame {
-                addr: key.0,
-                function: r.function,
-                file: r.file,
-                line: r.line,
-                module: process.maps.module(key.0),
-            };
-            if r.stable {
-                process.frames.insert(key, frame);
-            } else {
-                uncached.insert(key, frame);
+        let offset = addr - entry.range.start + entry.offset;
+        let module = entry.path.clone();
+        if !entry.is_file() {
+            let paths = process.paths(pid);
+            let lookup = if ret { addr.saturating_sub(1) } else { addr };
+            let r = user
+                .symbolize(pid, paths, &[lookup])
+                .pop()
+                .unwrap_or_default();
+            let mut frame = Frame::unnamed(addr, module.clone(), module.as_ref().map(|_| offset));
+            if r.function.is_some() {
+                frame.naming = Naming::Symtab;
             }
+            frame.function = r.function;
+            frame.file = r.file;
+            frame.line = r.line;
+            frames.push(frame);
+            continue;
+        }
+        let paths = process.paths(pid);
+        let (named, awaiting) = objects.name(user, pid, paths, &entry, offset, ret);
+        if awaiting && named.len() <= 1 {
+            renames.push(Rename {
+                frame: frames.len(),
+                file: objects::file_key(&entry),
+                offset,
+                ret,
+            });
+        }
+        if named.is_empty() {
+            frames.push(Frame::unnamed(addr, module.clone(), Some(offset)));
+        }
+        for n in named {
+            frames.push(Frame {
+                addr,
+                function: n.function,
+                file: n.file,
+                line: n.line,
+                module: module.clone(),
+                offset: Some(offset),
+                naming: n.naming,
+            });
         }
     }
-
-    keys.iter()
-        .map(|key| {
-            process
-                .frames
-                .get(key)
-                .or_else(|| uncached.get(key))
-                .cloned()
-                .unwrap_or_else(|| Frame {
-                    addr: key.0,
-                    function: None,
-                    file: None,
-                    line: None,
-                    module: process.maps.module(key.0),
-                })
-        })
-        .collect()
+    frames
 }
 
 #[cfg(test)]
@@ -300,6 +448,7 @@ mod tests {
         assert!(frame.line.is_some());
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         assert_eq!(frame.module.as_deref(), exe.to_str());
+        assert_eq!(frame.naming, Naming::Symtab);
         assert!(stack.caller.unwrap().contains("marker_for_symbolize_test"));
         // Served from the cache the second time, identically.
         let again = sym.user_stack(std::process::id(), &[addr], 0, &[]);
@@ -335,6 +484,32 @@ mod tests {
             .caller
             .unwrap()
             .contains("return_address_for_symbolize_test"));
+    }
+
+    #[test]
+    fn unnamed_frames_print_file_and_offset_not_address() {
+        let frame = |module: Option<&str>, offset| {
+            Frame::unnamed(0x55aa_0000_1234, module.map(str::to_string), offset)
+        };
+        assert_eq!(
+            frame(Some("/usr/sbin/nginx"), Some(0x4d2e)).display(),
+            "nginx+0x4d2e"
+        );
+        assert_eq!(frame(Some("[vdso]"), Some(0x9a0)).display(), "[vdso]+0x9a0");
+        assert_eq!(frame(None, None).display(), "0x55aa00001234");
+    }
+
+    #[test]
+    fn frames_carry_their_file_offset() {
+        let addr = addr_of_marker();
+        let maps = Maps::read_own().unwrap();
+        let entry = maps.find(addr).unwrap();
+        let mut sym = Symbolizer::new();
+        let stack = sym.user_stack(std::process::id(), &[addr], 0, &[]);
+        assert_eq!(
+            stack.frames[0].offset,
+            Some(addr - entry.range.start + entry.offset)
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! User addresses to function, file and line, through blazesym's process source.
+//! User addresses to function, file and line, through blazesym: ELF files by link-time address
+//! (a binary or its separate debug file), and the process source for what is not a file (vDSO).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use blazesym::symbolize::source::{Process, Source};
+use blazesym::symbolize::source::{Elf, Process, Source};
 use blazesym::symbolize::{evict, Input, Reason, Symbolized, Symbolizer};
 use blazesym::Pid;
 
@@ -71,17 +72,31 @@ impl UserSymbolizer {
         }
         let mut source = Process::new(Pid::from(pid));
         source.map_files = paths == Paths::MapFiles;
-        let source = Source::Process(source);
+        self.run(&Source::Process(source), Input::AbsAddr(addrs), addrs.len())
+    }
+
+    /// One result per link-time address `vaddrs` in the ELF file at `path`, with its DWARF
+    /// where it has some. A file that cannot be opened yields unnamed, unstable results.
+    pub fn symbolize_elf(&mut self, path: &Path, vaddrs: &[u64]) -> Vec<Resolved> {
+        if vaddrs.is_empty() {
+            return Vec::new();
+        }
+        let source = Source::Elf(Elf::new(path));
+        self.run(&source, Input::VirtOffset(vaddrs), vaddrs.len())
+    }
+
+    fn run(&mut self, source: &Source<'_>, input: Input<&[u64]>, n: usize) -> Vec<Resolved> {
+        let unknown = || vec![Resolved::default(); n];
         let inner = &self.inner;
         // Foreign binaries are arbitrary input to an ELF/DWARF parser; a bug there must cost one
         // stack its names, not the whole tool.
         let result = catch_unwind(AssertUnwindSafe(|| {
             inner
-                .symbolize(&source, Input::AbsAddr(addrs))
+                .symbolize(source, input)
                 .map(|syms| syms.into_iter().map(convert).collect::<Vec<_>>())
         }));
         match result {
-            Ok(Ok(resolved)) if resolved.len() == addrs.len() => resolved,
+            Ok(Ok(resolved)) if resolved.len() == n => resolved,
             Ok(_) => unknown(),
             Err(_) => {
                 // The caches may be half-updated after an unwind; start them afresh.
@@ -111,9 +126,13 @@ impl UserSymbolizer {
 fn build() -> Symbolizer {
     // Inlined-function chains are not reported: the outermost function names the frame, and the
     // line table already gives the innermost file:line.
+    // No debug directories: `debug_file` finds separate debug files itself (also by build ID
+    // alone and in the target's mount namespace) and hands them over as files of their own,
+    // so that a frame's naming says truthfully where its name came from.
     Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(false)
+        .set_debug_dirs(Some(Vec::<std::path::PathBuf>::new()))
         .build()
 }
 

@@ -131,12 +131,14 @@ pub(crate) fn recover_caller(
 
 /// The application function that made the call: the first frame outside libc/ld.so/vdso (and Go
 /// runtime internals, when an application frame follows them). A stack that is runtime code all
-/// the way down is named by its innermost frame rather than left unnamed.
+/// the way down is named by its innermost frame rather than left unnamed. `[uprobes]` is the
+/// kernel's out-of-line slot where a probed instruction is single-stepped (a thread caught
+/// there, e.g. on a Go runtime probe, is in the function whose frame follows).
 pub(crate) fn choose_caller(frames: &[Frame]) -> Option<String> {
     let outside_runtime = |f: &&Frame| {
-        !f.module
-            .as_deref()
-            .is_some_and(|m| m == "[vdso]" || (m.starts_with('/') && is_runtime_lib(m)))
+        !f.module.as_deref().is_some_and(|m| {
+            m == "[vdso]" || m == "[uprobes]" || (m.starts_with('/') && is_runtime_lib(m))
+        })
     };
     // Go programs make system calls without libc: their equivalent of the wrapper is the Go
     // machinery the Go callsite rule passes over too.
@@ -356,6 +358,8 @@ mod tests {
             file: Some("app.c".into()),
             line: Some(7),
             module: module.map(str::to_string),
+            offset: None,
+            naming: super::super::Naming::Symtab,
         }
     }
 
@@ -372,18 +376,19 @@ mod tests {
             frame(Some("tick"), Some("/usr/bin/app")),
         ];
         assert_eq!(choose_caller(&vdso).as_deref(), Some("tick"));
+        let uprobe_slot = [
+            frame(None, Some("[uprobes]")),
+            frame(Some("main.work"), Some("/usr/bin/goapp")),
+        ];
+        assert_eq!(choose_caller(&uprobe_slot).as_deref(), Some("main.work"));
     }
 
     #[test]
-    fn unknown_caller_renders_address_and_module() {
-        let frames = [
-            frame(Some("nanosleep"), Some(LIBC)),
-            frame(None, Some("/usr/bin/stripped")),
-        ];
-        assert_eq!(
-            choose_caller(&frames).as_deref(),
-            Some("0x1234 (/usr/bin/stripped)")
-        );
+    fn unknown_caller_renders_file_and_offset() {
+        let mut stripped = frame(None, Some("/usr/bin/stripped"));
+        stripped.offset = Some(0x2034);
+        let frames = [frame(Some("nanosleep"), Some(LIBC)), stripped];
+        assert_eq!(choose_caller(&frames).as_deref(), Some("stripped+0x2034"));
         assert_eq!(
             choose_caller(&[frame(None, None)]).as_deref(),
             Some("0x1234")

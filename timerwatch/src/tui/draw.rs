@@ -281,6 +281,7 @@ mod tests {
         let leak = CallsiteReport {
             verdict: "growing",
             frames: vec!["timerfd_settime".into(), "leak_timerfd (t.c:9)".into()],
+            naming: Vec::new(),
             ..callsite("leak_timerfd", 5)
         };
         let mut app = App::new(View::Timers);
