@@ -116,8 +116,8 @@ fn cpu_contention_raises_expiry_to_run_latency() {
     let target = Target::spawn("periodic_timerfd", &[]);
     let pid = target.pid();
     let idle = common::snapshot(&[pid], 4);
-    // A real-time hog on the target's CPU, busy 3 ms of every 6: about half the ticks wait for
-    // the end of a burst, so p99 rises to milliseconds whatever the fair scheduler decides.
+    // A real-time hog on the target's CPU, busy 20 ms of every 40: about half the ticks wait for
+    // the end of a burst, so p99 rises to ~20 ms whatever the fair scheduler decides.
     let hog = Target::spawn("cpu_hog", &[&pid.to_string()]);
     std::thread::sleep(Duration::from_millis(300));
     let busy = common::snapshot(&[pid], 4);

@@ -1,6 +1,6 @@
 /*
  * Takes the CPU away from a woken task in bursts: `cpu_hog PID` moves PID and itself onto
- * one CPU and, as a SCHED_FIFO task, spins 3 ms out of every 6. A woken task at normal priority
+ * one CPU and, as a SCHED_FIFO task, spins 20 ms out of every 40. A woken task at normal priority
  * must wait for the burst to end, whatever the fair scheduler's wake-up preemption would grant
  * it (EEVDF lets a task that sleeps most of the time preempt plain spinning hogs at once, which
  * made the contention test flaky).
@@ -22,7 +22,7 @@ static long long now_ns(void)
 int main(int argc, char **argv)
 {
 	struct sched_param rt = { .sched_priority = 1 };
-	struct timespec rest = { .tv_sec = 0, .tv_nsec = 3000000 };
+	struct timespec rest = { .tv_sec = 0, .tv_nsec = 20000000 };
 	cpu_set_t one;
 
 	if (argc != 2) {
@@ -38,7 +38,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	for (;;) {
-		long long until = now_ns() + 3000000;
+		long long until = now_ns() + 20000000;
 
 		while (now_ns() < until)
 			;
