@@ -209,7 +209,9 @@ impl Pclntab {
         if table_off == 0 {
             return None;
         }
-        let mut p = self.data.get(self.pctab + table_off as usize..)?;
+        let mut p = self
+            .data
+            .get(self.pctab.checked_add(table_off as usize)?..)?;
         let mut value: i32 = -1;
         let mut cur = entry;
         let mut first = true;
@@ -221,7 +223,8 @@ impl Pclntab {
             first = false;
             let delta = if uv & 1 != 0 { !(uv >> 1) } else { uv >> 1 };
             value = value.wrapping_add(delta as i32);
-            cur += read_uvarint(&mut p)? * self.min_lc;
+            // The deltas are the file's: a huge one must end the walk, not wrap or panic.
+            cur = cur.checked_add(read_uvarint(&mut p)?.checked_mul(self.min_lc)?)?;
             if pc < cur {
                 return Some(value);
             }
@@ -272,7 +275,9 @@ impl<'a> Func<'a> {
             let index = self.tab.pcvalue(t, self.entry, pc)?;
             let cu = self.field(8)? as usize;
             let slot = cu.checked_add(usize::try_from(index).ok()?)?;
-            let off = self.tab.u32_at(self.tab.cutab + 4 * slot)?;
+            let off = self
+                .tab
+                .u32_at(self.tab.cutab.checked_add(slot.checked_mul(4)?)?)?;
             if off == u32::MAX {
                 return None;
             }
