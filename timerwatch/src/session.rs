@@ -18,13 +18,13 @@ use tokio::{
 use crate::{
     event::{decode, Callstack},
     failure::Failure,
-    gotrace::GoTracer,
+    gotrace::{self, discovery::Discovery, GoTracer},
     probe::{privileges, startup_checks, Filter, Probes},
     procfs,
     report::{self, PreExisting, ProcessReport, Report},
     symbolize::{Symbolizer, UserStack},
     table::{Resolver, Table},
-    trace_args::TraceArgs,
+    trace_args::{GoMode, TraceArgs},
     trend::Params,
     verdict::Verdicts,
 };
@@ -82,20 +82,25 @@ pub struct Launch<'a> {
     pub exe: &'a Path,
 }
 
-/// Go tracing for the targets that exist now, attached before the trace window starts so that
-/// every creation inside it is attributed. Needs a target list: analysing and probing every Go
-/// binary on the host is not what an unfiltered run should cost.
+/// Go tracing for the processes the filters admit, those that exist now attached before the
+/// trace window starts so that every creation inside it is attributed, later ones as they exec.
+/// Probes for a named target list by default; census (no probes) for unfiltered runs, where
+/// every Go process of the host is traced.
 fn go_tracer(args: &TraceArgs, filter: &Filter, probes: &mut Probes) -> GoTracer {
-    if args.no_go || (filter.tgids.is_empty() && filter.comms.is_empty()) {
-        return GoTracer::default();
-    }
-    let mut pids = filter.tgids.clone();
-    for comm in &filter.comms {
-        pids.extend(procfs::pids_with_comm(comm));
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    GoTracer::start(probes.ebpf_mut(), &pids, args.verbose)
+    let unfiltered = filter.tgids.is_empty() && filter.comms.is_empty();
+    let mode = match (args.go_mode, args.no_go) {
+        (GoMode::Off, _) | (_, true) => return GoTracer::default(),
+        (GoMode::Census, _) => gotrace::Mode::Census,
+        (GoMode::Probes, _) => gotrace::Mode::Probes,
+        (GoMode::Auto, _) if unfiltered => gotrace::Mode::Census,
+        (GoMode::Auto, _) => gotrace::Mode::Probes,
+    };
+    let discovery = Discovery {
+        all: unfiltered,
+        pids: filter.tgids.clone(),
+        comms: filter.comms.clone(),
+    };
+    GoTracer::discover(probes.ebpf_mut(), mode, discovery, args.verbose)
 }
 
 fn validate(args: &TraceArgs) -> Result<Filter> {
@@ -165,7 +170,7 @@ impl Tracer {
         })?;
         let ring = probes.take_ring()?;
         let go = match &launch {
-            Some(l) if !args.no_go => {
+            Some(l) if !args.no_go && args.go_mode != GoMode::Off => {
                 let others: Vec<u32> = filter
                     .tgids
                     .iter()

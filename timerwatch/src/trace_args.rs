@@ -2,7 +2,16 @@
 //! command line nor the daemon, so `cli → daemon → session` stays one-way and all three can
 //! take them.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// `--go-mode`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoMode {
+    Auto,
+    Census,
+    Probes,
+    Off,
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct TraceArgs {
@@ -20,11 +29,18 @@ pub struct TraceArgs {
     /// little less overhead on busy hosts.
     #[arg(long)]
     pub no_wakeups: bool,
-    /// Do not trace Go runtime timers. By default, each -p/--comm target whose executable is a
-    /// Go binary (1.19–1.27) also gets uprobes on the runtime's timer functions and a walk of
-    /// its timer heaps at every report; without -p/--comm Go timers are not traced.
+    /// Do not trace Go runtime timers (the same as --go-mode off).
     #[arg(long)]
     pub no_go: bool,
+    /// How Go runtime timers of Go processes (1.19–1.27) are traced. `census`: at every
+    /// report, read each Go process's timer heaps and name pending timers by their callback
+    /// (AfterFunc), waiting goroutine or kind and period; nothing runs in the target. `probes`:
+    /// uprobes on the runtime's timer functions give creation stacks and exact totals, at a
+    /// trap per timer operation in the target. `auto` (default): probes for -p/--comm runs,
+    /// census for unfiltered runs and the daemon. Go processes started later are found as
+    /// they exec, in every mode. See README "Go timers".
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = GoMode::Auto)]
+    pub go_mode: GoMode,
     /// Send every cancel and start of a re-armed timer to the daemon as its own record instead
     /// of counting re-arms in the kernel: totals exact at every instant, at about twice the
     /// cost per re-arm (BENCHMARKS.md measures both).

@@ -344,6 +344,8 @@ mod tests {
             wakeups: None,
             lifetime: None,
             verdict_reason: None,
+            attribution: None,
+            period_s: None,
         };
         let row = ProcessReport {
             pid: 1,

@@ -1,0 +1,112 @@
+//! One census of a Go process: walk its timer heaps read-only, name each pending timer from its
+//! own fields (see [`census`](super::census)), and refuse the result when the process changed
+//! under the walk.
+
+use std::collections::{HashMap, HashSet};
+
+use timerwatch_go::{heap, GoFrame, GoKind};
+
+use super::{
+    binary::Target,
+    census::{self, Group, Seen, WaiterWalk},
+    file_id,
+};
+
+/// What one process's census remembers between reports.
+#[derive(Default)]
+pub struct CensusState {
+    /// When each pending timer was first seen (CLOCK_MONOTONIC ns): its age. Only the timers
+    /// of the last walk are kept, so this is bounded by what the process holds.
+    first_seen: HashMap<u64, u64>,
+    /// Callback code address (link-time) → its function, per binary run by this process.
+    callbacks: HashMap<u64, Option<GoFrame>>,
+}
+
+/// A consistent census: callsites and the number of timers pending.
+pub struct Census {
+    pub groups: Vec<Group>,
+    pub pending: u64,
+}
+
+/// Census of `target`, which ran the binary `exe_id` (device, inode) when it was found. `None`
+/// when the walk was torn (a P's heap kept changing, the process exited or exec'd, a read
+/// failed): the process is left out of this report rather than misreported.
+pub fn take(
+    target: &Target,
+    exe_id: Option<(u64, u64)>,
+    state: &mut CensusState,
+    waiters: Option<WaiterWalk>,
+    now_ns: u64,
+) -> Option<Census> {
+    let (pid, bin, bias) = (target.pid(), target.binary(), target.bias());
+    let snap = heap::walk_detailed(pid, bin, bias).ok()?;
+    if snap.unstable_ps > 0 {
+        return None;
+    }
+    let live: Vec<_> = snap
+        .timers
+        .into_iter()
+        // 1.23+: a channel timer nobody is blocked on is not kept by the runtime (it leaves
+        // the heap at its next clean-up), so it is not live.
+        .filter(|t| !(t.is_chan == Some(true) && t.blocked == Some(0)))
+        .collect();
+    let kinds: Vec<GoKind> = live
+        .iter()
+        .map(|t| bin.kinds.classify(t.timer.f, t.timer.period))
+        .collect();
+    let waited: HashSet<u64> = live
+        .iter()
+        .zip(&kinds)
+        .filter(|(t, k)| t.arg != 0 && matches!(k, GoKind::Timer | GoKind::Ticker | GoKind::Sleep))
+        .map(|(t, _)| t.arg)
+        .collect();
+    let waiter_frames = match waiters {
+        Some(walk) if !waited.is_empty() => walk(pid, bin, bias, &waited),
+        _ => None,
+    };
+    // An AfterFunc's `arg` is the user's function value: its first word is the code.
+    let mut code_of: HashMap<u64, u64> = HashMap::new();
+    for (t, k) in live.iter().zip(&kinds) {
+        if *k != GoKind::AfterFunc || t.arg == 0 || code_of.contains_key(&t.arg) {
+            continue;
+        }
+        let pc = target.read_u64(t.arg).ok()?.wrapping_sub(bias);
+        code_of.insert(t.arg, pc);
+        state
+            .callbacks
+            .entry(pc)
+            .or_insert_with(|| bin.symbolize(pc));
+    }
+    // Read last: a process that exec'd (or exited and whose pid was reused) during the walk
+    // runs another binary now, and what was read may belong to either.
+    if file_id(format!("/proc/{pid}/exe").as_ref()) != exe_id {
+        return None;
+    }
+    let mut first_seen = HashMap::with_capacity(live.len());
+    for t in &live {
+        let since = state
+            .first_seen
+            .get(&t.timer.timer)
+            .copied()
+            .unwrap_or(now_ns);
+        first_seen.insert(t.timer.timer, since);
+    }
+    state.first_seen = first_seen;
+    let seen = live.iter().zip(&kinds).map(|(t, k)| Seen {
+        kind: k.as_str(),
+        period_ns: t.timer.period,
+        callback: code_of
+            .get(&t.arg)
+            .filter(|_| *k == GoKind::AfterFunc)
+            .and_then(|pc| state.callbacks.get(pc)?.as_ref()),
+        waiter: waiter_frames
+            .as_ref()
+            .and_then(|w| w.get(&t.arg))
+            .map(Vec::as_slice),
+        since_ns: state.first_seen[&t.timer.timer],
+    });
+    Some(Census {
+        groups: census::group(seen),
+        pending: live.len() as u64,
+    })
+}
