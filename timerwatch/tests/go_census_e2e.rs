@@ -206,8 +206,13 @@ fn daemon_without_filters_names_go_leaks_started_after_it() {
             );
         }
         let control = v.control.pid();
-        let live = sample(&samples, "timerwatch_live_timers", control, "main.boundedTimers")
-            .map_or(0.0, |s| s.value);
+        let live = sample(
+            &samples,
+            "timerwatch_live_timers",
+            control,
+            "main.boundedTimers",
+        )
+        .map_or(0.0, |s| s.value);
         assert!(
             (1.0..=5.0).contains(&live),
             "{}: the control keeps 4 timers (+1 mid-swap), live = {live}; {}",
@@ -221,8 +226,13 @@ fn daemon_without_filters_names_go_leaks_started_after_it() {
             v.tc.version,
             context()
         );
-        let after = sample(&samples, "timerwatch_live_timers", v.after.pid(), AFTER_CALLER)
-            .map_or(0.0, |s| s.value);
+        let after = sample(
+            &samples,
+            "timerwatch_live_timers",
+            v.after.pid(),
+            AFTER_CALLER,
+        )
+        .map_or(0.0, |s| s.value);
         if v.tc.minor <= 22 {
             // Every abandoned `time.After(time.Hour)` stays in the heap for its hour.
             let expected = 50.0 * first.elapsed().as_secs_f64();
