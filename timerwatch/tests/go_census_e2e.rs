@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, Sample};
@@ -394,4 +396,90 @@ fn snapshot_by_comm_finds_a_go_process_started_after_it_in_both_modes() {
         };
         assert_eq!(site["attribution"], attribution, "{what}: {site:#}");
     }
+}
+
+/// `good`, a Go binary built with `tc`, with the version its buildinfo records changed to
+/// go1.10: it still runs (the runtime never reads it), but no layout timerwatch knows applies.
+fn unknown_version(tc: &Toolchain, good: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+    let bytes = std::fs::read(good).expect("read the Go target");
+    let from = tc.version.as_bytes();
+    let at = bytes
+        .windows(from.len() + 1)
+        .position(|w| w[0] as usize == from.len() && &w[1..] == from)
+        .expect("the buildinfo version string");
+    let mut patched = bytes.clone();
+    let fake = format!("go1.10{}", &tc.version[6..]);
+    patched[at + 1..at + 1 + from.len()].copy_from_slice(fake.as_bytes());
+    let out = dir.join("old_go");
+    std::fs::write(&out, patched).expect("write the patched binary");
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    out
+}
+
+/// Bad input under census: a process that execs or exits around a walk is left out of that
+/// report, never misreported, with no error line; a Go version timerwatch does not know gets
+/// one line per binary however many processes run it, and kernel tracing only.
+#[test]
+fn census_skips_torn_processes_and_names_an_unknown_version_once() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let Some(tc) = go::toolchain_for(22) else {
+        return;
+    };
+    // Stripped: the kernel side's symbolizer reads a binary's DWARF again after every exec,
+    // which for ten execs a second is its cost, not the census's.
+    let reexec = go::build(&tc, "reexec_batch", true);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = unknown_version(&tc, &go::build(&tc, "afterfunc_leak", false), dir.path());
+    let secs = 8u64;
+    let mut tool = Tool::spawn(&["top", "--json", "-i", "1", "-n", &secs.to_string()]);
+    tool.wait_attached();
+    let looping = Running::spawn(&reexec);
+    let olds = [Running::spawn(&old), Running::spawn(&old)];
+    // Short-lived Go processes: three generations each, then exit.
+    for _ in 0..10 {
+        let status = Command::new(&reexec)
+            .arg("3")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run reexec_batch");
+        assert!(status.success());
+    }
+    let mut done = tool;
+    let out = done.finish(ATTACH_TIMEOUT + Duration::from_secs(2 * secs + 30));
+    assert!(out.status.success(), "timerwatch: {}", out.stderr);
+    out.assert_no_panic();
+    let reports: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON report per line"))
+        .collect();
+    let mut seen = 0;
+    for r in &reports {
+        if let Some(site) = go_site(r, looping.pid(), "main.armBatch") {
+            seen += 1;
+            let live = site["live"].as_u64().unwrap();
+            assert!(
+                live <= 100,
+                "{live} live timers in a process that never holds more than 100: {site:#}"
+            );
+        }
+    }
+    assert!(
+        seen > 0,
+        "the re-exec'ing process was never counted in {} reports; stderr:\n{}",
+        reports.len(),
+        out.stderr
+    );
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "stderr:\n{}", out.stderr);
+    let [a, b] = olds.each_ref().map(Running::pid);
+    assert!(
+        errors[0].contains(&format!("pid {a}:")) || errors[0].contains(&format!("pid {b}:")),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("go1.10"), "{}", errors[0]);
 }

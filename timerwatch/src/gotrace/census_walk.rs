@@ -12,6 +12,38 @@ use super::{
     file_id,
 };
 
+/// One exec of a process: its binary (device, inode), its auxiliary vector and the 16 random
+/// bytes the kernel put at `AT_RANDOM` for that exec. Another exec, even of the same binary,
+/// or another process reusing the pid, has other random bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incarnation {
+    exe: Option<(u64, u64)>,
+    auxv: Vec<u8>,
+    random: [u8; 16],
+}
+
+/// `AT_RANDOM` in the auxiliary vector (linux/auxvec.h).
+const AT_RANDOM: u64 = 25;
+
+impl Incarnation {
+    /// `None` when the process is gone or unreadable.
+    pub fn of(target: &Target) -> Option<Incarnation> {
+        let pid = target.pid();
+        let exe = file_id(format!("/proc/{pid}/exe").as_ref());
+        let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+        let at = auxv
+            .chunks_exact(16)
+            .find(|kv| u64::from_le_bytes(kv[..8].try_into().unwrap()) == AT_RANDOM)
+            .map(|kv| u64::from_le_bytes(kv[8..].try_into().unwrap()))?;
+        let mut random = [0u8; 16];
+        for (i, chunk) in random.chunks_exact_mut(8).enumerate() {
+            let word = target.read_u64(at + 8 * i as u64).ok()?;
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        Some(Incarnation { exe, auxv, random })
+    }
+}
+
 /// What one process's census remembers between reports.
 #[derive(Default)]
 pub struct CensusState {
@@ -20,6 +52,8 @@ pub struct CensusState {
     first_seen: HashMap<u64, u64>,
     /// Callback code address (link-time) → its function, per binary run by this process.
     callbacks: HashMap<u64, Option<GoFrame>>,
+    /// The exec `first_seen` belongs to.
+    incarnation: Option<Incarnation>,
 }
 
 /// A consistent census: callsites and the number of timers pending.
@@ -28,17 +62,29 @@ pub struct Census {
     pub pending: u64,
 }
 
-/// Census of `target`, which ran the binary `exe_id` (device, inode) when it was found. `None`
-/// when the walk was torn (a P's heap kept changing, the process exited or exec'd, a read
-/// failed): the process is left out of this report rather than misreported.
+/// Census of `target`, which was `found` as that incarnation. `None` when the walk was torn (a
+/// P's heap kept changing, the process exited or exec'd during the walk, a read failed) or the
+/// process runs something `target` does not describe any more: it is left out of this report
+/// rather than misreported. A process that re-exec'd its own fixed-address binary since it was
+/// found is still described by `target` (same layout, same addresses), so it is walked: its
+/// exec record will replace `target` anyway.
 pub fn take(
     target: &Target,
-    exe_id: Option<(u64, u64)>,
+    found: &Incarnation,
     state: &mut CensusState,
     waiters: Option<WaiterWalk>,
     now_ns: u64,
 ) -> Option<Census> {
     let (pid, bin, bias) = (target.pid(), target.binary(), target.bias());
+    let before = Incarnation::of(target)?;
+    if before.exe != found.exe || (bin.pie && before != *found) {
+        return None;
+    }
+    if state.incarnation.as_ref() != Some(&before) {
+        // Another runtime: its timer pointers say nothing about the last one's.
+        state.first_seen.clear();
+        state.incarnation = Some(before.clone());
+    }
     let snap = heap::walk_detailed(pid, bin, bias).ok()?;
     if snap.unstable_ps > 0 {
         return None;
@@ -77,9 +123,9 @@ pub fn take(
             .entry(pc)
             .or_insert_with(|| bin.symbolize(pc));
     }
-    // Read last: a process that exec'd (or exited and whose pid was reused) during the walk
-    // runs another binary now, and what was read may belong to either.
-    if file_id(format!("/proc/{pid}/exe").as_ref()) != exe_id {
+    // Read last: a process that exec'd (or exited and whose pid was reused) during the walk is
+    // another address space now, and what was read may belong to either.
+    if Incarnation::of(target).as_ref() != Some(&before) {
         return None;
     }
     let mut first_seen = HashMap::with_capacity(live.len());

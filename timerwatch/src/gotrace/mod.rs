@@ -35,7 +35,10 @@ use crate::{
 
 pub use self::binary::OpenError;
 use self::{
-    binary::Target, census::WaiterWalk, census_walk::CensusState, discovery::Discovery,
+    binary::Target,
+    census::WaiterWalk,
+    census_walk::{CensusState, Incarnation},
+    discovery::Discovery,
     state::GoState,
 };
 
@@ -52,10 +55,9 @@ pub enum Mode {
 
 struct GoProcess {
     target: Target,
-    /// The binary (device, inode) it ran when found: a census refuses a walk of another.
-    exe_id: Option<(u64, u64)>,
-    /// Census mode's memory of this process; `None` in probes mode.
-    census: Option<Mutex<CensusState>>,
+    /// Census mode's memory of this process, and which exec of it that is; `None` in probes
+    /// mode.
+    census: Option<(Mutex<CensusState>, Incarnation)>,
     state: GoState,
     /// The last heap walk that succeeded: a walk can fail mid-way (a torn read while the
     /// runtime resizes a heap), and one failure should not blank the report.
@@ -217,12 +219,12 @@ impl GoTracer {
     ) -> Result<(), OpenError> {
         let pid = target.pid();
         if self.mode == Mode::Census {
+            let found = Incarnation::of(&target).ok_or(OpenError::Gone)?;
             self.procs.insert(
                 pid,
                 GoProcess {
                     target,
-                    exe_id: id,
-                    census: Some(Mutex::new(CensusState::default())),
+                    census: Some((Mutex::new(CensusState::default()), found)),
                     state: GoState::default(),
                     last_walk: Mutex::new(None),
                 },
@@ -246,7 +248,6 @@ impl GoTracer {
             pid,
             GoProcess {
                 target,
-                exe_id: id,
                 census: None,
                 state: GoState::default(),
                 last_walk: Mutex::new(None),
