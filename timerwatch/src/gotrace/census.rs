@@ -145,23 +145,38 @@ fn key_of(t: &Seen<'_>) -> GroupKey {
 /// Group pending timers into callsites, most live first (ties by key, so the order is
 /// stable).
 pub fn group<'a>(timers: impl IntoIterator<Item = Seen<'a>>) -> Vec<Group> {
-    let mut groups: HashMap<GroupKey, Group> = HashMap::new();
+    let mut out: Vec<Group> = Vec::new();
+    let mut by_key: HashMap<GroupKey, usize> = HashMap::new();
+    // Thousands of timers share a handful of callbacks and waiters: build each key (strings)
+    // once per distinct (kind, period, callback, waiter), not once per timer.
+    let mut by_memo: HashMap<(&'static str, i64, usize, usize), usize> = HashMap::new();
     for t in timers {
-        let key = key_of(&t);
+        let memo = (
+            t.kind,
+            t.period_ns,
+            t.callback.map_or(0, |f| f as *const GoFrame as usize),
+            t.waiter.map_or(0, |w| w.as_ptr() as usize),
+        );
         let period = (t.period_ns > 0).then_some(t.period_ns);
-        let g = groups.entry(key.clone()).or_insert(Group {
-            key,
-            live: 0,
-            oldest_since_ns: t.since_ns,
-            period_ns: period,
+        let i = *by_memo.entry(memo).or_insert_with(|| {
+            let key = key_of(&t);
+            *by_key.entry(key.clone()).or_insert_with(|| {
+                out.push(Group {
+                    key,
+                    live: 0,
+                    oldest_since_ns: t.since_ns,
+                    period_ns: period,
+                });
+                out.len() - 1
+            })
         });
+        let g = &mut out[i];
         g.live += 1;
         g.oldest_since_ns = g.oldest_since_ns.min(t.since_ns);
         if g.period_ns != period {
             g.period_ns = None;
         }
     }
-    let mut out: Vec<Group> = groups.into_values().collect();
     out.sort_by(|a, b| b.live.cmp(&a.live).then_with(|| a.key.cmp(&b.key)));
     out
 }
