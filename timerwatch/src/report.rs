@@ -111,6 +111,11 @@ pub struct CallsiteReport {
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_s: Option<f64>,
+    /// Go census callsites of one-shot timers: the longest time any of them had left to run
+    /// when the census first saw it, seconds (close to the duration they were armed for).
+    /// Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 /// The lifetime of a callsite's timers (see README "Growth verdicts").
@@ -251,6 +256,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                         verdict_reason: None,
                         attribution: None,
                         period_s: None,
+                        duration_s: None,
                     }
                 })
                 .collect();
@@ -321,6 +327,7 @@ pub(crate) mod fixtures {
             verdict_reason: None,
             attribution: None,
             period_s: None,
+            duration_s: None,
         }
     }
 

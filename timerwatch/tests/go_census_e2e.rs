@@ -281,6 +281,9 @@ fn daemon_without_filters_names_go_leaks_started_after_it() {
                         frame.starts_with("main.leakAfterFunc.func1 (main.go:"),
                         "{site}"
                     );
+                    // AfterFunc(time.Hour, …), first seen within a report of its creation.
+                    let d = site["duration_s"].as_f64().unwrap_or_default();
+                    assert!((3590.0..3601.0).contains(&d), "{site}");
                 }
                 _ => {
                     assert_eq!(site["kind"], "go_ticker", "{site}");

@@ -346,6 +346,7 @@ mod tests {
             verdict_reason: None,
             attribution: None,
             period_s: None,
+            duration_s: None,
         };
         let row = ProcessReport {
             pid: 1,

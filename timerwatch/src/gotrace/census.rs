@@ -34,6 +34,8 @@ pub struct Seen<'a> {
     pub waiter: Option<&'a [GoFrame]>,
     /// When the census first saw this timer pending (CLOCK_MONOTONIC ns).
     pub since_ns: u64,
+    /// How long it had left to run then (ns).
+    pub remaining_ns: i64,
 }
 
 /// One census callsite: its identity stays the same across reports as long as the same code
@@ -53,6 +55,10 @@ pub struct Group {
     pub oldest_since_ns: u64,
     /// The period shared by all its timers, ns; `None` if they differ or are one-shot.
     pub period_ns: Option<i64>,
+    /// One-shot timers: the longest any had left to run when first seen (ns), a lower bound
+    /// on the duration they were armed for that is close for timers seen young. `None` when
+    /// any is periodic.
+    pub duration_ns: Option<i64>,
 }
 
 /// The function a Go closure or method value belongs to: `main.scheduleRetry.func1` and
@@ -158,6 +164,7 @@ pub fn group<'a>(timers: impl IntoIterator<Item = Seen<'a>>) -> Vec<Group> {
             t.waiter.map_or(0, |w| w.as_ptr() as usize),
         );
         let period = (t.period_ns > 0).then_some(t.period_ns);
+        let duration = period.is_none().then_some(t.remaining_ns.max(0));
         let i = *by_memo.entry(memo).or_insert_with(|| {
             let key = key_of(&t);
             *by_key.entry(key.clone()).or_insert_with(|| {
@@ -166,6 +173,7 @@ pub fn group<'a>(timers: impl IntoIterator<Item = Seen<'a>>) -> Vec<Group> {
                     live: 0,
                     oldest_since_ns: t.since_ns,
                     period_ns: period,
+                    duration_ns: duration,
                 });
                 out.len() - 1
             })
@@ -176,6 +184,7 @@ pub fn group<'a>(timers: impl IntoIterator<Item = Seen<'a>>) -> Vec<Group> {
         if g.period_ns != period {
             g.period_ns = None;
         }
+        g.duration_ns = g.duration_ns.zip(duration).map(|(a, b)| a.max(b));
     }
     out.sort_by(|a, b| b.live.cmp(&a.live).then_with(|| a.key.cmp(&b.key)));
     out
@@ -234,6 +243,7 @@ mod tests {
             callback,
             waiter,
             since_ns,
+            remaining_ns: 3_600_000_000_000 - since_ns as i64,
         };
         let timers = vec![
             seen("go_afterfunc", 0, Some(&cb), None, 30),
@@ -259,11 +269,17 @@ mod tests {
         assert_eq!(leak.key.attribution, "callback");
         assert_eq!(leak.key.frames, ["main.leakAfterFunc.func1 (main.go:11)"]);
         assert_eq!(leak.period_ns, None);
+        assert_eq!(
+            leak.duration_ns,
+            Some(3_600_000_000_000 - 10),
+            "the youngest at sight"
+        );
         assert_eq!(groups[0], *leak, "most live first");
         assert_eq!(by("main.boundedTimers").live, 1);
         let ticker = by("main.leakTicker");
         assert_eq!((ticker.live, ticker.key.attribution), (2, "waiter"));
         assert_eq!(ticker.period_ns, Some(hour));
+        assert_eq!(ticker.duration_ns, None);
         assert_eq!(
             ticker.key.frames.len(),
             2,
@@ -299,6 +315,7 @@ mod tests {
             callback: None,
             waiter: Some(&waiter[..]),
             since_ns: 0,
+            remaining_ns: 5,
         }]);
         assert_eq!(g[0].key.caller, "<go_sleep>");
         assert_eq!(g[0].key.attribution, "signature");

@@ -49,7 +49,9 @@ impl Incarnation {
 pub struct CensusState {
     /// When each pending timer was first seen (CLOCK_MONOTONIC ns): its age. Only the timers
     /// of the last walk are kept, so this is bounded by what the process holds.
-    first_seen: HashMap<u64, u64>,
+    /// With each: how long it had left to run then (ns), the best bound on its duration a
+    /// census has (a later `Reset` does not change it).
+    first_seen: HashMap<u64, (u64, i64)>,
     /// Callback code address (link-time) → its function, per binary run by this process.
     callbacks: HashMap<u64, Option<GoFrame>>,
     /// The exec `first_seen` belongs to.
@@ -142,12 +144,13 @@ pub fn take(
     }
     let mut first_seen = HashMap::with_capacity(live.len());
     for t in &live {
-        let since = state
+        // `when` is the runtime's nanotime, CLOCK_MONOTONIC like `now_ns`.
+        let seen = state
             .first_seen
             .get(&t.timer.timer)
             .copied()
-            .unwrap_or(now_ns);
-        first_seen.insert(t.timer.timer, since);
+            .unwrap_or((now_ns, t.timer.when.saturating_sub(now_ns as i64)));
+        first_seen.insert(t.timer.timer, seen);
     }
     state.first_seen = first_seen;
     let seen = live.iter().zip(&kinds).map(|(t, k)| Seen {
@@ -161,7 +164,8 @@ pub fn take(
             .as_ref()
             .and_then(|w| w.get(&t.arg))
             .map(Vec::as_slice),
-        since_ns: state.first_seen[&t.timer.timer],
+        since_ns: state.first_seen[&t.timer.timer].0,
+        remaining_ns: state.first_seen[&t.timer.timer].1,
     });
     let census = Census {
         groups: census::group(seen),

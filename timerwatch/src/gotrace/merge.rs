@@ -117,6 +117,7 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
             verdict_reason: None,
             attribution: Some("creation_stack"),
             period_s: None,
+            duration_s: None,
         });
     }
 }
@@ -147,6 +148,7 @@ fn push_census(groups: &[Group], row: &mut ProcessReport, now_ns: u64) {
             verdict_reason: None,
             attribution: Some(g.key.attribution),
             period_s: g.period_ns.map(|ns| secs(ns as u64)),
+            duration_s: g.duration_ns.map(|ns| secs(ns as u64)),
         });
     }
     row.callsites
