@@ -100,7 +100,9 @@ fn go_tracer(args: &TraceArgs, filter: &Filter, probes: &mut Probes) -> GoTracer
         pids: filter.tgids.clone(),
         comms: filter.comms.clone(),
     };
-    GoTracer::discover(probes.ebpf_mut(), mode, discovery, args.verbose)
+    let mut tracer = GoTracer::discover(probes.ebpf_mut(), mode, discovery, args.verbose);
+    tracer.set_sample_window(args.go_sample_window);
+    tracer
 }
 
 fn validate(args: &TraceArgs) -> Result<Filter> {
@@ -292,6 +294,7 @@ impl Tracer {
             self.probes.forget_timers(&forget);
         }
         self.go.attach_execs(self.probes.ebpf_mut());
+        self.go.close_windows(self.probes.ebpf_mut());
         emptied
     }
 
@@ -307,6 +310,12 @@ impl Tracer {
         let report = self.raw_report();
         let t = procfs::monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9;
         self.verdicts.observe(&report, t);
+        // Growing census callsites that only a signature names may earn a creation-stack window.
+        if self.go.samples_windows() {
+            let mut judged = report;
+            self.verdicts.annotate(&mut judged);
+            self.go.open_windows(self.probes.ebpf_mut(), &judged);
+        }
     }
 
     fn raw_report(&self) -> Report {

@@ -41,6 +41,12 @@ pub struct TraceArgs {
     /// they exec, in every mode. See README "Go timers".
     #[arg(long, value_name = "MODE", value_enum, default_value_t = GoMode::Auto)]
     pub go_mode: GoMode,
+    /// Census mode: when a Go callsite named only by its kind and period is growing, put the
+    /// probes on its process for this many seconds to learn creation stacks, then take them off
+    /// (at most one window per 30 window lengths per process, closed early after 5,000 probe
+    /// hits). 0 (default): never.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = window_secs)]
+    pub go_sample_window: f64,
     /// Send every cancel and start of a re-armed timer to the daemon as its own record instead
     /// of counting re-arms in the kernel: totals exact at every instant, at about twice the
     /// cost per re-arm (BENCHMARKS.md measures both).
@@ -59,6 +65,14 @@ pub struct TraceArgs {
     /// verdicts".
     #[arg(long, value_name = "TIMERS", default_value_t = crate::verdict::DEFAULT_PLATEAU_THRESHOLD, value_parser = timer_count)]
     pub plateau_threshold: f64,
+}
+
+/// A window length: 0 (off) to an hour.
+fn window_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 3600")),
+    }
 }
 
 /// A non-negative, finite number of timers.

@@ -486,3 +486,87 @@ fn census_skips_torn_processes_and_names_an_unknown_version_once() {
     );
     assert!(errors[0].contains("go1.10"), "{}", errors[0]);
 }
+
+/// Go ≤ 1.22 keeps `time.After` timers abandoned by a `select` with no waiter and the callback
+/// `sendTime`: the census names them by signature only. Growing, they earn one creation-stack
+/// window (probes on, then off), whose stacks then name every such timer, before and after it.
+#[test]
+fn a_growing_signature_earns_one_creation_stack_window() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let Some(tc) = go::toolchain_for(22) else {
+        return;
+    };
+    let bin = go::build(&tc, "after_select", false);
+    let secs = 45u64;
+    let mut tool = Tool::spawn(&[
+        "top",
+        "--json",
+        "-v",
+        "-i",
+        "1",
+        "-n",
+        &secs.to_string(),
+        "--go-sample-window",
+        "2",
+    ]);
+    tool.wait_attached();
+    let attached = Instant::now();
+    let leak = Leak::spawn(&bin, "main.pollWithTimeout", 50.0);
+    let pid = leak.pid();
+    let done = tool.finish(ATTACH_TIMEOUT + Duration::from_secs(2 * secs + 30));
+    assert!(done.status.success(), "timerwatch: {}", done.stderr);
+    done.assert_no_panic();
+    let reports: Vec<Value> = done
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON report per line"))
+        .collect();
+    let ours = |what: &str| {
+        done.stderr
+            .lines()
+            .filter(|l| l.contains(&format!("pid {pid}: Go creation-stack window {what}")))
+            .count()
+    };
+    assert_eq!(
+        (ours("opened"), ours("closed")),
+        (1, 1),
+        "one window, opened and closed; stderr:\n{}",
+        done.stderr
+    );
+    let sites = |r: &Value| -> Vec<Value> {
+        r["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["pid"] == pid)
+            .flat_map(|p| p["callsites"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["source"] == "go" && c["caller"] == leak.caller)
+            .collect()
+    };
+    assert!(
+        reports
+            .iter()
+            .flat_map(|r| sites(r))
+            .any(|c| c["attribution"] == "creation_stack"),
+        "no callsite named by a creation stack; stderr:\n{}",
+        done.stderr
+    );
+    let last = reports.last().expect("reports");
+    let named = sites(last);
+    let learned = named
+        .iter()
+        .find(|c| c["attribution"] == "signature")
+        .unwrap_or_else(|| panic!("timers outside the window not named by it: {named:#?}"));
+    assert_eq!(learned["verdict"], "growing", "{learned:#}");
+    // Every abandoned timer is the leak's: the named callsites hold what the runtime holds.
+    let live: f64 = named.iter().map(|c| c["live"].as_f64().unwrap()).sum();
+    let age =
+        last["duration_s"].as_f64().unwrap() - leak.started.duration_since(attached).as_secs_f64();
+    let expected = 50.0 * age;
+    assert!(
+        (live - expected).abs() <= 0.1 * expected,
+        "live {live}, the runtime held ~{expected:.0}: {named:#?}"
+    );
+}

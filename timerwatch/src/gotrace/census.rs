@@ -32,6 +32,10 @@ pub struct Seen<'a> {
     pub callback: Option<&'a GoFrame>,
     /// The goroutine waiting on it (channel timers, sleeps).
     pub waiter: Option<&'a [GoFrame]>,
+    /// `(caller, frames)` of the stack that created it, when a creation-stack window saw it.
+    pub creation: Option<(&'a str, &'a [String])>,
+    /// The caller a window learned for timers of this kind and period.
+    pub learned: Option<&'a str>,
     /// When the census first saw this timer pending (CLOCK_MONOTONIC ns).
     pub since_ns: u64,
     /// How long it had left to run then (ns).
@@ -140,11 +144,43 @@ fn key_of(t: &Seen<'_>) -> GroupKey {
             attribution: "callback",
         };
     }
+    if let Some((caller, frames)) = t.creation {
+        return GroupKey {
+            kind: t.kind,
+            caller: caller.to_string(),
+            frames: frames.to_vec(),
+            attribution: "creation_stack",
+        };
+    }
+    if let Some(caller) = t.learned {
+        return GroupKey {
+            kind: t.kind,
+            caller: caller.to_string(),
+            frames: Vec::new(),
+            attribution: "signature",
+        };
+    }
     GroupKey {
         kind: t.kind,
         caller: signature(t.kind, t.period_ns),
         frames: Vec::new(),
         attribution: "signature",
+    }
+}
+
+/// What creation-stack windows taught: the caller of each signature (kind, period), from the
+/// largest group a creation stack named, so timers created outside a window are named too.
+pub fn learn(groups: &[Group], learned: &mut HashMap<(&'static str, i64), String>) {
+    let mut taught = HashSet::new();
+    for g in groups
+        .iter()
+        .filter(|g| g.key.attribution == "creation_stack")
+    {
+        let signature = (g.key.kind, g.period_ns.unwrap_or(0));
+        // `groups` is sorted most live first: the first group of a signature wins.
+        if taught.insert(signature) {
+            learned.insert(signature, g.key.caller.clone());
+        }
     }
 }
 
@@ -155,13 +191,18 @@ pub fn group<'a>(timers: impl IntoIterator<Item = Seen<'a>>) -> Vec<Group> {
     let mut by_key: HashMap<GroupKey, usize> = HashMap::new();
     // Thousands of timers share a handful of callbacks and waiters: build each key (strings)
     // once per distinct (kind, period, callback, waiter), not once per timer.
-    let mut by_memo: HashMap<(&'static str, i64, usize, usize), usize> = HashMap::new();
+    type Memo = (&'static str, i64, [usize; 4]);
+    let mut by_memo: HashMap<Memo, usize> = HashMap::new();
     for t in timers {
         let memo = (
             t.kind,
             t.period_ns,
-            t.callback.map_or(0, |f| f as *const GoFrame as usize),
-            t.waiter.map_or(0, |w| w.as_ptr() as usize),
+            [
+                t.callback.map_or(0, |f| f as *const GoFrame as usize),
+                t.waiter.map_or(0, |w| w.as_ptr() as usize),
+                t.creation.map_or(0, |(c, _)| c.as_ptr() as usize),
+                t.learned.map_or(0, |c| c.as_ptr() as usize),
+            ],
         );
         let period = (t.period_ns > 0).then_some(t.period_ns);
         let duration = period.is_none().then_some(t.remaining_ns.max(0));
@@ -193,6 +234,42 @@ pub fn group<'a>(timers: impl IntoIterator<Item = Seen<'a>>) -> Vec<Group> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_names_what_it_saw_and_teaches_the_rest_by_signature() {
+        let frames = ["main.poll (main.go:9)".to_string()];
+        let seen = |creation, learned, since_ns| Seen {
+            kind: "go_timer",
+            period_ns: 0,
+            callback: None,
+            waiter: None,
+            since_ns,
+            remaining_ns: 1,
+            creation,
+            learned,
+        };
+        let during = group([
+            seen(Some(("main.poll", &frames[..])), None, 1),
+            seen(Some(("main.poll", &frames[..])), None, 2),
+            seen(None, None, 0),
+        ]);
+        assert_eq!(during[0].key.attribution, "creation_stack");
+        assert_eq!(
+            (during[0].key.caller.as_str(), during[0].live),
+            ("main.poll", 2)
+        );
+        assert_eq!(during[1].key.caller, "<go_timer>");
+        let mut learned = HashMap::new();
+        learn(&during, &mut learned);
+        assert_eq!(learned[&("go_timer", 0)], "main.poll");
+        let after = group([
+            seen(None, Some(learned[&("go_timer", 0)].as_str()), 0),
+            seen(None, Some(learned[&("go_timer", 0)].as_str()), 5),
+        ]);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].key.caller, "main.poll");
+        assert_eq!((after[0].key.attribution, after[0].live), ("signature", 2));
+    }
 
     fn frame(function: &str, line: u32) -> GoFrame {
         GoFrame {
@@ -244,6 +321,8 @@ mod tests {
             waiter,
             since_ns,
             remaining_ns: 3_600_000_000_000 - since_ns as i64,
+            creation: None,
+            learned: None,
         };
         let timers = vec![
             seen("go_afterfunc", 0, Some(&cb), None, 30),
@@ -316,6 +395,8 @@ mod tests {
             waiter: Some(&waiter[..]),
             since_ns: 0,
             remaining_ns: 5,
+            creation: None,
+            learned: None,
         }]);
         assert_eq!(g[0].key.caller, "<go_sleep>");
         assert_eq!(g[0].key.attribution, "signature");

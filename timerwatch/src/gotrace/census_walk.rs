@@ -10,6 +10,7 @@ use super::{
     binary::Target,
     census::{self, Group, Seen, WaiterWalk},
     file_id,
+    state::GoState,
 };
 
 /// One exec of a process: its binary (device, inode), its auxiliary vector and the 16 random
@@ -58,6 +59,8 @@ pub struct CensusState {
     incarnation: Option<Incarnation>,
     /// The last consistent census and when it was taken.
     last: Option<(u64, Census)>,
+    /// Callers creation-stack windows taught, by signature (kind, period).
+    learned: HashMap<(&'static str, i64), String>,
 }
 
 /// A census this recent stands for now: the verdict sample and the report of one tick
@@ -81,6 +84,7 @@ pub fn take(
     target: &Target,
     found: &Incarnation,
     state: &mut CensusState,
+    stacks: &GoState,
     waiters: Option<WaiterWalk>,
     now_ns: u64,
 ) -> Option<Census> {
@@ -166,9 +170,19 @@ pub fn take(
             .map(Vec::as_slice),
         since_ns: state.first_seen[&t.timer.timer].0,
         remaining_ns: state.first_seen[&t.timer.timer].1,
+        creation: stacks
+            .callsite_of(t.timer.timer)
+            .filter(|c| c.kind == k.as_str())
+            .and_then(|c| Some((c.caller.as_deref()?, c.frames.as_slice()))),
+        learned: state
+            .learned
+            .get(&(k.as_str(), t.timer.period.max(0)))
+            .map(String::as_str),
     });
+    let groups = census::group(seen);
+    census::learn(&groups, &mut state.learned);
     let census = Census {
-        groups: census::group(seen),
+        groups,
         pending: live.len() as u64,
     };
     state.last = Some((now_ns, census.clone()));

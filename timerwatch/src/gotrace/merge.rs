@@ -57,7 +57,9 @@ pub(super) fn merge(
         row.go_version = Some(p.target.version.clone());
         if let Some((census, found)) = &p.census {
             let mut state = census.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = census_walk::take(&p.target, found, &mut state, waiters, now_ns) {
+            if let Some(c) =
+                census_walk::take(&p.target, found, &mut state, &p.state, waiters, now_ns)
+            {
                 row.go_heap_timers = Some(c.pending);
                 push_census(&c.groups, row, now_ns);
             }

@@ -16,6 +16,7 @@ mod census_walk;
 pub mod discovery;
 mod merge;
 pub mod state;
+mod window;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -59,6 +60,9 @@ struct GoProcess {
     /// mode.
     census: Option<(Mutex<CensusState>, Incarnation)>,
     state: GoState,
+    /// Census mode: the creation-stack window open on it, and when the last one opened.
+    window: Option<window::Open>,
+    last_window_ns: Option<u64>,
     /// The last heap walk that succeeded: a walk can fail mid-way (a torn read while the
     /// runtime resizes a heap), and one failure should not blank the report.
     last_walk: Mutex<Option<binary::Walk>>,
@@ -83,6 +87,8 @@ pub struct GoTracer {
     discovery: Option<Discovery>,
     /// Names the goroutines waiting on census timers, when one is installed.
     waiters: Option<WaiterWalk>,
+    /// `--go-sample-window`, ns (0: no creation-stack windows).
+    window_ns: u64,
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -142,6 +148,83 @@ impl GoTracer {
         }
         tracer.discovery = Some(discovery);
         tracer
+    }
+
+    /// Census mode: give processes whose growing callsites only a signature names a
+    /// creation-stack window of `secs` (see `window`); 0 turns windows off.
+    pub fn set_sample_window(&mut self, secs: f64) {
+        self.window_ns = (secs.max(0.0) * 1e9) as u64;
+    }
+
+    pub fn samples_windows(&self) -> bool {
+        self.window_ns > 0
+    }
+
+    /// Open a window on each census process of `report` (annotated with verdicts) that wants
+    /// creation stacks and may have one now.
+    pub fn open_windows(&mut self, ebpf: &mut Ebpf, report: &Report) {
+        if self.window_ns == 0 {
+            return;
+        }
+        let now = crate::procfs::monotonic_ns();
+        for row in report.processes.iter().filter(|r| window::wants_stacks(r)) {
+            let Some(p) = self.procs.get_mut(&row.pid) else {
+                continue;
+            };
+            if p.census.is_none()
+                || p.window.is_some()
+                || !window::may_open(p.last_window_ns, now, self.window_ns)
+            {
+                continue;
+            }
+            p.last_window_ns = Some(now);
+            let exe = format!("/proc/{}/exe", row.pid);
+            let key = file_id(exe.as_ref()).map(|(dev, ino)| (dev, ino, p.target.bias()));
+            match self
+                .attacher
+                .attach(ebpf, row.pid, &exe, &p.target.points(), key)
+            {
+                Ok(links) => {
+                    if self.verbose {
+                        eprintln!(
+                            "timerwatch: pid {}: Go creation-stack window opened for {:.1} s",
+                            row.pid,
+                            self.window_ns as f64 / 1e9
+                        );
+                    }
+                    p.window = Some(window::Open {
+                        until_ns: now + self.window_ns,
+                        links,
+                        hits: 0,
+                    });
+                }
+                Err(e) if self.verbose => {
+                    eprintln!(
+                        "timerwatch: pid {}: no Go creation-stack window: {e:#}",
+                        row.pid
+                    )
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Take the probes off every window that has run its time or spent its budget.
+    pub fn close_windows(&mut self, ebpf: &mut Ebpf) {
+        let now = crate::procfs::monotonic_ns();
+        for (pid, p) in &mut self.procs {
+            if !p.window.as_ref().is_some_and(|w| w.due(now)) {
+                continue;
+            }
+            let Some(w) = p.window.take() else { continue };
+            if self.verbose {
+                eprintln!(
+                    "timerwatch: pid {pid}: Go creation-stack window closed after {} probe hits",
+                    w.hits
+                );
+            }
+            self.attacher.detach(ebpf, w.links);
+        }
     }
 
     /// Install the goroutine walk that names the waiters of census channel timers and sleeps.
@@ -226,6 +309,8 @@ impl GoTracer {
                     target,
                     census: Some((Mutex::new(CensusState::default()), found)),
                     state: GoState::default(),
+                    window: None,
+                    last_window_ns: None,
                     last_walk: Mutex::new(None),
                 },
             );
@@ -250,6 +335,8 @@ impl GoTracer {
                 target,
                 census: None,
                 state: GoState::default(),
+                window: None,
+                last_window_ns: None,
                 last_walk: Mutex::new(None),
             },
         );
@@ -296,6 +383,9 @@ impl GoTracer {
             }
             _ => {
                 if let Some(p) = self.procs.get_mut(&r.tgid) {
+                    if let Some(w) = &mut p.window {
+                        w.hits += 1;
+                    }
                     p.state.apply(r, &mut p.target);
                 }
             }
