@@ -548,7 +548,7 @@ fn a_growing_signature_earns_one_creation_stack_window() {
     assert!(
         reports
             .iter()
-            .flat_map(|r| sites(r))
+            .flat_map(&sites)
             .any(|c| c["attribution"] == "creation_stack"),
         "no callsite named by a creation stack; stderr:\n{}",
         done.stderr
