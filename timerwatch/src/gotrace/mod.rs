@@ -89,6 +89,8 @@ pub struct GoTracer {
     waiters: Option<WaiterWalk>,
     /// `--go-sample-window`, ns (0: no creation-stack windows).
     window_ns: u64,
+    /// Links of windows whose process exited or exec'd, to detach.
+    orphan_links: Vec<aya::programs::uprobe::UProbeLinkId>,
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -211,6 +213,10 @@ impl GoTracer {
 
     /// Take the probes off every window that has run its time or spent its budget.
     pub fn close_windows(&mut self, ebpf: &mut Ebpf) {
+        if !self.orphan_links.is_empty() {
+            self.attacher
+                .detach(ebpf, std::mem::take(&mut self.orphan_links));
+        }
         let now = crate::procfs::monotonic_ns();
         for (pid, p) in &mut self.procs {
             if !p.window.as_ref().is_some_and(|w| w.due(now)) {
@@ -373,8 +379,10 @@ impl GoTracer {
             EventKind::ProcessExec if self.awaiting_exec.remove(&r.tgid) => {}
             EventKind::ProcessExit | EventKind::ProcessExec => {
                 // An exec'd process runs another binary; the probes stay on the old inode,
-                // harmless.
-                self.procs.remove(&r.tgid);
+                // harmless. A window's links are taken off at the next `close_windows`.
+                if let Some(w) = self.procs.remove(&r.tgid).and_then(|p| p.window) {
+                    self.orphan_links.extend(w.links);
+                }
                 self.awaiting_exec.remove(&r.tgid);
                 let found = || self.discovery.as_ref().is_some_and(|d| d.admits(r.tgid));
                 if r.kind == EventKind::ProcessExec && (self.follow || found()) {
