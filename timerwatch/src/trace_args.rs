@@ -38,7 +38,7 @@ pub struct TraceArgs {
     /// uprobes on the runtime's timer functions give creation stacks and exact totals, at a
     /// trap per timer operation in the target. `auto` (default): probes for -p/--comm runs,
     /// census for unfiltered runs and the daemon. Go processes started later are found as
-    /// they exec, in every mode. See README "Go timers".
+    /// they exec, in every mode; `run` always probes. See README "Go runtime timers".
     #[arg(long, value_name = "MODE", value_enum, default_value_t = GoMode::Auto)]
     pub go_mode: GoMode,
     /// Census mode: when a Go callsite named only by its kind and period is growing, put the
