@@ -244,8 +244,23 @@ impl Walker<'_> {
             } else {
                 p
             };
-            for e in entries.chunks_exact(entry_size) {
-                match self.entry(word(e, 0), owner, index) {
+            // Every timer of the heap in a few batched reads: one system call per timer made a
+            // walk of a large leak cost seconds.
+            let ptrs: Vec<u64> = entries
+                .chunks_exact(entry_size)
+                .map(|e| word(e, 0))
+                .collect();
+            let read_len = self.runtime.timer_read_len(l);
+            let mut raws = vec![0u8; ptrs.len() * read_len];
+            let mut reqs: Vec<(u64, &mut [u8])> = ptrs
+                .iter()
+                .copied()
+                .zip(raws.chunks_exact_mut(read_len))
+                .collect();
+            let read = self.mem.read_many(&mut reqs);
+            drop(reqs);
+            for ((&t, raw), ok) in ptrs.iter().zip(raws.chunks_exact(read_len)).zip(read) {
+                match self.entry(t, ok.then_some(raw), owner, index) {
                     Entry::Live(t) => pass.live.push(t),
                     Entry::Dead => pass.dead += 1,
                     Entry::Torn => pass.stable = false,
@@ -261,12 +276,13 @@ impl Walker<'_> {
         Ok(last)
     }
 
-    fn entry(&mut self, t: u64, owner: u64, p: usize) -> Entry {
+    /// Timer `t`, whose first `timer_read_len` bytes are `raw` (`None`: unreadable).
+    fn entry(&mut self, t: u64, raw: Option<&[u8]>, owner: u64, p: usize) -> Entry {
         let (l, r) = (self.layout, self.runtime);
-        let Ok(raw) = self.mem.read_vec(t, r.timer_read_len(l)) else {
+        let Some(raw) = raw else {
             return Entry::Torn;
         };
-        let field = |off: u32| word(&raw, off as usize);
+        let field = |off: u32| word(raw, off as usize);
         if t == 0 || field(r.timer_owner) != owner {
             return Entry::Torn;
         }

@@ -53,6 +53,65 @@ impl ProcMem {
         Ok(u64::from_le_bytes(b))
     }
 
+    /// Reads every `(addr, buf)`, up to `IOV_MAX` of them per system call, and says which
+    /// succeeded. Many small reads (the timers of a heap) then cost a few calls, not one each.
+    pub fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        const IOV_MAX: usize = 1024;
+        let mut ok = vec![false; reqs.len()];
+        let (mut i, total) = (0, reqs.len());
+        while i < total {
+            let chunk = &mut reqs[i..(i + IOV_MAX).min(total)];
+            let (local, remote): (Vec<libc::iovec>, Vec<libc::iovec>) = chunk
+                .iter_mut()
+                .map(|(addr, buf)| {
+                    (
+                        libc::iovec {
+                            iov_base: buf.as_mut_ptr().cast(),
+                            iov_len: buf.len(),
+                        },
+                        libc::iovec {
+                            iov_base: *addr as *mut libc::c_void,
+                            iov_len: buf.len(),
+                        },
+                    )
+                })
+                .unzip();
+            // SAFETY: each local iovec describes one buffer of `chunk`, valid for writes of its
+            // length for the whole call; remote iovecs are only interpreted in the target.
+            let n = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            // The kernel stops at the first remote range it cannot read: the buffers before it
+            // are complete; that one is read alone (or found unreadable), then the rest again.
+            let mut done = 0;
+            if n > 0 {
+                let mut left = n as usize;
+                for (_, buf) in chunk.iter() {
+                    if buf.len() > left {
+                        break;
+                    }
+                    left -= buf.len();
+                    done += 1;
+                }
+            }
+            ok[i..i + done].iter_mut().for_each(|o| *o = true);
+            if done < chunk.len() {
+                let (addr, buf) = &mut chunk[done];
+                ok[i + done] = self.read(*addr, buf).is_ok();
+                done += 1;
+            }
+            i += done;
+        }
+        ok
+    }
+
     fn vm_readv(&self, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
         let local = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -98,5 +157,35 @@ mod tests {
         mem.pread(addr, &mut b).unwrap();
         assert_eq!(u64::from_le_bytes(b), value);
         assert!(mem.read_u64(8).is_err());
+    }
+
+    #[test]
+    fn batched_reads_say_which_failed_and_read_the_rest() {
+        let values: Vec<u64> = (0..3000).map(|i| i * 7 + 1).collect();
+        let mem = ProcMem::new(std::process::id());
+        let mut bufs = vec![[0u8; 8]; values.len()];
+        // Every 1000th address unreadable: the kernel stops a batch there.
+        let mut reqs: Vec<(u64, &mut [u8])> = values
+            .iter()
+            .zip(bufs.iter_mut())
+            .enumerate()
+            .map(|(i, (v, b))| {
+                let addr = if i % 1000 == 500 {
+                    8
+                } else {
+                    v as *const u64 as u64
+                };
+                (addr, &mut b[..])
+            })
+            .collect();
+        let ok = mem.read_many(&mut reqs);
+        drop(reqs);
+        for (i, (v, b)) in values.iter().zip(&bufs).enumerate() {
+            assert_eq!(ok[i], i % 1000 != 500, "{i}");
+            if ok[i] {
+                assert_eq!(u64::from_le_bytes(*b), *v, "{i}");
+            }
+        }
+        assert!(mem.read_many(&mut []).is_empty());
     }
 }

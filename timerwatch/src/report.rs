@@ -100,6 +100,26 @@ pub struct CallsiteReport {
         deserialize_with = "crate::record::intern::deserialize_option"
     )]
     pub verdict_reason: Option<&'static str>,
+    /// Go callsites: how the callsite got its name. `creation_stack`: uprobes saw the stack
+    /// that created the timer (probes mode); census mode, from the runtime's memory alone:
+    /// `callback` (an `AfterFunc`'s own function), `waiter` (the goroutine blocked on the
+    /// timer's channel or sleeping on it), `signature` (only the timer's kind and period).
+    /// Absent for kernel callsites.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::record::intern::deserialize_option"
+    )]
+    pub attribution: Option<&'static str>,
+    /// Tickers: the period, seconds, when all the callsite's timers share one. Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_s: Option<f64>,
+    /// Go census callsites of one-shot timers: the longest time any of them had left to run
+    /// when the census first saw it, seconds (close to the duration they were armed for).
+    /// Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 /// The lifetime of a callsite's timers (see README "Growth verdicts").
@@ -239,6 +259,9 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                             plateau_in_s: None,
                         }),
                         verdict_reason: None,
+                        attribution: None,
+                        period_s: None,
+                        duration_s: None,
                     }
                 })
                 .collect();
@@ -308,6 +331,9 @@ pub(crate) mod fixtures {
             wakeups: None,
             lifetime: None,
             verdict_reason: None,
+            attribution: None,
+            period_s: None,
+            duration_s: None,
         }
     }
 

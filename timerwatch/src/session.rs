@@ -18,13 +18,13 @@ use tokio::{
 use crate::{
     event::{decode, Callstack},
     failure::Failure,
-    gotrace::GoTracer,
+    gotrace::{self, discovery::Discovery, GoTracer},
     probe::{privileges, startup_checks, Filter, Probes},
     procfs,
     report::{self, PreExisting, ProcessReport, Report},
     symbolize::{Symbolizer, UserStack},
     table::{Resolver, Table},
-    trace_args::TraceArgs,
+    trace_args::{GoMode, TraceArgs},
     trend::Params,
     verdict::Verdicts,
 };
@@ -85,20 +85,27 @@ pub struct Launch<'a> {
     pub exe: &'a Path,
 }
 
-/// Go tracing for the targets that exist now, attached before the trace window starts so that
-/// every creation inside it is attributed. Needs a target list: analysing and probing every Go
-/// binary on the host is not what an unfiltered run should cost.
+/// Go tracing for the processes the filters admit, those that exist now attached before the
+/// trace window starts so that every creation inside it is attributed, later ones as they exec.
+/// Probes for a named target list by default; census (no probes) for unfiltered runs, where
+/// every Go process of the host is traced.
 fn go_tracer(args: &TraceArgs, filter: &Filter, probes: &mut Probes) -> GoTracer {
-    if args.no_go || (filter.tgids.is_empty() && filter.comms.is_empty()) {
-        return GoTracer::default();
-    }
-    let mut pids = filter.tgids.clone();
-    for comm in &filter.comms {
-        pids.extend(procfs::pids_with_comm(comm));
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    GoTracer::start(probes.ebpf_mut(), &pids, args.verbose)
+    let unfiltered = filter.tgids.is_empty() && filter.comms.is_empty();
+    let mode = match (args.go_mode, args.no_go) {
+        (GoMode::Off, _) | (_, true) => return GoTracer::default(),
+        (GoMode::Census, _) => gotrace::Mode::Census,
+        (GoMode::Probes, _) => gotrace::Mode::Probes,
+        (GoMode::Auto, _) if unfiltered => gotrace::Mode::Census,
+        (GoMode::Auto, _) => gotrace::Mode::Probes,
+    };
+    let discovery = Discovery {
+        all: unfiltered,
+        pids: filter.tgids.clone(),
+        comms: filter.comms.clone(),
+    };
+    let mut tracer = GoTracer::discover(probes.ebpf_mut(), mode, discovery, args.verbose);
+    tracer.set_sample_window(args.go_sample_window);
+    tracer
 }
 
 fn validate(args: &TraceArgs) -> Result<Filter> {
@@ -168,7 +175,7 @@ impl Tracer {
         })?;
         let ring = probes.take_ring()?;
         let go = match &launch {
-            Some(l) if !args.no_go => {
+            Some(l) if !args.no_go && args.go_mode != GoMode::Off => {
                 let others: Vec<u32> = filter
                     .tgids
                     .iter()
@@ -290,6 +297,7 @@ impl Tracer {
             self.probes.forget_timers(&forget);
         }
         self.go.attach_execs(self.probes.ebpf_mut());
+        self.go.close_windows(self.probes.ebpf_mut());
         emptied
     }
 
@@ -306,6 +314,12 @@ impl Tracer {
         let report = self.raw_report();
         let t = procfs::monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9;
         self.verdicts.observe(&report, t);
+        // Growing census callsites that only a signature names may earn a creation-stack window.
+        if self.go.samples_windows() {
+            let mut judged = report;
+            self.verdicts.annotate(&mut judged);
+            self.go.open_windows(self.probes.ebpf_mut(), &judged);
+        }
     }
 
     fn raw_report(&self) -> Report {

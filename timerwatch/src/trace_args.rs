@@ -2,7 +2,16 @@
 //! command line nor the daemon, so `cli → daemon → session` stays one-way and all three can
 //! take them.
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+/// `--go-mode`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoMode {
+    Auto,
+    Census,
+    Probes,
+    Off,
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct TraceArgs {
@@ -20,11 +29,24 @@ pub struct TraceArgs {
     /// little less overhead on busy hosts.
     #[arg(long)]
     pub no_wakeups: bool,
-    /// Do not trace Go runtime timers. By default, each -p/--comm target whose executable is a
-    /// Go binary (1.19–1.27) also gets uprobes on the runtime's timer functions and a walk of
-    /// its timer heaps at every report; without -p/--comm Go timers are not traced.
+    /// Do not trace Go runtime timers (the same as --go-mode off).
     #[arg(long)]
     pub no_go: bool,
+    /// How Go runtime timers of Go processes (1.19–1.27) are traced. `census`: at every
+    /// report, read each Go process's timer heaps and name pending timers by their callback
+    /// (AfterFunc), waiting goroutine or kind and period; nothing runs in the target. `probes`:
+    /// uprobes on the runtime's timer functions give creation stacks and exact totals, at a
+    /// trap per timer operation in the target. `auto` (default): probes for -p/--comm runs,
+    /// census for unfiltered runs and the daemon. Go processes started later are found as
+    /// they exec, in every mode; `run` always probes. See README "Go runtime timers".
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = GoMode::Auto)]
+    pub go_mode: GoMode,
+    /// Census mode: when a Go callsite named only by its kind and period is growing, put the
+    /// probes on its process for this many seconds to learn creation stacks, then take them off
+    /// (at most one window per 30 window lengths per process, closed early after 5,000 probe
+    /// hits). 0 (default): never.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = window_secs)]
+    pub go_sample_window: f64,
     /// Send every cancel and start of a re-armed timer to the daemon as its own record instead
     /// of counting re-arms in the kernel: totals exact at every instant, at about twice the
     /// cost per re-arm (BENCHMARKS.md measures both).
@@ -43,6 +65,14 @@ pub struct TraceArgs {
     /// verdicts".
     #[arg(long, value_name = "TIMERS", default_value_t = crate::verdict::DEFAULT_PLATEAU_THRESHOLD, value_parser = timer_count)]
     pub plateau_threshold: f64,
+}
+
+/// A window length: 0 (off) to an hour.
+fn window_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 3600")),
+    }
 }
 
 /// A non-negative, finite number of timers.

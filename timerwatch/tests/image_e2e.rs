@@ -313,7 +313,7 @@ fn the_image_runs_under_the_daemonset_restrictions_and_names_what_is_missing() {
         &name,
         &caps,
         true,
-        // Both leaks run as /leak; Go timers are traced for --comm targets only.
+        // Both leaks run as /leak (the daemon census finds Go processes without --comm too).
         &["--interval=1", "--comm=leak"],
     ));
     agent.wait_attached();

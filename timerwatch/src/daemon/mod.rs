@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 pub use args::DaemonArgs;
 
-use crate::{failure::Failure, session::Tracer};
+use crate::{failure::Failure, session::Tracer, trace_args::GoMode};
 use fold::{Fold, Limits};
 use metadata::{Metadata, PodFilter};
 use pipeline::Pipeline;
@@ -84,7 +84,13 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .await
         .map_err(|e| Failure::bad_input(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
-    let mut tracer = Tracer::start(&args.trace)?;
+    let mut trace = args.trace.clone();
+    if trace.go_mode == GoMode::Auto {
+        // A node agent traces every Go process of the node: probes on all of them would
+        // cost each a trap per timer operation.
+        trace.go_mode = GoMode::Census;
+    }
+    let mut tracer = Tracer::start(&trace)?;
     let shared = Shared::default();
     tokio::spawn(server::serve(listener, shared.clone(), interval, token));
 

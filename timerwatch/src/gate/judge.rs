@@ -345,6 +345,9 @@ mod tests {
             wakeups: None,
             lifetime: None,
             verdict_reason: None,
+            attribution: None,
+            period_s: None,
+            duration_s: None,
         };
         let row = ProcessReport {
             pid: 1,

@@ -12,6 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::Array,
     programs::{
+        uprobe::UProbeLinkId,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         UProbe,
     },
@@ -44,7 +45,8 @@ pub struct Attacher {
 impl Attacher {
     /// Attach every point of `exe` (a path, or `/proc/PID/exe`) for `pid` only. All or
     /// nothing: a half-traced process would report plausible but wrong counts. `key`, when
-    /// known, lets processes of the same binary share recipe slots.
+    /// known, lets processes of the same binary share recipe slots. Returns the links, for a
+    /// [`Attacher::detach`] (otherwise they last as long as the program).
     pub fn attach(
         &mut self,
         ebpf: &mut Ebpf,
@@ -52,7 +54,7 @@ impl Attacher {
         exe: &str,
         points: &[Point],
         key: Option<RecipeKey>,
-    ) -> Result<()> {
+    ) -> Result<Vec<UProbeLinkId>> {
         let n = points.len() as u32;
         let shared = key.and_then(|k| self.shared.get(&k).copied());
         let base = shared.unwrap_or(self.next_slot);
@@ -106,6 +108,20 @@ impl Attacher {
                 self.shared.insert(k, base);
             }
         }
-        Ok(())
+        Ok(links)
+    }
+
+    /// Take off the probes of one [`Attacher::attach`]; the recipe slots stay, for the next.
+    pub fn detach(&mut self, ebpf: &mut Ebpf, links: Vec<UProbeLinkId>) {
+        let Some(prog) = ebpf.program_mut(names::GO_TIMER) else {
+            return;
+        };
+        let Ok(prog): Result<&mut UProbe, _> = prog.try_into() else {
+            return;
+        };
+        for link in links {
+            // A link of a process that exited is gone with it: nothing left to take off.
+            let _ = prog.detach(link);
+        }
     }
 }

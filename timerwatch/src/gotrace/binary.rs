@@ -108,6 +108,15 @@ impl Target {
         self.bias
     }
 
+    pub fn binary(&self) -> &go::GoBinary {
+        &self.bin
+    }
+
+    /// One word of the process's memory.
+    pub fn read_u64(&self, addr: u64) -> std::io::Result<u64> {
+        self.mem.read_u64(addr)
+    }
+
     /// Every probe point with the recipe the kernel needs there.
     pub fn points(&self) -> Vec<Point> {
         let layout = &self.bin.layout;

@@ -1,21 +1,70 @@
-//! Go callsites into the report: live counts from a fresh heap walk, totals from the probes.
+//! Go callsites into the report: live counts from a fresh heap walk, totals from the probes
+//! (probes mode) or callsites from the census (census mode).
 
 use std::collections::HashMap;
 
-use crate::report::{CallsiteReport, LifetimeReport, ProcessReport, Report};
+use crate::{
+    procfs,
+    report::{CallsiteReport, LifetimeReport, PreExisting, ProcessReport, Report},
+};
 
-use super::{state::Live, GoProcess};
+use super::{
+    census::{Group, WaiterWalk},
+    census_walk,
+    state::Live,
+    GoProcess,
+};
 
 fn secs(ns: u64) -> f64 {
     (ns as f64 / 1e9 * 1000.0).round() / 1000.0
 }
 
-pub(super) fn merge(procs: &HashMap<u32, GoProcess>, report: &mut Report, now_ns: u64) {
+/// A row for a Go process the kernel side has not reported (no kernel timer activity yet).
+fn empty_row(pid: u32) -> ProcessReport {
+    ProcessReport {
+        pid,
+        comm: procfs::comm(pid).unwrap_or_default(),
+        exe: procfs::exe(pid).unwrap_or_default(),
+        live: 0,
+        pre_existing: PreExisting::default(),
+        go_version: None,
+        go_heap_timers: None,
+        verdict: "unknown",
+        growth_per_s: None,
+        projected_live_1h: None,
+        wakeups: None,
+        callsites: Vec::new(),
+    }
+}
+
+pub(super) fn merge(
+    procs: &HashMap<u32, GoProcess>,
+    report: &mut Report,
+    now_ns: u64,
+    waiters: Option<WaiterWalk>,
+) {
+    let mut missing: Vec<u32> = procs
+        .keys()
+        .filter(|pid| !report.processes.iter().any(|r| r.pid == **pid))
+        .copied()
+        .collect();
+    missing.sort_unstable();
+    report.processes.extend(missing.into_iter().map(empty_row));
     for row in &mut report.processes {
         let Some(p) = procs.get(&row.pid) else {
             continue;
         };
         row.go_version = Some(p.target.version.clone());
+        if let Some((census, found)) = &p.census {
+            let mut state = census.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) =
+                census_walk::take(&p.target, found, &mut state, &p.state, waiters, now_ns)
+            {
+                row.go_heap_timers = Some(c.pending);
+                push_census(&c.groups, row, now_ns);
+            }
+            continue;
+        }
         let walk = {
             let mut last = p.last_walk.lock().unwrap_or_else(|e| e.into_inner());
             if let Ok(w) = p.target.walk() {
@@ -70,13 +119,53 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
                 plateau_in_s: None,
             }),
             verdict_reason: None,
+            attribution: Some("creation_stack"),
+            period_s: None,
+            duration_s: None,
         });
     }
+}
+
+fn push_census(groups: &[Group], row: &mut ProcessReport, now_ns: u64) {
+    for g in groups {
+        row.live += g.live;
+        row.callsites.push(CallsiteReport {
+            source: "go",
+            kind: g.key.kind,
+            timer_function: None,
+            caller: Some(g.key.caller.clone()),
+            frames: g.key.frames.clone(),
+            live: g.live,
+            // Census mode sees what is pending, not the operations that made it so.
+            created_total: 0,
+            armed_total: 0,
+            cancelled_total: 0,
+            expired_total: 0,
+            oldest_age_s: Some(secs(now_ns.saturating_sub(g.oldest_since_ns))),
+            verdict: "unknown",
+            growth_per_s: None,
+            confidence: None,
+            projected_live_1h: None,
+            plateau: None,
+            wakeups: None,
+            lifetime: None,
+            verdict_reason: None,
+            attribution: Some(g.key.attribution),
+            period_s: g.period_ns.map(|ns| secs(ns as u64)),
+            duration_s: g.duration_ns.map(|ns| secs(ns as u64)),
+        });
+    }
+    row.callsites
+        .sort_by(|a, b| b.live.cmp(&a.live).then(b.armed_total.cmp(&a.armed_total)));
 }
 
 /// `row` as its process exits: Go callsites with the timers still pending then.
 pub(super) fn merge_exit(p: &GoProcess, row: &mut ProcessReport, now_ns: u64) {
     row.go_version = Some(p.target.version.clone());
+    if p.census.is_some() {
+        // The process is gone: nothing left to walk, and no probe saw what it held.
+        return;
+    }
     let last = p.last_walk.lock().unwrap_or_else(|e| e.into_inner());
     let walk = last.as_ref().map(|w| (w.timers.as_slice(), w.at_ns));
     let pending = p.state.pending_at_exit(walk);

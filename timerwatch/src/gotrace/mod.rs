@@ -1,17 +1,22 @@
-//! Go runtime timers of the traced processes: uprobes say who created, re-armed, stopped and
-//! fired each timer; a walk of the runtime's timer heaps at every report says which are live.
+//! Go runtime timers of the traced processes, in one of two modes.
 //!
 //! Go timers never reach the kernel's timer tracepoints: the runtime keeps them in per-P heaps
-//! and sleeps until the earliest. So for each `-p`/`--comm` target whose executable is a Go
-//! binary, `timerwatch_go` (binary analysis) gives the probe points and layouts, [`attach`]
-//! puts the kernel's `go_timer` program on them, [`state`] keeps the per-callsite counts and
-//! [`merge`] adds Go callsites to the report. Without a pid/comm filter there is no target list
-//! to analyse up front, so Go tracing is off.
+//! and sleeps until the earliest. [`discovery`] finds the Go processes a run admits, at start-up
+//! and as they exec; `timerwatch_go` (binary analysis, cached per binary) gives layouts and probe
+//! points. In probes mode (`-p`/`--comm` by default) [`attach`] puts the kernel's `go_timer`
+//! program on the runtime's timer functions, [`state`] keeps per-callsite counts and [`merge`]
+//! adds Go callsites with live counts from a heap walk. In census mode (unfiltered runs and the
+//! daemon by default) nothing is attached: at every report [`census_walk`] reads the heaps and
+//! [`census`] names each pending timer from its own fields.
 
 mod attach;
 mod binary;
+pub mod census;
+mod census_walk;
+pub mod discovery;
 mod merge;
 pub mod state;
+mod window;
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -30,11 +35,34 @@ use crate::{
 };
 
 pub use self::binary::OpenError;
-use self::{binary::Target, state::GoState};
+use self::{
+    binary::Target,
+    census::WaiterWalk,
+    census_walk::{CensusState, Incarnation},
+    discovery::Discovery,
+    state::GoState,
+};
+
+/// How Go timers are traced (see the module comment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Uprobes on the runtime's timer functions: creation stacks and exact per-operation
+    /// totals, at a trap per timer operation in the target.
+    #[default]
+    Probes,
+    /// Heap walks at report time only: nothing runs in the target.
+    Census,
+}
 
 struct GoProcess {
     target: Target,
+    /// Census mode's memory of this process, and which exec of it that is; `None` in probes
+    /// mode.
+    census: Option<(Mutex<CensusState>, Incarnation)>,
     state: GoState,
+    /// Census mode: the creation-stack window open on it, and when the last one opened.
+    window: Option<window::Open>,
+    last_window_ns: Option<u64>,
     /// The last heap walk that succeeded: a walk can fail mid-way (a torn read while the
     /// runtime resizes a heap), and one failure should not blank the report.
     last_walk: Mutex<Option<binary::Walk>>,
@@ -54,6 +82,15 @@ pub struct GoTracer {
     awaiting_exec: HashSet<u32>,
     /// Exec'd since the last [`GoTracer::attach_execs`].
     execed: Vec<u32>,
+    mode: Mode,
+    /// Processes to pick up as they exec (`None`: only the ones given at start, and `run`'s).
+    discovery: Option<Discovery>,
+    /// Names the goroutines waiting on census timers, when one is installed.
+    waiters: Option<WaiterWalk>,
+    /// `--go-sample-window`, ns (0: no creation-stack windows).
+    window_ns: u64,
+    /// Links of windows whose process exited or exec'd, to detach.
+    orphan_links: Vec<aya::programs::uprobe::UProbeLinkId>,
 }
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
@@ -89,6 +126,118 @@ pub fn probe_offsets(pid: u32) -> Result<Vec<ProbeOffset>, String> {
 }
 
 impl GoTracer {
+    /// Every Go process `discovery` admits, now and as they exec, traced in `mode`. What
+    /// cannot be traced gets one line per binary on stderr (none for processes that are not
+    /// Go at all) and kernel tracing only.
+    pub fn discover(ebpf: &mut Ebpf, mode: Mode, discovery: Discovery, verbose: bool) -> Self {
+        let mut tracer = Self {
+            verbose,
+            mode,
+            ..Self::default()
+        };
+        let explicit = discovery.pids.clone();
+        for pid in discovery.current() {
+            match tracer.add(ebpf, pid) {
+                Ok(()) | Err(OpenError::Gone) => {}
+                Err(OpenError::NotGo) if explicit.contains(&pid) => {
+                    eprintln!("timerwatch: note: pid {pid} is not a Go program: kernel timers only")
+                }
+                Err(OpenError::NotGo) => {}
+                Err(OpenError::Unsupported(why)) => {
+                    eprintln!("timerwatch: error: pid {pid}: Go timers not traced: {why}")
+                }
+            }
+        }
+        tracer.discovery = Some(discovery);
+        tracer
+    }
+
+    /// Census mode: give processes whose growing callsites only a signature names a
+    /// creation-stack window of `secs` (see `window`); 0 turns windows off.
+    pub fn set_sample_window(&mut self, secs: f64) {
+        self.window_ns = (secs.max(0.0) * 1e9) as u64;
+    }
+
+    pub fn samples_windows(&self) -> bool {
+        self.window_ns > 0
+    }
+
+    /// Open a window on each census process of `report` (annotated with verdicts) that wants
+    /// creation stacks and may have one now.
+    pub fn open_windows(&mut self, ebpf: &mut Ebpf, report: &Report) {
+        if self.window_ns == 0 {
+            return;
+        }
+        let now = crate::procfs::monotonic_ns();
+        for row in report.processes.iter().filter(|r| window::wants_stacks(r)) {
+            let Some(p) = self.procs.get_mut(&row.pid) else {
+                continue;
+            };
+            if p.census.is_none()
+                || p.window.is_some()
+                || !window::may_open(p.last_window_ns, now, self.window_ns)
+            {
+                continue;
+            }
+            p.last_window_ns = Some(now);
+            let exe = format!("/proc/{}/exe", row.pid);
+            let key = file_id(exe.as_ref()).map(|(dev, ino)| (dev, ino, p.target.bias()));
+            match self
+                .attacher
+                .attach(ebpf, row.pid, &exe, &p.target.points(), key)
+            {
+                Ok(links) => {
+                    if self.verbose {
+                        eprintln!(
+                            "timerwatch: pid {}: Go creation-stack window opened for {:.1} s",
+                            row.pid,
+                            self.window_ns as f64 / 1e9
+                        );
+                    }
+                    p.window = Some(window::Open {
+                        until_ns: now + self.window_ns,
+                        links,
+                        hits: 0,
+                    });
+                }
+                Err(e) if self.verbose => {
+                    eprintln!(
+                        "timerwatch: pid {}: no Go creation-stack window: {e:#}",
+                        row.pid
+                    )
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Take the probes off every window that has run its time or spent its budget.
+    pub fn close_windows(&mut self, ebpf: &mut Ebpf) {
+        if !self.orphan_links.is_empty() {
+            self.attacher
+                .detach(ebpf, std::mem::take(&mut self.orphan_links));
+        }
+        let now = crate::procfs::monotonic_ns();
+        for (pid, p) in &mut self.procs {
+            if !p.window.as_ref().is_some_and(|w| w.due(now)) {
+                continue;
+            }
+            let Some(w) = p.window.take() else { continue };
+            if self.verbose {
+                eprintln!(
+                    "timerwatch: pid {pid}: Go creation-stack window closed after {} probe hits",
+                    w.hits
+                );
+            }
+            self.attacher.detach(ebpf, w.links);
+        }
+    }
+
+    /// Install the goroutine walk that names the waiters of census channel timers and sleeps.
+    pub fn set_waiter_walk(&mut self, walk: WaiterWalk) {
+        self.waiters = Some(walk);
+    }
+
     /// Analyse each target and attach to the Go ones. What cannot be traced gets one line on
     /// stderr and kernel tracing only; nothing here fails the session. `verbose`: one line per
     /// probe attached.
@@ -132,6 +281,10 @@ impl GoTracer {
         if let Some(known) = self.binaries.get(&id) {
             return known.clone().ok_or(OpenError::NotGo);
         }
+        if !discovery::may_be_go(path) {
+            self.binaries.insert(id, None);
+            return Err(OpenError::NotGo);
+        }
         let result = binary::analyze(path);
         match &result {
             Ok(bin) => {
@@ -154,6 +307,21 @@ impl GoTracer {
         id: Option<(u64, u64)>,
     ) -> Result<(), OpenError> {
         let pid = target.pid();
+        if self.mode == Mode::Census {
+            let found = Incarnation::of(&target).ok_or(OpenError::Gone)?;
+            self.procs.insert(
+                pid,
+                GoProcess {
+                    target,
+                    census: Some((Mutex::new(CensusState::default()), found)),
+                    state: GoState::default(),
+                    window: None,
+                    last_window_ns: None,
+                    last_walk: Mutex::new(None),
+                },
+            );
+            return Ok(());
+        }
         let points = target.points();
         let key = id.map(|(dev, ino)| (dev, ino, target.bias()));
         if let Err(e) = self.attacher.attach(ebpf, pid, exe, &points, key) {
@@ -171,7 +339,10 @@ impl GoTracer {
             pid,
             GoProcess {
                 target,
+                census: None,
                 state: GoState::default(),
+                window: None,
+                last_window_ns: None,
                 last_walk: Mutex::new(None),
             },
         );
@@ -180,10 +351,13 @@ impl GoTracer {
 
     /// Trace the Go timers of `pid`, which runs its binary now.
     pub fn add(&mut self, ebpf: &mut Ebpf, pid: u32) -> Result<(), OpenError> {
+        // `/proc/PID/exe` is the file the process maps, through its own mount namespace: a
+        // container's binary, not whatever the host has at that path.
         let exe = format!("/proc/{pid}/exe");
+        let id = file_id(exe.as_ref());
         let bin = self.analysis(exe.as_ref())?;
         let target = Target::running(pid, bin)?;
-        self.attach(ebpf, target, &exe, file_id(exe.as_ref()))
+        self.attach(ebpf, target, &exe, id)
     }
 
     /// Trace the Go timers of `pid`, held before its exec of `path`, from its first
@@ -205,15 +379,21 @@ impl GoTracer {
             EventKind::ProcessExec if self.awaiting_exec.remove(&r.tgid) => {}
             EventKind::ProcessExit | EventKind::ProcessExec => {
                 // An exec'd process runs another binary; the probes stay on the old inode,
-                // harmless.
-                self.procs.remove(&r.tgid);
+                // harmless. A window's links are taken off at the next `close_windows`.
+                if let Some(w) = self.procs.remove(&r.tgid).and_then(|p| p.window) {
+                    self.orphan_links.extend(w.links);
+                }
                 self.awaiting_exec.remove(&r.tgid);
-                if self.follow && r.kind == EventKind::ProcessExec {
+                let found = || self.discovery.as_ref().is_some_and(|d| d.admits(r.tgid));
+                if r.kind == EventKind::ProcessExec && (self.follow || found()) {
                     self.execed.push(r.tgid);
                 }
             }
             _ => {
                 if let Some(p) = self.procs.get_mut(&r.tgid) {
+                    if let Some(w) = &mut p.window {
+                        w.hits += 1;
+                    }
                     p.state.apply(r, &mut p.target);
                 }
             }
@@ -236,7 +416,7 @@ impl GoTracer {
 
     /// Add Go callsites, `go_version` and `go_heap_timers` to `report`'s processes.
     pub fn merge(&self, report: &mut Report, now_ns: u64) {
-        merge::merge(&self.procs, report, now_ns);
+        merge::merge(&self.procs, report, now_ns, self.waiters);
     }
 
     /// Add the Go callsites of `row`'s process as it exits, with `live` the timers still

@@ -252,6 +252,11 @@ impl GoState {
         out
     }
 
+    /// The callsite that created or last re-armed `timer`, if a probe saw it.
+    pub fn callsite_of(&self, timer: u64) -> Option<&GoCallsite> {
+        self.timers.get(&timer).map(|t| &self.callsites[t.callsite])
+    }
+
     /// Attribute the timers a heap walk found (their `*runtime.timer` pointers).
     pub fn live(&self, heap: &[u64]) -> Live {
         let mut out = Live::default();
