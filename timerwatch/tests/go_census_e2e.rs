@@ -20,9 +20,9 @@ const WITHIN: Duration = Duration::from_secs(60);
 /// Ages below this make a one-report lag (1 s) a large share of the count.
 const MIN_AGE: Duration = Duration::from_secs(20);
 
-/// Tickers are named by their waiting goroutine once a goroutine walk is installed
-/// (`GoTracer::set_waiter_walk`); until then by kind and period.
-const TICKER_CALLER: &str = "<go_ticker every 3600s>";
+/// Tickers are named by the goroutine blocked on their channel (`main.leakTicker.func1`, a
+/// closure, names its enclosing function), found by the read-only goroutine walk.
+const TICKER_CALLER: &str = "main.leakTicker";
 
 /// Channel timers abandoned by a `select` have no waiter: kind only.
 const AFTER_CALLER: &str = "<go_timer>";
@@ -286,6 +286,7 @@ fn daemon_without_filters_names_go_leaks_started_after_it() {
                     assert!((3590.0..3601.0).contains(&d), "{site}");
                 }
                 _ => {
+                    assert_eq!(site["attribution"], "waiter", "{site}");
                     assert_eq!(site["kind"], "go_ticker", "{site}");
                     assert_eq!(site["period_s"], 3600.0, "{site}");
                 }

@@ -135,6 +135,7 @@ fn push_census(groups: &[Group], row: &mut ProcessReport, now_ns: u64) {
             timer_function: None,
             caller: Some(g.key.caller.clone()),
             frames: g.key.frames.clone(),
+            naming: vec![crate::symbolize::Naming::Pclntab.as_str().into(); g.key.frames.len()],
             live: g.live,
             // Census mode sees what is pending, not the operations that made it so.
             created_total: 0,

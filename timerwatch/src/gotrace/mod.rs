@@ -16,6 +16,7 @@ mod census_walk;
 pub mod discovery;
 mod merge;
 pub mod state;
+mod waiters;
 mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -133,6 +134,7 @@ impl GoTracer {
         let mut tracer = Self {
             verbose,
             mode,
+            waiters: Some(waiters::walk),
             ..Self::default()
         };
         let explicit = discovery.pids.clone();
@@ -231,11 +233,6 @@ impl GoTracer {
             }
             self.attacher.detach(ebpf, w.links);
         }
-    }
-
-    /// Install the goroutine walk that names the waiters of census channel timers and sleeps.
-    pub fn set_waiter_walk(&mut self, walk: WaiterWalk) {
-        self.waiters = Some(walk);
     }
 
     /// Analyse each target and attach to the Go ones. What cannot be traced gets one line on
