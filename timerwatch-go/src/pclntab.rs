@@ -138,7 +138,7 @@ impl Pclntab {
 
     fn u32_at(&self, off: usize) -> Option<u32> {
         Some(u32::from_le_bytes(
-            self.data.get(off..off + 4)?.try_into().ok()?,
+            self.data.get(off..off.checked_add(4)?)?.try_into().ok()?,
         ))
     }
 
@@ -161,8 +161,9 @@ impl Pclntab {
         let (end, _) = self.functab_entry(i + 1);
         Func {
             tab: self,
-            entry: self.text_base + u64::from(entryoff),
-            end: self.text_base + u64::from(end),
+            // text_base is the file's word: garbage must give garbage addresses, not a panic.
+            entry: self.text_base.wrapping_add(u64::from(entryoff)),
+            end: self.text_base.wrapping_add(u64::from(end)),
             record: self.functab + funcoff as usize,
         }
     }

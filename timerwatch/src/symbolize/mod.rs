@@ -250,7 +250,21 @@ impl Symbolizer {
         let mut addrs = stack.to_vec();
         let memory = ProcMem::new(pid);
         let mut read = |addr: u64, buf: &mut [u8]| memory.read(addr, buf).is_ok();
-        if let Some((at, ret)) = wrapper::recover_caller(stack, scan, &process.maps, &mut read) {
+        // A static program carries libc inside itself: its wrapper is known by its name.
+        let innermost_reserved = symbolize_frames(
+            &mut self.user,
+            &mut self.objects,
+            pid,
+            process,
+            &addrs[..1],
+            &mut Vec::new(),
+        )
+        .first()
+        .and_then(|f| f.function.as_deref())
+        .is_some_and(wrapper::is_reserved_name);
+        if let Some((at, ret)) =
+            wrapper::recover_caller(stack, scan, &process.maps, innermost_reserved, &mut read)
+        {
             addrs.insert(at, ret);
         }
         let generation = self.objects.generation();

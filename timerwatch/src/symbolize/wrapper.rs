@@ -87,10 +87,18 @@ fn bytes_before(
     (!buf.is_empty() && read(from, &mut buf)).then_some(buf)
 }
 
+/// Whether a function name is reserved for the C implementation (C11 7.1.3: identifiers that
+/// begin with two underscores): in a statically linked program, libc's wrappers and start-up
+/// code live in the program's own mapping, and their names are what tells them apart.
+pub(crate) fn is_reserved_name(function: &str) -> bool {
+    function.starts_with("__")
+}
+
 /// Where to insert the frameless wrapper's caller into `stack`, and its return address.
 ///
 /// `read(addr, buf)` fills `buf` with the process's memory at `addr` and says whether it could.
-/// Only a stack whose innermost frame is in libc/ld.so qualifies. The first `scan` word that is
+/// Only a stack whose innermost frame is runtime code qualifies: in libc/ld.so, or (static
+/// programs) named as the implementation's (`innermost_reserved`). The first `scan` word that is
 /// in executable memory and right after a call instruction is the return address the wrapper
 /// will use; libc-internal return addresses are stepped over (a wrapper may go through a helper).
 /// If that word is already in the stack, the frame-pointer walk did see the caller, and scanning
@@ -99,9 +107,10 @@ pub(crate) fn recover_caller(
     stack: &[u64],
     scan: &[u64],
     maps: &Maps,
+    innermost_reserved: bool,
     read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
 ) -> Option<(usize, u64)> {
-    if !in_runtime_lib(maps, *stack.first()?) {
+    if !in_runtime_lib(maps, *stack.first()?) && !innermost_reserved {
         return None;
     }
     // libc has no frame pointers, so the chain's next entry is the return address *of* the
@@ -147,10 +156,14 @@ pub(crate) fn choose_caller(frames: &[Frame]) -> Option<String> {
             .as_deref()
             .is_some_and(timerwatch_go::symbolize::is_go_machinery)
     };
+    // A static program's own copy of libc: `__timerfd_settime`, `__libc_start_call_main`.
+    let not_reserved = |f: &&Frame| !f.function.as_deref().is_some_and(is_reserved_name);
     let frame = frames
         .iter()
         .filter(outside_runtime)
+        .filter(not_reserved)
         .find(not_go_runtime)
+        .or_else(|| frames.iter().filter(outside_runtime).find(not_go_runtime))
         .or_else(|| frames.iter().find(outside_runtime))
         .or_else(|| frames.first())?;
     Some(frame.function.clone().unwrap_or_else(|| frame.display()))
@@ -214,7 +227,7 @@ mod tests {
     }
 
     fn recover(stack: &[u64], scan: &[u64], mem: &Memory) -> Option<(usize, u64)> {
-        recover_caller(stack, scan, &maps(), &mut mem.reader())
+        recover_caller(stack, scan, &maps(), false, &mut mem.reader())
     }
 
     #[test]
