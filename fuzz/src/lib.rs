@@ -39,7 +39,7 @@ pub fn go_binary(data: &[u8]) {
     let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
     if let Ok(bin) = timerwatch_go::analyze(std::path::Path::new(&path)) {
         let text = bin.pclntab.text_base();
-        for pc in [text, text + 0x40, text + 0x1000] {
+        for pc in [text, text.wrapping_add(0x40), text.wrapping_add(0x1000)] {
             let _ = bin.symbolize_inline(pc);
         }
     }
@@ -56,7 +56,7 @@ pub fn pclntab(data: &[u8]) {
             let _ = f.pcdata(0, text);
             let _ = f.funcdata(0);
         }
-        for pc in [text, text + 0x1000, u64::MAX] {
+        for pc in [text, text.wrapping_add(0x1000), u64::MAX] {
             if let Some(f) = tab.func_at(pc) {
                 let _ = f.file_line(pc);
             }
