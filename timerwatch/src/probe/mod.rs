@@ -390,6 +390,15 @@ impl Probes {
                 }
             }
         }
+        if btf.is_some() {
+            // The two parses of the kernel's BTF (several MB of types each) are needed only to
+            // load; without handing the freed heap back, a long-running daemon keeps ~15 MB
+            // more resident than on the classic path.
+            drop(btf);
+            // SAFETY: malloc_trim only releases free memory of glibc's heap; it has no
+            // preconditions and touches no live allocation.
+            unsafe { libc::malloc_trim(0) };
+        }
         Ok(Self {
             ebpf,
             attach,
