@@ -466,22 +466,30 @@ fn snapshot_on_path(pid: u32, attach: Option<&str>) -> (String, String, Report) 
     };
     let mut tool = common::Tool::spawn_command(&mut command);
     tool.wait_attached();
+    // Other tools (other test runs) may have programs of the same name loaded: only those whose
+    // file descriptors this timerwatch holds are its own.
+    let mut own = BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{}/fdinfo", tool.pid())).expect("fdinfo") {
+        let info = std::fs::read_to_string(fd.expect("fdinfo entry").path()).unwrap_or_default();
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
+            own.insert(id.trim().parse::<u64>().expect("prog_id"));
+        }
+    }
     let out = std::process::Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
         .expect("run bpftool");
     let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool -j prints JSON");
-    // Other tools may have programs loaded: ours is the newest of that name.
     let prog_type = progs
         .as_array()
         .expect("an array of programs")
         .iter()
-        .filter(|p| {
+        .filter(|p| p["id"].as_u64().is_some_and(|id| own.contains(&id)))
+        .find(|p| {
             p["name"]
                 .as_str()
                 .is_some_and(|n| n.starts_with("hrtimer_start"))
         })
-        .max_by_key(|p| p["id"].as_u64())
         .and_then(|p| p["type"].as_str())
         .unwrap_or("none")
         .to_owned();

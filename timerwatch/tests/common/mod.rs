@@ -386,6 +386,10 @@ impl Tool {
         text(&self.stdout)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         text(&self.stderr)
     }
