@@ -32,8 +32,12 @@ pub fn write(path: &Path, markdown: &str) -> Result<()> {
 }
 
 /// The goals' limits, each written once: the check and the target column both come from these.
-const COST_VS_FLOOR: f64 = 1.2;
-const COST_VS_BPFTRACE: f64 = 0.5;
+const COST_VS_FLOOR: f64 = 1.0;
+const COST_VS_BPFTRACE: f64 = 0.25;
+/// The Go probes are uprobes: the trap dominates every tool's cost, so 0.25× bpftrace is out of
+/// reach (see BENCHMARKS.md, *The Go probes*); their goals stay where they were.
+const GO_COST_VS_FLOOR: f64 = 1.2;
+const GO_COST_VS_BPFTRACE: f64 = 0.5;
 const DECODE_EVENTS_PER_S: f64 = 2e6;
 const E2E_EVENTS_PER_S: f64 = 500e3;
 const RSS_BYTES_PER_TIMER: f64 = 128.0;
@@ -138,9 +142,14 @@ fn goals(results: &Results) -> Vec<Goal> {
                 format!("{status}; unreliable: other tracers were attached")
             }
         };
+        let (vs_floor, vs_bpftrace) = if kind == Kind::GoTimers {
+            (GO_COST_VS_FLOOR, GO_COST_VS_BPFTRACE)
+        } else {
+            (COST_VS_FLOOR, COST_VS_BPFTRACE)
+        };
         for (against, name, limit) in [
-            (Role::Floor, "the classic floor", COST_VS_FLOOR),
-            (Role::Bpftrace, "bpftrace", COST_VS_BPFTRACE),
+            (Role::Floor, "the classic floor", vs_floor),
+            (Role::Bpftrace, "bpftrace", vs_bpftrace),
         ] {
             if role_index(suite, against).is_none() {
                 continue;
@@ -779,8 +788,9 @@ mod tests {
 
     #[test]
     fn goal_targets_are_written_from_their_limits() {
-        assert_eq!(format!("≤ {COST_VS_FLOOR}×"), "≤ 1.2×");
-        assert_eq!(format!("≤ {COST_VS_BPFTRACE}×"), "≤ 0.5×");
+        assert_eq!(format!("≤ {COST_VS_FLOOR}×"), "≤ 1×");
+        assert_eq!(format!("≤ {COST_VS_BPFTRACE}×"), "≤ 0.25×");
+        assert_eq!(format!("≤ {GO_COST_VS_FLOOR}×"), "≤ 1.2×");
         assert_eq!(round_rate(DECODE_EVENTS_PER_S), "2M");
         assert_eq!(round_rate(E2E_EVENTS_PER_S), "500k");
         assert_eq!(format!("≤ {RSS_BYTES_PER_TIMER} B"), "≤ 128 B");
