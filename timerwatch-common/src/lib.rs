@@ -186,8 +186,9 @@ pub struct Owner {
     /// Requested expiry of the last arm (hrtimers: soft expiry, ns on the timer's clock), for
     /// slack at expiry.
     pub expires: u64,
-    /// Cheap fingerprint of the user context of the arm that gave the callsite (user IP and the
-    /// first two return addresses of the frame-pointer chain), xor the timer's callback. A
+    /// Cheap fingerprint of the user context of the arm that gave the callsite (user IP, the
+    /// stack pointer's page offset, and the innermost return address where rbp is a frame
+    /// pointer), xor the timer's callback. A
     /// re-arm with the same fingerprint reuses the callsite without a stack walk; a different
     /// one (an on-stack sleeper reused by another function; a freed socket's memory set up again
     /// for a TIME_WAIT timer by the same user context) takes a new stack.
