@@ -173,6 +173,9 @@ impl Tracer {
                 e
             }
         })?;
+        if args.verbose {
+            eprintln!("timerwatch: kernel probes: {}", probes.attach);
+        }
         let ring = probes.take_ring()?;
         let go = match &launch {
             Some(l) if !args.no_go && args.go_mode != GoMode::Off => {
