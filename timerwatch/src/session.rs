@@ -304,8 +304,9 @@ impl Tracer {
         emptied
     }
 
-    /// The report with growth verdicts from the samples taken so far.
-    pub fn report(&self) -> Report {
+    /// The report with growth verdicts from the samples taken so far; reads the Go processes'
+    /// memory first.
+    pub fn report(&mut self) -> Report {
         let mut report = self.raw_report();
         self.verdicts.annotate(&mut report);
         report
@@ -325,8 +326,9 @@ impl Tracer {
         }
     }
 
-    fn raw_report(&self) -> Report {
+    fn raw_report(&mut self) -> Report {
         let now_ns = procfs::monotonic_ns();
+        self.go.walk(now_ns);
         let mut report = report::build(
             &self.table,
             &report::Context {
@@ -437,7 +439,8 @@ impl Tracer {
                 }
                 _ = tick_timer.tick(), if tick.is_some() => {
                     self.drain_yielding().await;
-                    if !on_tick(&self.report()) {
+                    let report = self.report();
+                    if !on_tick(&report) {
                         break;
                     }
                 }

@@ -16,12 +16,20 @@ fn secs(ns: u64) -> f64 {
     (ns as f64 / 1e9 * 1000.0).round() / 1000.0
 }
 
-pub(super) fn merge(
-    procs: &HashMap<u32, GoProcess>,
-    report: &mut Report,
-    now_ns: u64,
-    waiters: Option<WaiterWalk>,
-) {
+/// Each process's heaps (and, in census mode, its waiting goroutines) read now. A failed
+/// probes-mode walk keeps the last good one: a torn read while the runtime resizes a heap
+/// should not blank the report; a torn census is left out (see `census_walk::take`).
+pub(super) fn walk(procs: &mut HashMap<u32, GoProcess>, now_ns: u64, waiters: Option<WaiterWalk>) {
+    for p in procs.values_mut() {
+        if let Some((state, found)) = &mut p.census {
+            p.census_now = census_walk::take(&p.target, found, state, &p.state, waiters, now_ns);
+        } else if let Ok(w) = p.target.walk() {
+            p.last_walk = Some(w);
+        }
+    }
+}
+
+pub(super) fn merge(procs: &HashMap<u32, GoProcess>, report: &mut Report, now_ns: u64) {
     let mut missing: Vec<u32> = procs
         .keys()
         .filter(|pid| !report.processes.iter().any(|r| r.pid == **pid))
@@ -36,24 +44,14 @@ pub(super) fn merge(
             continue;
         };
         row.go_version = Some(p.target.version.clone());
-        if let Some((census, found)) = &p.census {
-            let mut state = census.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) =
-                census_walk::take(&p.target, found, &mut state, &p.state, waiters, now_ns)
-            {
+        if p.census.is_some() {
+            if let Some(c) = &p.census_now {
                 row.go_heap_timers = Some(c.pending);
                 push_census(&c.groups, row, now_ns);
             }
             continue;
         }
-        let walk = {
-            let mut last = p.last_walk.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(w) = p.target.walk() {
-                *last = Some(w);
-            }
-            last.clone()
-        };
-        let Some(walk) = walk else {
+        let Some(walk) = &p.last_walk else {
             continue;
         };
         row.go_heap_timers = Some(walk.timers.len() as u64);
@@ -123,8 +121,7 @@ pub(super) fn merge_exit(p: &GoProcess, row: &mut ProcessReport, now_ns: u64) {
         // The process is gone: nothing left to walk, and no probe saw what it held.
         return;
     }
-    let last = p.last_walk.lock().unwrap_or_else(|e| e.into_inner());
-    let walk = last.as_ref().map(|w| (w.timers.as_slice(), w.at_ns));
+    let walk = p.last_walk.as_ref().map(|w| (w.timers.as_slice(), w.at_ns));
     let pending = p.state.pending_at_exit(walk);
     push_callsites(p, &pending, row, now_ns);
     row.callsites

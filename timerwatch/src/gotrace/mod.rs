@@ -22,7 +22,7 @@ mod window;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aya::Ebpf;
 use serde::Serialize;
@@ -59,14 +59,17 @@ struct GoProcess {
     target: Target,
     /// Census mode's memory of this process, and which exec of it that is; `None` in probes
     /// mode.
-    census: Option<(Mutex<CensusState>, Incarnation)>,
+    census: Option<(CensusState, Incarnation)>,
+    /// Census mode: what the last [`GoTracer::walk`] found; `None` when it was torn, which
+    /// leaves the process out of the report rather than misreport it.
+    census_now: Option<census_walk::Census>,
     state: GoState,
     /// Census mode: the creation-stack window open on it, and when the last one opened.
     window: Option<window::Open>,
     last_window_ns: Option<u64>,
     /// The last heap walk that succeeded: a walk can fail mid-way (a torn read while the
     /// runtime resizes a heap), and one failure should not blank the report.
-    last_walk: Mutex<Option<binary::Walk>>,
+    last_walk: Option<binary::Walk>,
 }
 
 #[derive(Default)]
@@ -310,11 +313,12 @@ impl GoTracer {
                 pid,
                 GoProcess {
                     target,
-                    census: Some((Mutex::new(CensusState::default()), found)),
+                    census: Some((CensusState::default(), found)),
+                    census_now: None,
                     state: GoState::default(),
                     window: None,
                     last_window_ns: None,
-                    last_walk: Mutex::new(None),
+                    last_walk: None,
                 },
             );
             return Ok(());
@@ -337,10 +341,11 @@ impl GoTracer {
             GoProcess {
                 target,
                 census: None,
+                census_now: None,
                 state: GoState::default(),
                 window: None,
                 last_window_ns: None,
-                last_walk: Mutex::new(None),
+                last_walk: None,
             },
         );
         Ok(())
@@ -411,9 +416,17 @@ impl GoTracer {
         }
     }
 
-    /// Add Go callsites, `go_version` and `go_heap_timers` to `report`'s processes.
+    /// Read every traced Go process's runtime memory (timer heaps, and in census mode its
+    /// goroutines): the I/O behind the next [`GoTracer::merge`], kept apart from it so that
+    /// building a report reads nothing.
+    pub fn walk(&mut self, now_ns: u64) {
+        merge::walk(&mut self.procs, now_ns, self.waiters);
+    }
+
+    /// Add Go callsites, `go_version` and `go_heap_timers` to `report`'s processes, from the
+    /// last [`GoTracer::walk`].
     pub fn merge(&self, report: &mut Report, now_ns: u64) {
-        merge::merge(&self.procs, report, now_ns, self.waiters);
+        merge::merge(&self.procs, report, now_ns);
     }
 
     /// Add the Go callsites of `row`'s process as it exits, with `live` the timers still
