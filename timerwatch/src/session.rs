@@ -40,7 +40,7 @@ impl Resolver for Env {
     }
     fn user(&mut self, tgid: u32, stack: &Callstack) -> UserStack {
         self.sym
-            .user_stack(tgid, &stack.frames, stack.user_sp, &stack.scan)
+            .user_stack_copied(tgid, &stack.frames, &stack.scan, stack.copy.as_ref())
     }
     fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>) {
         (procfs::comm(tgid), procfs::exe(tgid))

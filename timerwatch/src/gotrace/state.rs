@@ -317,6 +317,7 @@ mod tests {
                 user_sp: 0,
                 scan: vec![],
                 frames: f.to_vec(),
+                copy: None,
             }),
         }
     }
