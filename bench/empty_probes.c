@@ -4,8 +4,11 @@
  * non-zero return also hands the event to perf; timerwatch's programs return 0.
  * `uprobe:PID:OFFSET:PATH` puts one on a uprobe instead (file offset OFFSET of PATH, process PID
  * only), as aya attaches timerwatch's Go probes: the floor at exactly their instructions.
+ * `raw:NAME` attaches it as a raw tracepoint (BPF_RAW_TRACEPOINT_OPEN), which is how the kernel
+ * runs timerwatch's BTF-enabled (tp_btf) programs too: no perf trace record is filled, so this is
+ * the floor of that attach path.
  *
- * usage: empty_probes [TRACEFS] CATEGORY:NAME|uprobe:PID:OFFSET:PATH...
+ * usage: empty_probes [TRACEFS] CATEGORY:NAME|raw:NAME|uprobe:PID:OFFSET:PATH...
  * Prints "up" once every program is attached, then waits for SIGINT/SIGTERM or EOF on stdin;
  * closing the descriptors on exit detaches and unloads everything. */
 #include <errno.h>
@@ -106,6 +109,26 @@ bad:
 	return -1;
 }
 
+static int attach_raw(const char *spec)
+{
+	const char *name = spec + strlen("raw:");
+	int prog = load_empty(name, BPF_PROG_TYPE_RAW_TRACEPOINT);
+	union bpf_attr attr;
+	int fd;
+
+	if (prog < 0) {
+		fprintf(stderr, "empty_probes: BPF_PROG_LOAD: %s\n", strerror(errno));
+		return -1;
+	}
+	memset(&attr, 0, sizeof(attr));
+	attr.raw_tracepoint.name = (unsigned long)name;
+	attr.raw_tracepoint.prog_fd = prog;
+	fd = syscall(SYS_bpf, BPF_RAW_TRACEPOINT_OPEN, &attr, sizeof(attr));
+	if (fd < 0)
+		fprintf(stderr, "empty_probes: attaching to %s: %s\n", spec, strerror(errno));
+	return fd;
+}
+
 static int attach(const char *tracefs, const char *spec)
 {
 	char path[512], name[256];
@@ -116,6 +139,8 @@ static int attach(const char *tracefs, const char *spec)
 
 	if (strncmp(spec, "uprobe:", 7) == 0)
 		return attach_uprobe(spec);
+	if (strncmp(spec, "raw:", 4) == 0)
+		return attach_raw(spec);
 	if (!colon || (size_t)(colon - spec) >= sizeof(name))
 		return -1;
 	memcpy(name, spec, colon - spec);
@@ -142,7 +167,7 @@ int main(int argc, char **argv)
 	if (argc > 1 && argv[1][0] == '/')
 		tracefs = argv[first++];
 	if (first >= argc) {
-		fprintf(stderr, "usage: empty_probes [TRACEFS] CATEGORY:NAME|uprobe:PID:OFFSET:PATH...\n");
+		fprintf(stderr, "usage: empty_probes [TRACEFS] CATEGORY:NAME|raw:NAME|uprobe:PID:OFFSET:PATH...\n");
 		return 2;
 	}
 	sigaction(SIGINT, &sa, NULL);

@@ -91,6 +91,9 @@ pub enum Role {
     Floor,
     /// A cross-check of the floor with programs that return 0, as timerwatch's do.
     FloorReturn0,
+    /// Empty programs attached as raw tracepoints: the floor of timerwatch's default (tp_btf)
+    /// attach path, where no perf trace record is filled per event.
+    FloorRaw,
     Timerwatch,
     TimerwatchNoWakeups,
     /// timerwatch with other options, shown for comparison.
@@ -115,6 +118,8 @@ pub struct Suite {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
     KernelTimers,
+    /// The same workload built with plain `-O2` (no frame pointers), as distributions build.
+    KernelTimersPlain,
     Sched,
     GoTimers,
 }
@@ -125,6 +130,24 @@ const TIMER_TRACEPOINTS: &[&str] = &[
     "timer:hrtimer_start",
     "timer:hrtimer_expire_entry",
 ];
+
+/// The same, attached as raw tracepoints (`empty_probes raw:NAME`).
+const RAW_TIMER_TRACEPOINTS: &[&str] = &[
+    "raw:hrtimer_setup",
+    "raw:hrtimer_cancel",
+    "raw:hrtimer_start",
+    "raw:hrtimer_expire_entry",
+];
+
+const RAW_SCHED_TRACEPOINTS: &[&str] = &["raw:sched_waking", "raw:sched_switch"];
+
+fn raw_floor(tps: &'static [&'static str]) -> Column {
+    Column {
+        role: Role::FloorRaw,
+        label: "floor: empty raw tracepoints (`r0 = 0; exit`, bench/empty_probes.c raw:)",
+        tool: Tool::EmptyProbes(Empty::Tracepoints(tps)),
+    }
+}
 
 const TIMER_EVENTS: &[Probe] = &[
     tracepoint("tracepoint:timer:hrtimer_setup"),
@@ -204,6 +227,7 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                     "floor_timer.bt",
                     false,
                 ),
+                raw_floor(RAW_TIMER_TRACEPOINTS),
                 timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
                 timerwatch(
                     Role::TimerwatchNoWakeups,
@@ -215,6 +239,35 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                     "timerwatch snapshot -p PID --no-rearm-counting (every cancel and start a record)",
                     &["--no-rearm-counting"],
                 ),
+                bpftrace(
+                    Role::Bpftrace,
+                    "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
+                    "live_per_stack.bt",
+                    true,
+                ),
+            ],
+        },
+        Suite {
+            kind: Kind::KernelTimersPlain,
+            title: "Kernel-timer worst case, target built with plain -O2 (no frame pointers)",
+            workload: Workload {
+                name: "rearm (plain -O2)",
+                target: PLAIN_REARM,
+                source: "bench/rearm.c",
+                args: vec!["1".into(), pin_cpu.clone()],
+                unit: "iteration",
+                events: TIMER_EVENTS,
+            },
+            columns: vec![
+                nothing(),
+                bpftrace(
+                    Role::Floor,
+                    "floor: empty bpftrace programs (bench/floor_timer.bt)",
+                    "floor_timer.bt",
+                    false,
+                ),
+                raw_floor(RAW_TIMER_TRACEPOINTS),
+                timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
                 bpftrace(
                     Role::Bpftrace,
                     "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
@@ -242,6 +295,7 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                     "floor_sched.bt",
                     false,
                 ),
+                raw_floor(RAW_SCHED_TRACEPOINTS),
                 timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
                 timerwatch(
                     Role::TimerwatchNoWakeups,
@@ -290,6 +344,9 @@ pub fn suites(env: &Env) -> Vec<Suite> {
     }
     suites
 }
+
+/// bench/rearm.c built with plain `-O2`: no frame pointers, as distributions build servers.
+pub const PLAIN_REARM: &str = "rearm_plain";
 
 /// The Go workload's executable (bench/afterfunc/), built with the newest Go toolchain.
 pub const GO_TARGET: &str = "afterfunc";

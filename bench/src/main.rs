@@ -346,7 +346,7 @@ fn load_average() -> String {
 }
 
 /// Builds the C targets with frame pointers, so bpftrace's `ustack` and timerwatch's stack
-/// see the same callsite frames.
+/// see the same callsite frames, and the re-arm loop once more without them.
 fn build_targets(src: &Path, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for name in ["rearm", "pingpong", "many_timers", "empty_probes"] {
@@ -364,6 +364,14 @@ fn build_targets(src: &Path, out: &Path) -> Result<()> {
                 .arg(src.join(format!("{name}.c"))),
         )?;
     }
+    // The same re-arm loop as distributions build: frame pointers omitted, so the user stack
+    // and the re-arm fingerprint cannot follow rbp.
+    util::run(
+        Command::new("gcc")
+            .args(["-O2", "-g", "-Wall", "-o"])
+            .arg(out.join(cost::PLAIN_REARM))
+            .arg(src.join("rearm.c")),
+    )?;
     Ok(())
 }
 

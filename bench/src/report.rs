@@ -32,8 +32,12 @@ pub fn write(path: &Path, markdown: &str) -> Result<()> {
 }
 
 /// The goals' limits, each written once: the check and the target column both come from these.
-const COST_VS_FLOOR: f64 = 1.2;
-const COST_VS_BPFTRACE: f64 = 0.5;
+const COST_VS_FLOOR: f64 = 1.0;
+const COST_VS_BPFTRACE: f64 = 0.25;
+/// The Go probes are uprobes: the trap dominates every tool's cost, so 0.25× bpftrace is out of
+/// reach (see BENCHMARKS.md, *The Go probes*); their goals stay where they were.
+const GO_COST_VS_FLOOR: f64 = 1.2;
+const GO_COST_VS_BPFTRACE: f64 = 0.5;
 const DECODE_EVENTS_PER_S: f64 = 2e6;
 const E2E_EVENTS_PER_S: f64 = 500e3;
 const RSS_BYTES_PER_TIMER: f64 = 128.0;
@@ -118,7 +122,15 @@ fn loss_edges(runs: &[E2eRun], ring: Option<u32>) -> (Option<&E2eRun>, Option<&E
 
 fn goals(results: &Results) -> Vec<Goal> {
     let mut goals = Vec::new();
-    for (kind, probes) in [(Kind::KernelTimers, "kernel"), (Kind::GoTimers, "Go")] {
+    for (kind, probes) in [
+        (Kind::KernelTimers, "kernel"),
+        (
+            Kind::KernelTimersPlain,
+            "kernel, target built with plain -O2",
+        ),
+        (Kind::Sched, "sched"),
+        (Kind::GoTimers, "Go"),
+    ] {
         let Some((suite, r)) = results.suites.iter().find(|(s, _)| s.kind == kind) else {
             continue;
         };
@@ -130,16 +142,35 @@ fn goals(results: &Results) -> Vec<Goal> {
                 format!("{status}; unreliable: other tracers were attached")
             }
         };
+        let (vs_floor, vs_bpftrace) = if kind == Kind::GoTimers {
+            (GO_COST_VS_FLOOR, GO_COST_VS_BPFTRACE)
+        } else {
+            (COST_VS_FLOOR, COST_VS_BPFTRACE)
+        };
         for (against, name, limit) in [
-            (Role::Floor, "the floor", COST_VS_FLOOR),
-            (Role::Bpftrace, "bpftrace", COST_VS_BPFTRACE),
+            (Role::Floor, "the classic floor", vs_floor),
+            (Role::Bpftrace, "bpftrace", vs_bpftrace),
         ] {
+            if role_index(suite, against).is_none() {
+                continue;
+            }
             let (m, s) = ratio_at_most(r.cost_ratio(suite, Role::Timerwatch, against), limit);
             goals.push(Goal {
                 what: format!("added cost per traced event, {probes} probes, vs {name}"),
                 target: format!("≤ {limit}×"),
                 measured: m,
                 status: skewed(s),
+            });
+        }
+        // The raw floor is ~0 ns, so a ratio to it means nothing: the difference is the cost.
+        if let Some(d) = r.cost_difference(suite, Role::Timerwatch, Role::FloorRaw) {
+            goals.push(Goal {
+                what: format!(
+                    "added cost per traced event, {probes} probes, above empty raw tracepoints"
+                ),
+                target: "(reported)".into(),
+                measured: d.show(stats::ns),
+                status: skewed("–".into()),
             });
         }
     }
@@ -354,6 +385,18 @@ fn cost_section(out: &mut String, n: &str, suite: &Suite, r: &SuiteResult, env: 
             x.show()
         ));
     }
+    if let Some(d) = r.cost_difference(suite, Role::Timerwatch, Role::FloorRaw) {
+        lines.push(format!(
+            "timerwatch − empty raw tracepoints (its own work on the tp_btf path): **{}** per traced event",
+            d.show(stats::ns)
+        ));
+    }
+    if let Some(d) = r.cost_difference(suite, Role::Floor, Role::FloorRaw) {
+        lines.push(format!(
+            "classic floor − raw floor (the perf trace record every classic event fills): {} per traced event",
+            d.show(stats::ns)
+        ));
+    }
     if let Some(s) = r.cost_difference(suite, Role::Timerwatch, Role::TimerwatchNoWakeups) {
         lines.push(format!(
             "added cost of the sched probes (timerwatch − timerwatch --no-wakeups): **{}** per traced event, {} per {}",
@@ -418,10 +461,14 @@ fn cost_section(out: &mut String, n: &str, suite: &Suite, r: &SuiteResult, env: 
 
 /// Whether BPF program `prog` (names are cut to 15 bytes without BTF) handles `tracepoint`.
 fn handles(prog: &str, tracepoint: &str) -> bool {
-    prog == tracepoint
-        || (prog.len() == 15 && tracepoint.starts_with(prog))
+    // timerwatch's BTF raw tracepoint twins are named `<classic>_btf`.
+    let classic = prog.strip_suffix("_btf").unwrap_or(prog);
+    classic == tracepoint
+        || (prog.len() == 15
+            && (tracepoint.starts_with(prog) || format!("{tracepoint}_btf").starts_with(prog)))
         // timerwatch's program keeps its pre-6.15 name and attaches to hrtimer_setup.
-        || (prog == "hrtimer_init" && tracepoint == "hrtimer_setup")
+        || (classic == "hrtimer_init" && tracepoint == "hrtimer_setup")
+        || (prog == "hrtimer_init_bt" && tracepoint == "hrtimer_setup")
 }
 
 fn profile_table(out: &mut String, suite: &Suite, r: &SuiteResult) {
@@ -643,6 +690,7 @@ pub fn render(results: &Results, env: &Env) -> String {
     for (suite, r) in &results.suites {
         let n = match suite.kind {
             Kind::KernelTimers => "1",
+            Kind::KernelTimersPlain => "1b",
             Kind::Sched => "1a",
             Kind::GoTimers => "2",
         };
@@ -740,8 +788,9 @@ mod tests {
 
     #[test]
     fn goal_targets_are_written_from_their_limits() {
-        assert_eq!(format!("≤ {COST_VS_FLOOR}×"), "≤ 1.2×");
-        assert_eq!(format!("≤ {COST_VS_BPFTRACE}×"), "≤ 0.5×");
+        assert_eq!(format!("≤ {COST_VS_FLOOR}×"), "≤ 1×");
+        assert_eq!(format!("≤ {COST_VS_BPFTRACE}×"), "≤ 0.25×");
+        assert_eq!(format!("≤ {GO_COST_VS_FLOOR}×"), "≤ 1.2×");
         assert_eq!(round_rate(DECODE_EVENTS_PER_S), "2M");
         assert_eq!(round_rate(E2E_EVENTS_PER_S), "500k");
         assert_eq!(format!("≤ {RSS_BYTES_PER_TIMER} B"), "≤ 128 B");
@@ -755,5 +804,9 @@ mod tests {
         assert!(handles("hrtimer_init", "hrtimer_setup"));
         assert!(!handles("hrtimer_start", "hrtimer_setup"));
         assert!(!handles("hrtimer_expire_exit", "hrtimer_expire_entry"));
+        assert!(handles("hrtimer_start_btf", "hrtimer_start"));
+        assert!(handles("hrtimer_init_btf", "hrtimer_setup"));
+        assert!(handles("hrtimer_cancel_", "hrtimer_cancel"));
+        assert!(!handles("hrtimer_start_btf", "hrtimer_setup"));
     }
 }

@@ -7,8 +7,11 @@
 use std::io::Write;
 use std::os::fd::FromRawFd;
 
+/// A fuzz target: its name (the file under fuzz_targets/) and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target by name, as `cargo xtask fuzz` and the regression replay find them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("go_binary", go_binary),
     ("pclntab", pclntab),
     ("buildinfo", buildinfo),

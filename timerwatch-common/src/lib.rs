@@ -208,8 +208,9 @@ pub struct Owner {
     /// Requested expiry of the last arm (hrtimers: soft expiry, ns on the timer's clock), for
     /// slack at expiry.
     pub expires: u64,
-    /// Cheap fingerprint of the user context of the arm that gave the callsite (user IP and the
-    /// first two return addresses of the frame-pointer chain), xor the timer's callback. A
+    /// Cheap fingerprint of the user context of the arm that gave the callsite (user IP, the
+    /// stack pointer's page offset, and the innermost return address where rbp is a frame
+    /// pointer), xor the timer's callback. A
     /// re-arm with the same fingerprint reuses the callsite without a stack walk; a different
     /// one (an on-stack sleeper reused by another function; a freed socket's memory set up again
     /// for a TIME_WAIT timer by the same user context) takes a new stack.
@@ -321,6 +322,39 @@ pub struct Offsets {
     pub process_fork_child_pid: u32,
 }
 
+/// Byte offsets of the kernel struct fields that the BTF-enabled raw tracepoint programs
+/// (`tp_btf`) read. Those programs get the tracepoint's raw arguments (`struct hrtimer *`,
+/// `struct timer_list *`, `struct task_struct *`), not the `format` record, so what a classic
+/// tracepoint copies out for us they read from the structs, at offsets the loader takes from the
+/// kernel's BTF (`/sys/kernel/btf/vmlinux`): layouts differ across kernels and configs.
+/// Unused (all zero) on the classic path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `hrtimer.node.expires`.
+    pub hrtimer_expires: u32,
+    /// `hrtimer._softexpires`.
+    pub hrtimer_softexpires: u32,
+    /// `hrtimer.function`.
+    pub hrtimer_function: u32,
+    /// `timer_list.expires`.
+    pub timer_list_expires: u32,
+    /// `timer_list.function`.
+    pub timer_list_function: u32,
+    /// `timer_list.flags`.
+    pub timer_list_flags: u32,
+    /// `task_struct.pid`.
+    pub task_pid: u32,
+    /// `itimerspec64.it_value.tv_sec` and `.tv_nsec`.
+    pub itimerspec_value_sec: u32,
+    pub itimerspec_value_nsec: u32,
+    /// `itimerspec64.it_interval.tv_sec` and `.tv_nsec`.
+    pub itimerspec_interval_sec: u32,
+    pub itimerspec_interval_nsec: u32,
+    /// `pid.numbers[0].nr`: the pid in the initial namespace, as `pid_nr()` reads it.
+    pub pid_nr: u32,
+}
+
 /// Loader-set configuration (an eBPF global, fixed for the program's lifetime).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -343,6 +377,7 @@ pub struct Config {
     /// Address of `hrtimer_wakeup` (0 if unknown): sleeps are user timers even in hard mode.
     pub sleeper_fn: u64,
     pub offsets: Offsets,
+    pub kernel: KernelOffsets,
 }
 
 /// The `IRQ_RANGES` global: [start, end) of the kernel's interrupt and softirq machinery

@@ -16,6 +16,7 @@
 mod expiring;
 mod filter;
 mod go;
+mod kernel;
 mod output;
 mod owner;
 mod posix;

@@ -12,6 +12,14 @@
 //! tracepoint on that CPU, whatever it is, sends the cancel with its own timestamp first.
 //! Counted re-arms go out as one `Rearms` record per [`REARMS_BATCH`] or [`REARMS_DELAY_NS`],
 //! and before the timer's next cancel, expiry or change of owner.
+//!
+//! Nesting: classic tracepoint programs never nest on a CPU (one busy flag per CPU), but BTF raw
+//! tracepoint programs are kept only from re-entering themselves, so an expiry in hardirq can
+//! run inside a process-context program. The arm and cancel programs run with interrupts off
+//! (under the timer base lock), so nothing interleaves with them; elsewhere (set-up, sched
+//! events) an interrupting program can at worst send a held cancel early, which the start then
+//! finds gone and records as a plain start: `send_cancel` clears `cancel_ns` before it sends, so
+//! a cancel is never sent twice.
 
 use aya_ebpf::{
     helpers::{bpf_get_stack, bpf_ktime_get_ns},

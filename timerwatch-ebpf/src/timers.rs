@@ -1,14 +1,22 @@
 //! `timer:*` tracepoints: hrtimers, timer_list timers and interval timers.
 //!
-//! Field offsets come from `CONFIG.offsets` (read from each tracepoint's `format` at load time).
+//! Each event has two programs: a classic tracepoint reading its `format` record at
+//! `CONFIG.offsets`, and a BTF-enabled raw tracepoint (`*_btf`) reading the raw arguments and the
+//! structs behind them at `CONFIG.kernel` (see `kernel`). The loader attaches one set; both feed
+//! the same handlers, so what follows an event does not depend on how it was caught.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
+};
 use timerwatch_common::{
     Event, EventKind, Owner, HRTIMER_MODE_HARD, HRTIMER_MODE_PINNED, TIMER_PINNED,
 };
 
 use crate::{
     filter::{current, current_traced, setting, tgid_traced},
+    kernel::{arg, read},
     output::{emit, emit_with_stack},
     owner::{on_cancel, on_expire, on_init, on_start, release_held, OWNERS},
     posix,
@@ -24,26 +32,40 @@ where
     unsafe { ctx.read_at::<T>(off as usize) }.unwrap_or_default()
 }
 
+#[inline(always)]
+fn hrtimer_init_at(addr: u64) {
+    on_init(addr, false);
+    posix::note_hrtimer_setup(addr);
+}
+
 /// Attached to `timer:hrtimer_setup` (6.15+) or `timer:hrtimer_init` (older kernels).
 #[tracepoint]
 pub fn hrtimer_init(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, setting!(offsets.hrtimer_init_hrtimer));
-    on_init(addr, false);
-    posix::note_hrtimer_setup(addr);
+    hrtimer_init_at(field(&ctx, setting!(offsets.hrtimer_init_hrtimer)));
     0
 }
 
-#[tracepoint]
-pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, setting!(offsets.hrtimer_start_hrtimer));
-    let function: u64 = field(&ctx, setting!(offsets.hrtimer_start_function));
-    let expires: u64 = field(&ctx, setting!(offsets.hrtimer_start_expires));
-    let mode: u32 = field(&ctx, setting!(offsets.hrtimer_start_mode));
+/// `hrtimer_setup(struct hrtimer *, clockid_t, enum hrtimer_mode)` or `hrtimer_init(struct
+/// hrtimer *, ...)`: the timer comes first in both.
+#[btf_tracepoint(function = "hrtimer_setup")]
+pub fn hrtimer_init_btf(ctx: BtfTracePointContext) -> u32 {
+    hrtimer_init_at(arg(&ctx, 0));
+    0
+}
+
+#[inline(always)]
+fn hrtimer_start_at<C: EbpfContext>(
+    ctx: &C,
+    addr: u64,
+    function: u64,
+    expires: u64,
+    soft: u64,
+    mode: u32,
+) {
     let kernel_only = mode & (HRTIMER_MODE_PINNED | HRTIMER_MODE_HARD) != 0;
     let pinned = kernel_only && function != setting!(sleeper_fn);
-    let soft: u64 = field(&ctx, setting!(offsets.hrtimer_start_softexpires));
     on_start(
-        &ctx,
+        ctx,
         addr,
         function,
         expires,
@@ -52,13 +74,46 @@ pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
         pinned,
         soft,
     );
+}
+
+#[tracepoint]
+pub fn hrtimer_start(ctx: TracePointContext) -> u32 {
+    hrtimer_start_at(
+        &ctx,
+        field(&ctx, setting!(offsets.hrtimer_start_hrtimer)),
+        field(&ctx, setting!(offsets.hrtimer_start_function)),
+        field(&ctx, setting!(offsets.hrtimer_start_expires)),
+        field(&ctx, setting!(offsets.hrtimer_start_softexpires)),
+        field(&ctx, setting!(offsets.hrtimer_start_mode)),
+    );
+    0
+}
+
+/// `hrtimer_start(struct hrtimer *, enum hrtimer_mode, ...)`.
+#[btf_tracepoint(function = "hrtimer_start")]
+pub fn hrtimer_start_btf(ctx: BtfTracePointContext) -> u32 {
+    let addr = arg(&ctx, 0);
+    hrtimer_start_at(
+        &ctx,
+        addr,
+        read(addr, setting!(kernel.hrtimer_function)),
+        read(addr, setting!(kernel.hrtimer_expires)),
+        read(addr, setting!(kernel.hrtimer_softexpires)),
+        arg(&ctx, 1) as u32,
+    );
     0
 }
 
 #[tracepoint]
 pub fn hrtimer_cancel(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, setting!(offsets.hrtimer_cancel_hrtimer));
-    on_cancel(addr);
+    on_cancel(field(&ctx, setting!(offsets.hrtimer_cancel_hrtimer)));
+    0
+}
+
+/// `hrtimer_cancel(struct hrtimer *)`.
+#[btf_tracepoint(function = "hrtimer_cancel")]
+pub fn hrtimer_cancel_btf(ctx: BtfTracePointContext) -> u32 {
+    on_cancel(arg(&ctx, 0));
     0
 }
 
@@ -71,35 +126,54 @@ pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn hrtimer_expire_exit(_ctx: TracePointContext) -> u32 {
+/// `hrtimer_expire_entry(struct hrtimer *, ktime_t *now)`.
+#[btf_tracepoint(function = "hrtimer_expire_entry")]
+pub fn hrtimer_expire_entry_btf(ctx: BtfTracePointContext) -> u32 {
+    let addr = arg(&ctx, 0);
+    let function: u64 = read(addr, setting!(kernel.hrtimer_function));
+    let now: u64 = read(arg(&ctx, 1), 0);
+    on_expire(addr, function, Some(now));
+    0
+}
+
+#[inline(always)]
+fn expire_exit() {
     release_held();
     crate::expiring::expired();
+}
+
+#[tracepoint]
+pub fn hrtimer_expire_exit(_ctx: TracePointContext) -> u32 {
+    expire_exit();
+    0
+}
+
+#[btf_tracepoint(function = "hrtimer_expire_exit")]
+pub fn hrtimer_expire_exit_btf(_ctx: BtfTracePointContext) -> u32 {
+    expire_exit();
     0
 }
 
 #[tracepoint]
 pub fn timer_init(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, setting!(offsets.timer_init_timer));
-    on_init(addr, true);
+    on_init(field(&ctx, setting!(offsets.timer_init_timer)), true);
     0
 }
 
-#[tracepoint]
-pub fn timer_start(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, setting!(offsets.timer_start_timer));
-    let function: u64 = field(&ctx, setting!(offsets.timer_start_function));
-    let expires: u64 = field(&ctx, setting!(offsets.timer_start_expires));
-    let flags: u32 = if setting!(offsets.timer_start_flags) != 0 {
-        field(&ctx, setting!(offsets.timer_start_flags))
-    } else {
-        0
-    };
+/// `timer_init(struct timer_list *)`.
+#[btf_tracepoint(function = "timer_init")]
+pub fn timer_init_btf(ctx: BtfTracePointContext) -> u32 {
+    on_init(arg(&ctx, 0), true);
+    0
+}
+
+#[inline(always)]
+fn timer_start_at<C: EbpfContext>(ctx: &C, addr: u64, function: u64, expires: u64, flags: u32) {
     // `expires` is in jiffies: the jiffies of the arm let the daemon turn it into seconds.
     // SAFETY: the helper has no preconditions.
     let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() };
     on_start(
-        &ctx,
+        ctx,
         addr,
         function,
         expires,
@@ -108,13 +182,49 @@ pub fn timer_start(ctx: TracePointContext) -> u32 {
         flags & TIMER_PINNED != 0,
         expires,
     );
+}
+
+#[tracepoint]
+pub fn timer_start(ctx: TracePointContext) -> u32 {
+    let flags: u32 = if setting!(offsets.timer_start_flags) != 0 {
+        field(&ctx, setting!(offsets.timer_start_flags))
+    } else {
+        0
+    };
+    timer_start_at(
+        &ctx,
+        field(&ctx, setting!(offsets.timer_start_timer)),
+        field(&ctx, setting!(offsets.timer_start_function)),
+        field(&ctx, setting!(offsets.timer_start_expires)),
+        flags,
+    );
+    0
+}
+
+/// `timer_start(struct timer_list *, unsigned long bucket_expiry)`.
+#[btf_tracepoint(function = "timer_start")]
+pub fn timer_start_btf(ctx: BtfTracePointContext) -> u32 {
+    let addr = arg(&ctx, 0);
+    timer_start_at(
+        &ctx,
+        addr,
+        read(addr, setting!(kernel.timer_list_function)),
+        read(addr, setting!(kernel.timer_list_expires)),
+        read(addr, setting!(kernel.timer_list_flags)),
+    );
     0
 }
 
 #[tracepoint]
 pub fn timer_cancel(ctx: TracePointContext) -> u32 {
-    let addr: u64 = field(&ctx, setting!(offsets.timer_cancel_timer));
-    on_cancel(addr);
+    on_cancel(field(&ctx, setting!(offsets.timer_cancel_timer)));
+    0
+}
+
+/// `timer_cancel(struct timer_list *)`.
+#[btf_tracepoint(function = "timer_cancel")]
+pub fn timer_cancel_btf(ctx: BtfTracePointContext) -> u32 {
+    on_cancel(arg(&ctx, 0));
     0
 }
 
@@ -126,10 +236,23 @@ pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `timer_expire_entry(struct timer_list *, unsigned long baseclk)`.
+#[btf_tracepoint(function = "timer_expire_entry")]
+pub fn timer_expire_entry_btf(ctx: BtfTracePointContext) -> u32 {
+    let addr = arg(&ctx, 0);
+    on_expire(addr, read(addr, setting!(kernel.timer_list_function)), None);
+    0
+}
+
 #[tracepoint]
 pub fn timer_expire_exit(_ctx: TracePointContext) -> u32 {
-    release_held();
-    crate::expiring::expired();
+    expire_exit();
+    0
+}
+
+#[btf_tracepoint(function = "timer_expire_exit")]
+pub fn timer_expire_exit_btf(_ctx: BtfTracePointContext) -> u32 {
+    expire_exit();
     0
 }
 
@@ -140,26 +263,16 @@ fn itimer_key(tgid: u32, which: u32) -> u64 {
     ((tgid as u64) << 8) | (which as u64 & 0xff) | (1 << 48)
 }
 
-/// `setitimer`/`alarm`, always in the owner's process context.
-#[tracepoint]
-pub fn itimer_state(ctx: TracePointContext) -> u32 {
+/// `setitimer`/`alarm`, always in the owner's process context. `which` and the new value
+/// (`value` and `interval`, ns) are read only once the task is known to be traced.
+#[inline(always)]
+fn itimer_state_at<C: EbpfContext>(ctx: &C, read_args: impl Fn() -> (i32, u64, u64)) {
     release_held();
     let (tgid, tid) = current();
     if !current_traced(tgid) {
-        return 0;
+        return;
     }
-    let which: i32 = field(&ctx, setting!(offsets.itimer_state_which));
-    let unit = if setting!(offsets.itimer_state_usec) != 0 {
-        1_000
-    } else {
-        1
-    };
-    let value_sec: i64 = field(&ctx, setting!(offsets.itimer_state_value_sec));
-    let value_sub: i64 = field(&ctx, setting!(offsets.itimer_state_value_nsec));
-    let interval_sec: i64 = field(&ctx, setting!(offsets.itimer_state_interval_sec));
-    let interval_sub: i64 = field(&ctx, setting!(offsets.itimer_state_interval_nsec));
-    let value = (value_sec as u64).wrapping_mul(1_000_000_000) + (value_sub as u64) * unit;
-    let interval = (interval_sec as u64).wrapping_mul(1_000_000_000) + (interval_sub as u64) * unit;
+    let (which, value, interval) = read_args();
     let ev = Event {
         timer: which as u64,
         expires: value,
@@ -178,21 +291,70 @@ pub fn itimer_state(ctx: TracePointContext) -> u32 {
     } else {
         let owner = Owner::fixed_callsite(tgid, tid);
         let _ = OWNERS.insert(key, owner, 0);
-        emit_with_stack(&ctx, ev, true);
+        emit_with_stack(ctx, ev, true);
     }
+}
+
+#[inline(always)]
+fn ns(sec: i64, sub: i64, unit: u64) -> u64 {
+    (sec as u64).wrapping_mul(1_000_000_000) + (sub as u64) * unit
+}
+
+#[tracepoint]
+pub fn itimer_state(ctx: TracePointContext) -> u32 {
+    itimer_state_at(&ctx, || {
+        let unit = if setting!(offsets.itimer_state_usec) != 0 {
+            1_000
+        } else {
+            1
+        };
+        (
+            field(&ctx, setting!(offsets.itimer_state_which)),
+            ns(
+                field(&ctx, setting!(offsets.itimer_state_value_sec)),
+                field(&ctx, setting!(offsets.itimer_state_value_nsec)),
+                unit,
+            ),
+            ns(
+                field(&ctx, setting!(offsets.itimer_state_interval_sec)),
+                field(&ctx, setting!(offsets.itimer_state_interval_nsec)),
+                unit,
+            ),
+        )
+    });
+    0
+}
+
+/// `itimer_state(int which, const struct itimerspec64 *value, unsigned long long expires)`.
+#[btf_tracepoint(function = "itimer_state")]
+pub fn itimer_state_btf(ctx: BtfTracePointContext) -> u32 {
+    itimer_state_at(&ctx, || {
+        let spec = arg(&ctx, 1);
+        (
+            arg(&ctx, 0) as i32,
+            ns(
+                read(spec, setting!(kernel.itimerspec_value_sec)),
+                read(spec, setting!(kernel.itimerspec_value_nsec)),
+                1,
+            ),
+            ns(
+                read(spec, setting!(kernel.itimerspec_interval_sec)),
+                read(spec, setting!(kernel.itimerspec_interval_nsec)),
+                1,
+            ),
+        )
+    });
     0
 }
 
 /// Fires in interrupt context (ITIMER_REAL) or on the tick (VIRTUAL/PROF): the event names the
 /// process in its `pid` field, which is what we filter on.
-#[tracepoint]
-pub fn itimer_expire(ctx: TracePointContext) -> u32 {
+#[inline(always)]
+fn itimer_expire_at(pid: i32, which: i32) {
     release_held();
-    let pid: i32 = field(&ctx, setting!(offsets.itimer_expire_pid));
     if !tgid_traced(pid as u32) {
-        return 0;
+        return;
     }
-    let which: i32 = field(&ctx, setting!(offsets.itimer_expire_which));
     let (cur_tgid, _) = current();
     emit(Event {
         timer: which as u64,
@@ -201,5 +363,23 @@ pub fn itimer_expire(ctx: TracePointContext) -> u32 {
         kind: EventKind::ItimerExpire as u8,
         ..Event::default()
     });
+}
+
+#[tracepoint]
+pub fn itimer_expire(ctx: TracePointContext) -> u32 {
+    itimer_expire_at(
+        field(&ctx, setting!(offsets.itimer_expire_pid)),
+        field(&ctx, setting!(offsets.itimer_expire_which)),
+    );
+    0
+}
+
+/// `itimer_expire(int which, struct pid *pid, unsigned long long now)`.
+#[btf_tracepoint(function = "itimer_expire")]
+pub fn itimer_expire_btf(ctx: BtfTracePointContext) -> u32 {
+    itimer_expire_at(
+        read(arg(&ctx, 1), setting!(kernel.pid_nr)),
+        arg(&ctx, 0) as i32,
+    );
     0
 }

@@ -6,34 +6,40 @@
 //! that task emits one record with the expiry→run latency. A switch into any other task costs
 //! one hash lookup that misses.
 
+//!
+//! Both have a classic tracepoint and a BTF-enabled raw tracepoint twin (`*_btf`), as in `timers`.
+
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use timerwatch_common::{flags, Event, EventKind, Woken};
 
-use crate::{filter::setting, output::emit};
+use crate::{
+    filter::setting,
+    kernel::{arg, read},
+    output::emit,
+};
 
 /// LRU: a woken task that exits before it runs must not pin an entry.
 #[map]
 static WOKEN: LruHashMap<u32, Woken> = LruHashMap::with_max_entries(16384, 0);
 
-#[tracepoint]
-pub fn sched_waking(ctx: TracePointContext) -> u32 {
+/// `pid`: the woken task's, read only inside an owned timer's callback.
+#[inline(always)]
+fn waking(pid: impl Fn() -> i32) {
     crate::owner::release_held();
     let Some(e) = crate::expiring::current() else {
-        return 0;
+        return;
     };
     if e.active == 0 {
-        return 0;
+        return;
     }
-    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
-    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
-    let pid: i32 = unsafe { ctx.read_at(setting!(offsets.sched_waking_pid) as usize) }.unwrap_or(0);
+    let pid = pid();
     if pid <= 0 {
-        return 0;
+        return;
     }
     let woken = Woken {
         timer: e.timer,
@@ -42,23 +48,35 @@ pub fn sched_waking(ctx: TracePointContext) -> u32 {
         timer_list: (e.active == 2) as u32,
     };
     let _ = WOKEN.insert(pid as u32, woken, 0);
-    0
 }
 
 #[tracepoint]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
+pub fn sched_waking(ctx: TracePointContext) -> u32 {
+    waking(|| {
+        // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+        // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
+        unsafe { ctx.read_at(setting!(offsets.sched_waking_pid) as usize) }.unwrap_or(0)
+    });
+    0
+}
+
+/// `sched_waking(struct task_struct *p)`.
+#[btf_tracepoint(function = "sched_waking")]
+pub fn sched_waking_btf(ctx: BtfTracePointContext) -> u32 {
+    waking(|| read(arg(&ctx, 0), setting!(kernel.task_pid)));
+    0
+}
+
+#[inline(always)]
+fn switch_to(next: i32) {
     crate::owner::release_held();
-    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
-    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
-    let next: i32 =
-        unsafe { ctx.read_at(setting!(offsets.sched_switch_next_pid) as usize) }.unwrap_or(0);
     if next <= 0 {
-        return 0;
+        return;
     }
     let next = next as u32;
     // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
     let Some(w) = (unsafe { WOKEN.get(next) }) else {
-        return 0;
+        return;
     };
     let w = *w;
     let _ = WOKEN.remove(next);
@@ -79,5 +97,21 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         },
         ..Event::default()
     });
+}
+
+#[tracepoint]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    // SAFETY: the offset is this field's, from the tracepoint's `format` file; read_at copies
+    // through bpf_probe_read_kernel, so a wrong offset yields a wrong value, never a fault.
+    switch_to(
+        unsafe { ctx.read_at(setting!(offsets.sched_switch_next_pid) as usize) }.unwrap_or(0),
+    );
+    0
+}
+
+/// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...)`.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_btf(ctx: BtfTracePointContext) -> u32 {
+    switch_to(read(arg(&ctx, 2), setting!(kernel.task_pid)));
     0
 }

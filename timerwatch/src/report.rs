@@ -229,8 +229,6 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                 .map(|v| {
                     let c = v.callsite;
                     CallsiteReport {
-                        source: "kernel",
-                        kind: c.kind.as_str(),
                         timer_function: c.timer_function.clone(),
                         caller: c.caller.clone(),
                         frames: c.frames.clone(),
@@ -245,11 +243,6 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                         oldest_age_s: v
                             .oldest_live_since_ns
                             .map(|s| secs(ctx.now_ns.saturating_sub(s.max(ctx.start_ns)))),
-                        verdict: "unknown",
-                        growth_per_s: None,
-                        confidence: None,
-                        projected_live_1h: None,
-                        plateau: None,
                         wakeups: wakeup_report(&c.wakeup_latency, &c.slack, duration_s),
                         lifetime: c.lifetime_s().map(|(mean, max)| LifetimeReport {
                             mean_s: round_ms(mean),
@@ -258,10 +251,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                             arrivals_per_s: None,
                             plateau_in_s: None,
                         }),
-                        verdict_reason: None,
-                        attribution: None,
-                        period_s: None,
-                        duration_s: None,
+                        ..CallsiteReport::empty("kernel", c.kind.as_str())
                     }
                 })
                 .collect();
@@ -302,24 +292,21 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
     }
 }
 
-/// Report values for tests: every optional field empty, so a test states only what it checks
-/// and a new field is added here once.
-#[cfg(test)]
-pub(crate) mod fixtures {
-    use super::*;
-
-    /// A kernel timerfd callsite named `caller` with `live` timers.
-    pub fn callsite(caller: &str, live: u64) -> CallsiteReport {
+impl CallsiteReport {
+    /// A callsite of `source` and `kind` with nothing counted, named or judged yet: each
+    /// source fills in what it knows (`CallsiteReport { live, ..CallsiteReport::empty(…) }`),
+    /// so a new field is defaulted here once.
+    pub fn empty(source: &'static str, kind: &'static str) -> CallsiteReport {
         CallsiteReport {
-            source: "kernel",
-            kind: "timerfd",
-            timer_function: Some("timerfd_tmrproc".into()),
-            caller: Some(caller.into()),
-            frames: vec![caller.into()],
+            source,
+            kind,
+            timer_function: None,
+            caller: None,
+            frames: Vec::new(),
             naming: Vec::new(),
-            live,
-            created_total: live,
-            armed_total: live,
+            live: 0,
+            created_total: 0,
+            armed_total: 0,
             cancelled_total: 0,
             expired_total: 0,
             oldest_age_s: None,
@@ -334,6 +321,46 @@ pub(crate) mod fixtures {
             attribution: None,
             period_s: None,
             duration_s: None,
+        }
+    }
+}
+
+impl ProcessReport {
+    /// A process with no callsite yet (e.g. a Go process the kernel side has not reported).
+    pub fn empty(pid: u32) -> ProcessReport {
+        ProcessReport {
+            pid,
+            comm: crate::procfs::comm(pid).unwrap_or_default(),
+            exe: crate::procfs::exe(pid).unwrap_or_default(),
+            live: 0,
+            pre_existing: PreExisting::default(),
+            go_version: None,
+            go_heap_timers: None,
+            verdict: "unknown",
+            growth_per_s: None,
+            projected_live_1h: None,
+            wakeups: None,
+            callsites: Vec::new(),
+        }
+    }
+}
+
+/// Report values for tests: every optional field empty, so a test states only what it checks
+/// and a new field is added here once.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A kernel timerfd callsite named `caller` with `live` timers.
+    pub fn callsite(caller: &str, live: u64) -> CallsiteReport {
+        CallsiteReport {
+            timer_function: Some("timerfd_tmrproc".into()),
+            caller: Some(caller.into()),
+            frames: vec![caller.into()],
+            live,
+            created_total: live,
+            armed_total: live,
+            ..CallsiteReport::empty("kernel", "timerfd")
         }
     }
 

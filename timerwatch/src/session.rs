@@ -173,6 +173,9 @@ impl Tracer {
                 e
             }
         })?;
+        if args.verbose {
+            eprintln!("timerwatch: kernel probes: {}", probes.attach);
+        }
         let ring = probes.take_ring()?;
         let go = match &launch {
             Some(l) if !args.no_go && args.go_mode != GoMode::Off => {
@@ -470,20 +473,7 @@ fn exit_row(
     let i = report.processes.iter().position(|p| p.pid == tgid);
     let mut row = match i {
         Some(i) => report.processes.swap_remove(i),
-        None => ProcessReport {
-            pid: tgid,
-            comm: procfs::comm(tgid).unwrap_or_default(),
-            exe: procfs::exe(tgid).unwrap_or_default(),
-            live: 0,
-            pre_existing: PreExisting::default(),
-            go_version: None,
-            go_heap_timers: None,
-            verdict: "unknown",
-            growth_per_s: None,
-            projected_live_1h: None,
-            wakeups: None,
-            callsites: Vec::new(),
-        },
+        None => ProcessReport::empty(tgid),
     };
     go.merge_exit(&mut row, now_ns);
     row

@@ -185,7 +185,8 @@ pub struct Table {
 /// Exits kept for the report's `exited` list.
 pub const MAX_EXITED: usize = 4096;
 
-fn stack_hash(frames: &[u64]) -> u64 {
+/// The identity of a user stack (kernel or Go source alike): a callsite is a stack.
+pub(crate) fn stack_hash(frames: &[u64]) -> u64 {
     let mut h = DefaultHasher::new();
     frames.hash(&mut h);
     // 0 is reserved for "no stack".

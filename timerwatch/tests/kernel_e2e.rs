@@ -452,3 +452,105 @@ fn fail_on_growth_exits_3_for_a_leak_and_0_for_a_bounded_pool() {
         done.stdout
     );
 }
+
+/// One `snapshot -v` of `pid` with `TIMERWATCH_ATTACH` set to `attach` (unset: the default):
+/// its stderr, the bpftool program type of its `hrtimer_start` program while attached, and
+/// its report.
+fn snapshot_on_path(pid: u32, attach: Option<&str>) -> (String, String, Report) {
+    let pid_s = pid.to_string();
+    let mut command = std::process::Command::new(common::BIN);
+    command.args(["snapshot", "-v", "--json", "-p", &pid_s, "--duration", "3"]);
+    match attach {
+        Some(v) => command.env("TIMERWATCH_ATTACH", v),
+        None => command.env_remove("TIMERWATCH_ATTACH"),
+    };
+    let mut tool = common::Tool::spawn_command(&mut command);
+    tool.wait_attached();
+    // Other tools (other test runs) may have programs of the same name loaded: only those whose
+    // file descriptors this timerwatch holds are its own.
+    let mut own = BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{}/fdinfo", tool.pid())).expect("fdinfo") {
+        let info = std::fs::read_to_string(fd.expect("fdinfo entry").path()).unwrap_or_default();
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
+            own.insert(id.trim().parse::<u64>().expect("prog_id"));
+        }
+    }
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("run bpftool");
+    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool -j prints JSON");
+    let prog_type = progs
+        .as_array()
+        .expect("an array of programs")
+        .iter()
+        .filter(|p| p["id"].as_u64().is_some_and(|id| own.contains(&id)))
+        .find(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("hrtimer_start"))
+        })
+        .and_then(|p| p["type"].as_str())
+        .unwrap_or("none")
+        .to_owned();
+    let done = tool.finish(Duration::from_secs(60));
+    let report = done.report();
+    (done.stderr, prog_type, report)
+}
+
+#[test]
+fn probes_attach_as_btf_raw_tracepoints_and_classic_can_be_forced() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let mut target = Target::spawn("nanosleep_loop", &[]);
+    let pid = target.pid();
+    let rate = |report: &Report| {
+        let site = report.callsite(pid, "sleep_tick", "sleep");
+        report.num(site, "armed_total") / report.duration_s()
+    };
+
+    let has_btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
+    let (stderr, prog_type, default) = snapshot_on_path(pid, None);
+    if has_btf {
+        assert!(
+            stderr.contains("kernel probes: BTF raw tracepoints (tp_btf)"),
+            "the default path on a kernel with BTF is not tp_btf; stderr:\n{stderr}"
+        );
+        assert_eq!(prog_type, "tracing", "stderr:\n{stderr}");
+    } else {
+        assert!(
+            stderr.contains("kernel probes: classic tracepoints (no usable kernel BTF"),
+            "stderr:\n{stderr}"
+        );
+    }
+
+    let (stderr, prog_type, classic) = snapshot_on_path(pid, Some("classic"));
+    assert!(
+        stderr.contains("kernel probes: classic tracepoints (TIMERWATCH_ATTACH=classic)"),
+        "stderr:\n{stderr}"
+    );
+    assert_eq!(prog_type, "tracepoint", "stderr:\n{stderr}");
+    target.terminate();
+
+    // Both paths see the same sleeps: the loop's steady rate, within the usual tolerance.
+    for report in [&default, &classic] {
+        assert_eq!(report.0["lost_events"], 0, "report:\n{report}");
+    }
+    let (a, b) = (rate(&default), rate(&classic));
+    assert!(
+        a > 50.0 && (a / b - 1.0).abs() < 0.10,
+        "sleeps armed per second differ between paths: default {a:.1}, classic {b:.1}"
+    );
+
+    // A value that is neither is bad input, refused before anything loads.
+    let done = common::Tool::spawn_command(
+        std::process::Command::new(common::BIN)
+            .args(["snapshot", "--duration", "1"])
+            .env("TIMERWATCH_ATTACH", "sometimes"),
+    )
+    .finish(Duration::from_secs(30));
+    assert_eq!(done.status.code(), Some(2), "stderr:\n{}", done.stderr);
+    let line = one_error_line(&done);
+    assert!(line.contains("TIMERWATCH_ATTACH"), "{line}");
+}

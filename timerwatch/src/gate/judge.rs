@@ -325,43 +325,17 @@ mod tests {
     fn only_timers_a_program_made_for_itself_count_at_exit() {
         let mut ledger = Ledger::default();
         let c = |kind: &'static str, live| CallsiteReport {
-            source: "kernel",
-            kind,
-            timer_function: None,
             caller: Some("f".into()),
-            frames: vec![],
-            naming: Vec::new(),
             live,
             created_total: live,
             armed_total: live,
-            cancelled_total: 0,
-            expired_total: 0,
-            oldest_age_s: None,
-            verdict: "unknown",
-            growth_per_s: None,
-            confidence: None,
-            projected_live_1h: None,
-            plateau: None,
-            wakeups: None,
-            lifetime: None,
-            verdict_reason: None,
-            attribution: None,
-            period_s: None,
-            duration_s: None,
+            ..CallsiteReport::empty("kernel", kind)
         };
         let row = ProcessReport {
-            pid: 1,
             comm: "app".into(),
             exe: String::new(),
-            live: 0,
-            pre_existing: Default::default(),
-            go_version: None,
-            go_heap_timers: None,
-            verdict: "unknown",
-            growth_per_s: None,
-            projected_live_1h: None,
-            wakeups: None,
             callsites: vec![c("posix_timer", 3), c("kernel", 1), c("sleep", 1)],
+            ..ProcessReport::empty(1)
         };
         ledger.finish(&row);
         ledger.finish(&ProcessReport { pid: 2, ..row });

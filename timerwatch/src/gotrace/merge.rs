@@ -3,10 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::{
-    procfs,
-    report::{CallsiteReport, LifetimeReport, PreExisting, ProcessReport, Report},
-};
+use crate::report::{CallsiteReport, LifetimeReport, ProcessReport, Report};
 
 use super::{
     census::{Group, WaiterWalk},
@@ -17,24 +14,6 @@ use super::{
 
 fn secs(ns: u64) -> f64 {
     (ns as f64 / 1e9 * 1000.0).round() / 1000.0
-}
-
-/// A row for a Go process the kernel side has not reported (no kernel timer activity yet).
-fn empty_row(pid: u32) -> ProcessReport {
-    ProcessReport {
-        pid,
-        comm: procfs::comm(pid).unwrap_or_default(),
-        exe: procfs::exe(pid).unwrap_or_default(),
-        live: 0,
-        pre_existing: PreExisting::default(),
-        go_version: None,
-        go_heap_timers: None,
-        verdict: "unknown",
-        growth_per_s: None,
-        projected_live_1h: None,
-        wakeups: None,
-        callsites: Vec::new(),
-    }
 }
 
 pub(super) fn merge(
@@ -49,7 +28,9 @@ pub(super) fn merge(
         .copied()
         .collect();
     missing.sort_unstable();
-    report.processes.extend(missing.into_iter().map(empty_row));
+    report
+        .processes
+        .extend(missing.into_iter().map(ProcessReport::empty));
     for row in &mut report.processes {
         let Some(p) = procs.get(&row.pid) else {
             continue;
@@ -92,9 +73,6 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
         let (n, since) = live.by_callsite.get(&i).copied().unwrap_or((0, 0));
         row.live += n;
         row.callsites.push(CallsiteReport {
-            source: "go",
-            kind: c.kind,
-            timer_function: None,
             caller: c.caller.clone(),
             frames: c.frames.clone(),
             // Go runtime timers' stacks are named from the binary's pclntab only.
@@ -105,12 +83,6 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
             cancelled_total: c.stopped_total,
             expired_total: c.fired_total,
             oldest_age_s: (n > 0).then(|| secs(now_ns.saturating_sub(since))),
-            verdict: "unknown",
-            growth_per_s: None,
-            confidence: None,
-            projected_live_1h: None,
-            plateau: None,
-            wakeups: None,
             lifetime: c.lifetime_s().map(|(mean, max)| LifetimeReport {
                 mean_s: (mean * 1000.0).round() / 1000.0,
                 max_s: (max * 1000.0).round() / 1000.0,
@@ -118,10 +90,8 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
                 arrivals_per_s: None,
                 plateau_in_s: None,
             }),
-            verdict_reason: None,
             attribution: Some("creation_stack"),
-            period_s: None,
-            duration_s: None,
+            ..CallsiteReport::empty("go", c.kind)
         });
     }
 }
@@ -129,31 +99,17 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
 fn push_census(groups: &[Group], row: &mut ProcessReport, now_ns: u64) {
     for g in groups {
         row.live += g.live;
+        // Census mode sees what is pending, not the operations that made it so: no totals.
         row.callsites.push(CallsiteReport {
-            source: "go",
-            kind: g.key.kind,
-            timer_function: None,
             caller: Some(g.key.caller.clone()),
             frames: g.key.frames.clone(),
             naming: vec![crate::symbolize::Naming::Pclntab.as_str().into(); g.key.frames.len()],
             live: g.live,
-            // Census mode sees what is pending, not the operations that made it so.
-            created_total: 0,
-            armed_total: 0,
-            cancelled_total: 0,
-            expired_total: 0,
             oldest_age_s: Some(secs(now_ns.saturating_sub(g.oldest_since_ns))),
-            verdict: "unknown",
-            growth_per_s: None,
-            confidence: None,
-            projected_live_1h: None,
-            plateau: None,
-            wakeups: None,
-            lifetime: None,
-            verdict_reason: None,
             attribution: Some(g.key.attribution),
             period_s: g.period_ns.map(|ns| secs(ns as u64)),
             duration_s: g.duration_ns.map(|ns| secs(ns as u64)),
+            ..CallsiteReport::empty("go", g.key.kind)
         });
     }
     row.callsites

@@ -6,8 +6,8 @@
 //! timers), so "created minus stopped" drifts; [`GoState::live`] counts what the heap walk found.
 //! No I/O: names come from a [`Namer`], so this is testable without a process.
 
+use crate::table::stack_hash;
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use timerwatch_common::EventKind;
 
@@ -89,12 +89,6 @@ pub struct GoState {
     /// Size of `timers` that triggers the next pruning; doubles when pruning frees too little,
     /// so a leak of live timers costs amortised O(1) per record.
     prune_at: usize,
-}
-
-fn stack_hash(frames: &[u64]) -> u64 {
-    let mut h = DefaultHasher::new();
-    frames.hash(&mut h);
-    h.finish()
 }
 
 impl GoState {

@@ -25,7 +25,7 @@ pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The BPF programs timerwatch loads. The kernel keeps 15 bytes of a name; bpftool prints the
 /// full name when BTF has it, the truncated one otherwise, so both forms are matched.
-pub const PROGRAMS: [&str; 21] = [
+pub const PROGRAMS: [&str; 38] = [
     "hrtimer_init",
     "hrtimer_start",
     "hrtimer_cancel",
@@ -49,6 +49,25 @@ pub const PROGRAMS: [&str; 21] = [
     "sched_switch",
     // The Go runtime timer uprobe, loaded only when a Go target is traced.
     "go_timer",
+    // The same timer and sched programs attached as BTF raw tracepoints (the default where the
+    // kernel has BTF; TIMERWATCH_ATTACH=classic forces the ones above).
+    "hrtimer_init_btf",
+    "hrtimer_start_btf",
+    "hrtimer_cancel_btf",
+    "hrtimer_expire_entry_btf",
+    "hrtimer_expire_exit_btf",
+    "timer_init_btf",
+    "timer_start_btf",
+    "timer_cancel_btf",
+    "timer_expire_entry_btf",
+    "timer_expire_exit_btf",
+    "itimer_state_btf",
+    "itimer_expire_btf",
+    "sched_process_exit_btf",
+    "sched_process_exec_btf",
+    "sched_process_fork_btf",
+    "sched_waking_btf",
+    "sched_switch_btf",
 ];
 
 // All tests attach to the same kernel tracepoints, so they run one at a time even when the
@@ -365,6 +384,10 @@ impl Tool {
 
     pub fn stdout(&self) -> String {
         text(&self.stdout)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stderr(&self) -> String {

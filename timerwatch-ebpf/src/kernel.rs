@@ -1,0 +1,22 @@
+//! Reads through the raw arguments of BTF-enabled raw tracepoints (`tp_btf`).
+//!
+//! Those programs see a tracepoint's `TP_PROTO` arguments (`struct hrtimer *`, `struct task_struct
+//! *`, ...) instead of the record a classic tracepoint fills, which spares every event the perf
+//! trace buffer; the fields the record would have carried are read from the structs at the
+//! offsets in `CONFIG.kernel`, which the loader takes from the kernel's BTF.
+
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::BtfTracePointContext};
+
+/// Raw argument `n` of the tracepoint (after the hidden `__data`).
+#[inline(always)]
+pub fn arg(ctx: &BtfTracePointContext, n: usize) -> u64 {
+    ctx.arg::<u64>(n)
+}
+
+/// The `T` at `base + off` in kernel memory, or its default if unreadable.
+#[inline(always)]
+pub fn read<T: Default>(base: u64, off: u32) -> T {
+    // SAFETY: a fault-checked copy from kernel memory; a wrong offset or a freed object yields a
+    // wrong value, never a fault.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as u64) as *const T) }.unwrap_or_default()
+}
