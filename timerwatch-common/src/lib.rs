@@ -374,6 +374,10 @@ pub struct Config {
     /// Non-zero: a child forked by a process in `TGIDS` joins `TGIDS` (and leaves it at exit),
     /// so `timerwatch run` traces a command and all its descendants from their first instruction.
     pub follow_children: u32,
+    /// Non-zero: a C callsite's stack record also carries a copy of the user stack
+    /// ([`StackCopyEvent`]) for CFI unwinding of code without frame pointers.
+    pub copy_user_stack: u32,
+    pub _pad: u32,
     /// Address of `hrtimer_wakeup` (0 if unknown): sleeps are user timers even in hard mode.
     pub sleeper_fn: u64,
     pub offsets: Offsets,

@@ -77,7 +77,7 @@ pub fn emit_at(mut ev: Event, ts_ns: u64) {
 /// code keeps frame pointers everywhere, so its probes skip both copies.
 #[inline(always)]
 pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event, scan_sp: bool) {
-    if scan_sp {
+    if scan_sp && setting!(copy_user_stack) != 0 {
         let Some(mut entry) = EVENTS.reserve::<StackCopyEvent>(0) else {
             count_lost();
             return;
@@ -97,7 +97,7 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event, scan_sp: bool) {
         return;
     };
     // SAFETY: a ring-buffer reservation of a whole `StackEvent`, ours until submit.
-    unsafe { fill_stack(ctx, entry.as_mut_ptr(), ev, false) };
+    unsafe { fill_stack(ctx, entry.as_mut_ptr(), ev, scan_sp) };
     entry.submit(wakeup_flag());
 }
 

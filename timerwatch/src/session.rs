@@ -140,6 +140,7 @@ fn validate(args: &TraceArgs) -> Result<Filter> {
         wakeups: !args.no_wakeups,
         count_rearms: !args.no_rearm_counting,
         follow_children: false,
+        copy_user_stack: !args.no_stack_copy,
     })
 }
 

@@ -170,8 +170,14 @@ impl Drop for Running {
 
 /// `snapshot --json` of `pids` with `env` set for timerwatch.
 fn snapshot(pids: &[u32], env: &[(&str, &std::ffi::OsStr)]) -> Report {
+    snapshot_with(pids, env, &[])
+}
+
+/// [`snapshot`] with `args` added to timerwatch's command line.
+fn snapshot_with(pids: &[u32], env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Report {
     let mut cmd = Command::new(common::BIN);
     cmd.args(["snapshot", "--json", "--duration", &SECS.to_string()]);
+    cmd.args(args);
     for pid in pids {
         cmd.args(["-p", &pid.to_string()]);
     }
@@ -652,6 +658,15 @@ fn cfi_unwinding_names_every_frame_of_code_without_frame_pointers() {
     let full = Running::spawn(&b.full);
     let report = snapshot(&[full.0.id()], &[]);
     let want = deep_chain_frames(&report, full.0.id());
+    // Without the copy only frame pointers are left, and chain_leaf uses rbp as a plain
+    // register: nothing above it is found.
+    let report = snapshot_with(&[full.0.id()], &[], &["--no-stack-copy"]);
+    let (caller, frames, _) = timerfd_site(&report, full.0.id());
+    assert_eq!(caller, "chain_leaf", "report:\n{report}");
+    assert!(
+        !frames.iter().any(|f| f.starts_with("chain_mid ")),
+        "frame pointers alone found chain_mid: {frames:?}"
+    );
     drop(full);
 
     // Stripped, its debug file installed by build ID: the same frames, named from that file.
