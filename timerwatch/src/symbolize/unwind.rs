@@ -155,9 +155,12 @@ mod tests {
             std::arch::asm!("lea {}, [rip]", "mov {}, rsp", "mov {}, rbp",
                 out(reg) ip, out(reg) sp, out(reg) bp);
         }
-        // SAFETY: our own live stack, 16 KiB above the stack pointer are in use by callers.
-        let bytes = unsafe { std::slice::from_raw_parts(sp as *const u8, 16 << 10) }.to_vec();
         let maps = Maps::read_own().unwrap();
+        // A test thread's stack may end within a few KiB: copy only what is mapped.
+        let top = maps.find(sp).expect("the stack is mapped").range.end;
+        let len = (top - sp).min(16 << 10) as usize;
+        // SAFETY: our own live stack, mapped from `sp` to `top`.
+        let bytes = unsafe { std::slice::from_raw_parts(sp as *const u8, len) }.to_vec();
         let mut cfi = Cfi::new(std::process::id(), &maps);
         let frames = cfi.unwind(&StackCopy { ip, sp, bp, bytes });
         assert!(frames.len() >= 3, "{frames:x?}");
