@@ -14,6 +14,11 @@ pub const MAX_STACK_DEPTH: usize = 64;
 /// the frame-pointer chain; it sits in these words, and userspace picks it out (see `symbolize`).
 /// 48 words: glibc 2.36's `timer_create` keeps it 19 words up (5 pushes, 0x70 bytes of locals).
 pub const STACK_SCAN_WORDS: usize = 48;
+/// Bytes of user stack copied from the stack pointer with a C callsite's stack record, for
+/// unwinding code built without frame pointers by its `.eh_frame` CFI in userspace (as
+/// `perf --call-graph dwarf` does). A few optimised C frames use far less; the record is sent
+/// once per timer, not per arm.
+pub const USER_STACK_COPY: usize = 4096;
 
 /// What happened. One value per tracepoint family and transition.
 #[repr(u8)]
@@ -100,6 +105,8 @@ pub mod flags {
     pub const NEW_OWNER: u8 = 1 << 2;
     /// On an expiry: `arg` holds the slack, ns from the requested (soft) expiry to the actual one.
     pub const SLACK: u8 = 1 << 3;
+    /// The record is a [`super::StackCopyEvent`]: a copy of the user stack follows the stack.
+    pub const HAS_STACK_COPY: u8 = 1 << 4;
 }
 
 /// Fixed header of every ring-buffer record.
@@ -156,6 +163,21 @@ impl Default for StackEvent {
             stack: [0; MAX_STACK_DEPTH],
         }
     }
+}
+
+/// A [`StackEvent`] followed by the user registers and stack bytes a CFI unwinder starts from
+/// (flag [`flags::HAS_STACK_COPY`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackCopyEvent {
+    pub base: StackEvent,
+    /// User `rip`, `rsp`, `rbp` at the syscall.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Valid bytes in `bytes` (0: the copy failed), read from `sp` upwards.
+    pub len: u64,
+    pub bytes: [u8; USER_STACK_COPY],
 }
 
 /// What the kernel remembers per timer address, so that re-arms from interrupt or softirq context
@@ -352,6 +374,10 @@ pub struct Config {
     /// Non-zero: a child forked by a process in `TGIDS` joins `TGIDS` (and leaves it at exit),
     /// so `timerwatch run` traces a command and all its descendants from their first instruction.
     pub follow_children: u32,
+    /// Non-zero: a C callsite's stack record also carries a copy of the user stack
+    /// ([`StackCopyEvent`]) for CFI unwinding of code without frame pointers.
+    pub copy_user_stack: u32,
+    pub _pad: u32,
     /// Address of `hrtimer_wakeup` (0 if unknown): sleeps are user timers even in hard mode.
     pub sleeper_fn: u64,
     pub offsets: Offsets,
@@ -484,6 +510,7 @@ mod pod {
     unsafe impl aya::Pod for super::Owner {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::StackEvent {}
+    unsafe impl aya::Pod for super::StackCopyEvent {}
     unsafe impl aya::Pod for super::GoRecipe {}
     unsafe impl aya::Pod for super::GoKey {}
 }
@@ -493,6 +520,10 @@ const _: () = assert!(core::mem::size_of::<Event>() == 56);
 const _: () = assert!(
     core::mem::size_of::<StackEvent>()
         == 56 + COMM_LEN + 8 + 8 * (STACK_SCAN_WORDS + MAX_STACK_DEPTH)
+);
+const _: () = assert!(
+    core::mem::size_of::<StackCopyEvent>()
+        == core::mem::size_of::<StackEvent>() + 4 * 8 + USER_STACK_COPY
 );
 const _: () = assert!(core::mem::size_of::<Owner>() == 56);
 const _: () = assert!(core::mem::size_of::<GoRecipe>() == 4 * 8 + 8 + 16);

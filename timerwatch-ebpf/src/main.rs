@@ -22,6 +22,7 @@ mod owner;
 mod posix;
 mod sched;
 mod timers;
+mod user_stack;
 mod wakeup;
 
 #[cfg(target_arch = "bpf")]

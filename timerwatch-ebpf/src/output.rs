@@ -10,7 +10,9 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     EbpfContext,
 };
-use timerwatch_common::{flags, Event, StackEvent, MAX_STACK_DEPTH, STACK_SCAN_WORDS};
+use timerwatch_common::{
+    flags, Event, StackCopyEvent, StackEvent, MAX_STACK_DEPTH, STACK_SCAN_WORDS,
+};
 
 use crate::filter::setting;
 
@@ -71,16 +73,42 @@ pub fn emit_at(mut ev: Event, ts_ns: u64) {
 
 /// Emit `ev` with `current`'s comm and user stack. Only call this in the owner's process context.
 /// `scan_sp`: also copy the words at the user stack pointer (a syscall's frameless libc
-/// wrapper); Go code keeps frame pointers everywhere, so its probes skip the copy.
+/// wrapper), and the user stack itself for CFI unwinding (code without frame pointers); Go
+/// code keeps frame pointers everywhere, so its probes skip both copies.
 #[inline(always)]
 pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event, scan_sp: bool) {
+    if scan_sp && setting!(copy_user_stack) != 0 {
+        let Some(mut entry) = EVENTS.reserve::<StackCopyEvent>(0) else {
+            count_lost();
+            return;
+        };
+        let out = entry.as_mut_ptr();
+        // SAFETY: `out` points at a ring-buffer reservation of a whole `StackCopyEvent`, ours
+        // until submit.
+        unsafe {
+            fill_stack(ctx, &raw mut (*out).base, ev, true);
+            crate::user_stack::copy_user_stack(out);
+        }
+        entry.submit(wakeup_flag());
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<StackEvent>(0) else {
         count_lost();
         return;
     };
-    let out = entry.as_mut_ptr();
-    // SAFETY: `out` points at a ring-buffer reservation of a whole `StackEvent`, ours until submit;
-    // the helpers write within the buffers and lengths given.
+    // SAFETY: a ring-buffer reservation of a whole `StackEvent`, ours until submit.
+    unsafe { fill_stack(ctx, entry.as_mut_ptr(), ev, scan_sp) };
+    entry.submit(wakeup_flag());
+}
+
+/// Write the stack record of `ev` into `out`.
+///
+/// # Safety
+/// `out` points at a writable `StackEvent` (a ring-buffer reservation) that is ours alone.
+#[inline(always)]
+unsafe fn fill_stack<C: EbpfContext>(ctx: &C, out: *mut StackEvent, ev: Event, scan_sp: bool) {
+    // SAFETY: `out` is valid and exclusive (the caller's contract); the helpers write within the
+    // buffers and lengths given.
     unsafe {
         (*out).event = ev;
         (*out).event.ts_ns = bpf_ktime_get_ns();
@@ -100,12 +128,11 @@ pub fn emit_with_stack<C: EbpfContext>(ctx: &C, ev: Event, scan_sp: bool) {
             scan_user_stack(&mut (*out).user_sp, &mut (*out).scan);
         }
     }
-    entry.submit(wakeup_flag());
 }
 
 /// `(ip, sp, bp)` of the current task's user registers, where the architecture is supported.
 #[inline(always)]
-fn user_regs() -> Option<(u64, u64, u64)> {
+pub(crate) fn user_regs() -> Option<(u64, u64, u64)> {
     #[cfg(bpf_target_arch = "x86_64")]
     // SAFETY: the helpers return a BTF-typed pointer that the verifier lets us load from directly;
     // loads through it are fault-checked.

@@ -4,7 +4,9 @@
 //! this turns their bytes into values the table can match on, rejecting anything malformed instead
 //! of trusting it.
 
-use timerwatch_common::{flags, Event, EventKind, StackEvent, COMM_LEN, MAX_STACK_DEPTH};
+use timerwatch_common::{
+    flags, Event, EventKind, StackCopyEvent, StackEvent, COMM_LEN, MAX_STACK_DEPTH, USER_STACK_COPY,
+};
 
 /// The user stack and comm that come with a timer's first arm or a POSIX timer's creation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +16,17 @@ pub struct Callstack {
     pub scan: Vec<u64>,
     /// Innermost first.
     pub frames: Vec<u64>,
+    /// User registers and stack bytes for CFI unwinding, where the probe copied them.
+    pub copy: Option<StackCopy>,
+}
+
+/// The user stack as it was at the syscall: registers and the bytes from `sp` upwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackCopy {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub bytes: Vec<u8>,
 }
 
 /// A decoded record: the fixed header plus, for stack records, the stack.
@@ -68,6 +81,18 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let stack = if ev.flags & flags::HAS_STACK != 0 {
         let se: StackEvent = read(bytes).ok_or(DecodeError::TooShort(bytes.len()))?;
         let n = (ev.stack_len as usize).min(MAX_STACK_DEPTH);
+        let copy = if ev.flags & flags::HAS_STACK_COPY != 0 {
+            let c: StackCopyEvent = read(bytes).ok_or(DecodeError::TooShort(bytes.len()))?;
+            let len = (c.len as usize).min(USER_STACK_COPY);
+            (len > 0).then(|| StackCopy {
+                ip: c.ip,
+                sp: c.sp,
+                bp: c.bp,
+                bytes: c.bytes[..len].to_vec(),
+            })
+        } else {
+            None
+        };
         Some(Callstack {
             comm: comm_string(&se.comm),
             user_sp: se.user_sp,
@@ -77,6 +102,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 .copied()
                 .take_while(|&a| a != 0)
                 .collect(),
+            copy,
         })
     } else {
         None
@@ -150,6 +176,39 @@ pub(crate) mod tests {
         assert_eq!(s.frames, vec![0x401000, 0x401100, 0x401200]);
         assert_eq!(s.scan[0], 0x401050);
         assert_eq!(s.user_sp, 0x7ffd_0000);
+        assert_eq!(s.copy, None);
+    }
+
+    #[test]
+    fn decodes_stack_copy_and_bounds_its_length() {
+        let mut c = StackCopyEvent {
+            base: StackEvent::default(),
+            ip: 0x401000,
+            sp: 0x7ffd_0000,
+            bp: 1,
+            len: 16,
+            bytes: [0; USER_STACK_COPY],
+        };
+        c.base.event.kind = EventKind::Start as u8;
+        c.base.event.flags = flags::HAS_STACK | flags::HAS_STACK_COPY;
+        c.bytes[..2].copy_from_slice(&[7, 8]);
+        let s = decode(&bytes_of(&c)).unwrap().stack.unwrap();
+        let copy = s.copy.unwrap();
+        assert_eq!((copy.ip, copy.sp, copy.bp), (0x401000, 0x7ffd_0000, 1));
+        assert_eq!(copy.bytes.len(), 16);
+        assert_eq!(&copy.bytes[..3], &[7, 8, 0]);
+        // A length beyond the buffer is the kernel's bug or hostile: cut to the buffer.
+        c.len = u64::MAX;
+        let copy = decode(&bytes_of(&c)).unwrap().stack.unwrap().copy.unwrap();
+        assert_eq!(copy.bytes.len(), USER_STACK_COPY);
+        // The flag on a plain stack record's length: too short, not a read past the end.
+        let mut se = StackEvent::default();
+        se.event.kind = EventKind::Start as u8;
+        se.event.flags = flags::HAS_STACK | flags::HAS_STACK_COPY;
+        assert!(matches!(
+            decode(&bytes_of(&se)),
+            Err(DecodeError::TooShort(_))
+        ));
     }
 
     #[test]

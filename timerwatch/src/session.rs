@@ -40,7 +40,7 @@ impl Resolver for Env {
     }
     fn user(&mut self, tgid: u32, stack: &Callstack) -> UserStack {
         self.sym
-            .user_stack(tgid, &stack.frames, stack.user_sp, &stack.scan)
+            .user_stack_copied(tgid, &stack.frames, &stack.scan, stack.copy.as_ref())
     }
     fn process(&mut self, tgid: u32) -> (Option<String>, Option<String>) {
         (procfs::comm(tgid), procfs::exe(tgid))
@@ -140,6 +140,7 @@ fn validate(args: &TraceArgs) -> Result<Filter> {
         wakeups: !args.no_wakeups,
         count_rearms: !args.no_rearm_counting,
         follow_children: false,
+        copy_user_stack: !args.no_stack_copy,
     })
 }
 

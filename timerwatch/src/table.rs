@@ -875,6 +875,7 @@ mod tests {
             user_sp: 0,
             scan: vec![],
             frames: frames.to_vec(),
+            copy: None,
         })
     }
 

@@ -52,6 +52,11 @@ pub struct TraceArgs {
     /// cost per re-arm (BENCHMARKS.md measures both).
     #[arg(long)]
     pub no_rearm_counting: bool,
+    /// Take no copy of the user stack at a C timer's first arm: frames above a function built
+    /// without frame pointers are then lost, and each first arm sends ~1 KiB instead of ~5 KiB
+    /// to the daemon (BENCHMARKS.md measures both).
+    #[arg(long)]
+    pub no_stack_copy: bool,
     /// On stderr, one line per Go uprobe attached: the runtime function and its file offset,
     /// to check the probe points or put another tool's probes on the same instructions.
     #[arg(short = 'v', long)]

@@ -42,9 +42,24 @@ struct Builds {
 
 fn builds() -> &'static Builds {
     static BUILDS: OnceLock<Builds> = OnceLock::new();
-    BUILDS.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets/timerfd_leak.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("symbols-targets");
+    BUILDS.get_or_init(|| distro_build("timerfd_leak.c", "symbols-targets"))
+}
+
+/// tests/targets/deep_chain.c built the same way: frames above the wrapper's caller only CFI
+/// unwinding can find.
+fn deep_builds() -> &'static Builds {
+    static BUILDS: OnceLock<Builds> = OnceLock::new();
+    BUILDS.get_or_init(|| distro_build("deep_chain.c", "unwind-targets"))
+}
+
+/// `tests/targets/SOURCE` built `-O2 -g` without frame pointers into `CARGO_TARGET_TMPDIR/DIR`,
+/// and its stripped copy and split debug file.
+fn distro_build(source: &str, dir: &str) -> Builds {
+    {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/targets")
+            .join(source);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the targets directory");
         let full = dir.join("leaker-full");
@@ -99,7 +114,7 @@ fn builds() -> &'static Builds {
             build_id_path,
             build_id,
         }
-    })
+    }
 }
 
 fn read_build_id(path: &Path) -> String {
@@ -118,7 +133,10 @@ fn read_build_id(path: &Path) -> String {
 
 /// A debug directory laid out as `/usr/lib/debug` is, holding the debug file by build ID.
 fn debug_dir(name: &str) -> PathBuf {
-    let b = builds();
+    debug_dir_of(builds(), name)
+}
+
+fn debug_dir_of(b: &Builds, name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("symbols-debug")
         .join(name);
@@ -152,8 +170,14 @@ impl Drop for Running {
 
 /// `snapshot --json` of `pids` with `env` set for timerwatch.
 fn snapshot(pids: &[u32], env: &[(&str, &std::ffi::OsStr)]) -> Report {
+    snapshot_with(pids, env, &[])
+}
+
+/// [`snapshot`] with `args` added to timerwatch's command line.
+fn snapshot_with(pids: &[u32], env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Report {
     let mut cmd = Command::new(common::BIN);
     cmd.args(["snapshot", "--json", "--duration", &SECS.to_string()]);
+    cmd.args(args);
     for pid in pids {
         cmd.args(["-p", &pid.to_string()]);
     }
@@ -594,4 +618,63 @@ fn distribution_servers_under_load_have_no_address_names() {
             "podman: caller {caller:?} is not a Go function; report:\n{report}"
         );
     }
+}
+
+/// The frames of `pid`'s one timerfd callsite from `chain_leaf` to `main`, checked to be the
+/// whole chain in order, each with file:line.
+fn deep_chain_frames(report: &Report, pid: u32) -> Vec<String> {
+    let (caller, frames, _) = timerfd_site(report, pid);
+    assert_eq!(caller, "chain_leaf", "report:\n{report}");
+    let want = ["chain_leaf", "chain_mid", "chain_top", "main"];
+    let at = frames
+        .iter()
+        .position(|f| f.starts_with("chain_leaf "))
+        .unwrap_or_else(|| panic!("no chain_leaf frame in {frames:?}"));
+    let chain = frames[at..]
+        .iter()
+        .take(want.len())
+        .cloned()
+        .collect::<Vec<_>>();
+    let names: Vec<&str> = chain
+        .iter()
+        .map(|f| f.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(names, want, "frames {frames:?}; report:\n{report}");
+    for f in &chain {
+        assert!(
+            f.contains("deep_chain.c:"),
+            "frame {f:?} has no file:line; report:\n{report}"
+        );
+    }
+    chain
+}
+
+#[test]
+fn cfi_unwinding_names_every_frame_of_code_without_frame_pointers() {
+    let Some(_serial) = common::start() else {
+        return;
+    };
+    let b = deep_builds();
+    let full = Running::spawn(&b.full);
+    let report = snapshot(&[full.0.id()], &[]);
+    let want = deep_chain_frames(&report, full.0.id());
+    // Without the copy only frame pointers are left, and chain_leaf uses rbp as a plain
+    // register: nothing above it is found.
+    let report = snapshot_with(&[full.0.id()], &[], &["--no-stack-copy"]);
+    let (caller, frames, _) = timerfd_site(&report, full.0.id());
+    assert_eq!(caller, "chain_leaf", "report:\n{report}");
+    assert!(
+        !frames.iter().any(|f| f.starts_with("chain_mid ")),
+        "frame pointers alone found chain_mid: {frames:?}"
+    );
+    drop(full);
+
+    // Stripped, its debug file installed by build ID: the same frames, named from that file.
+    let dir = debug_dir_of(b, "unwind-installed");
+    let stripped = Running::spawn(&b.stripped);
+    let report = snapshot(
+        &[stripped.0.id()],
+        &[("TIMERWATCH_DEBUG_DIRS", dir.as_os_str())],
+    );
+    assert_eq!(deep_chain_frames(&report, stripped.0.id()), want);
 }

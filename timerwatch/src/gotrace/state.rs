@@ -311,6 +311,7 @@ mod tests {
                 user_sp: 0,
                 scan: vec![],
                 frames: f.to_vec(),
+                copy: None,
             }),
         }
     }

@@ -103,6 +103,8 @@ pub struct Filter {
     pub count_rearms: bool,
     /// Trace the children of traced processes too (`timerwatch run`).
     pub follow_children: bool,
+    /// Copy user stacks at first arms for CFI unwinding (`--no-stack-copy` turns it off).
+    pub copy_user_stack: bool,
 }
 
 /// Whether a tracepoint must exist for timerwatch to run.
@@ -304,6 +306,8 @@ impl Probes {
             wakeup_bytes: ring_bytes / 4,
             count_rearms: filter.count_rearms as u32,
             follow_children: filter.follow_children as u32,
+            copy_user_stack: filter.copy_user_stack as u32,
+            _pad: 0,
             sleeper_fn: syms
                 .iter()
                 .find(|s| s.1 == "hrtimer_wakeup")

@@ -11,11 +11,13 @@ mod debuginfod;
 mod elf_facts;
 mod kallsyms;
 mod objects;
+mod unwind;
 mod user;
 mod wrapper;
 
 use std::collections::HashMap;
 
+use crate::event::StackCopy;
 use kallsyms::Kallsyms;
 use objects::{FileKey, Objects};
 use timerwatch_proc::{maps::Maps, mem::ProcMem};
@@ -161,6 +163,10 @@ impl UserStack {
     }
 }
 
+/// Frame-pointer chains of more frames than this (wrapper, caller, and two above) are taken whole;
+/// shorter ones are checked against a CFI unwind of the copied stack.
+const FP_CHAIN_TRUSTED: usize = 3;
+
 /// Names for kernel and user addresses, with caches that live as long as the tracing session.
 ///
 /// Not `Send`: blazesym's symbolizer keeps its caches in `Rc`/`RefCell`.
@@ -178,6 +184,8 @@ pub struct Symbolizer {
 struct ProcessCache {
     maps: Maps,
     paths: Option<Paths>,
+    /// CFI unwind modules for `maps`, built on the first stack that needs them.
+    cfi: Option<unwind::Cfi>,
 }
 
 impl ProcessCache {
@@ -226,6 +234,19 @@ impl Symbolizer {
     pub fn user_stack(&mut self, pid: u32, stack: &[u64], user_sp: u64, scan: &[u64]) -> UserStack {
         // `scan` already holds the words at `user_sp`; where the stack pointer was adds nothing.
         let _ = user_sp;
+        self.user_stack_copied(pid, stack, scan, None)
+    }
+
+    /// [`Self::user_stack`], with the copy of the user stack the probe took at the syscall:
+    /// where the frame-pointer chain is too short to reach past the callsite (code built
+    /// without frame pointers), the stack is unwound by CFI from the copy instead.
+    pub fn user_stack_copied(
+        &mut self,
+        pid: u32,
+        stack: &[u64],
+        scan: &[u64],
+        copy: Option<&StackCopy>,
+    ) -> UserStack {
         if stack.is_empty() {
             return UserStack::default();
         }
@@ -266,6 +287,19 @@ impl Symbolizer {
             wrapper::recover_caller(stack, scan, &process.maps, innermost_reserved, &mut read)
         {
             addrs.insert(at, ret);
+        }
+        // Frame pointers are the fast path: a chain that reaches past wrapper, caller and the
+        // caller's caller is kept as it is. A shorter one (frameless code: the chain stops, or
+        // follows rbp used as a plain register into data) is replaced by the CFI unwind when
+        // that goes further.
+        if let Some(copy) = copy.filter(|_| addrs.len() <= FP_CHAIN_TRUSTED) {
+            let cfi = process
+                .cfi
+                .get_or_insert_with(|| unwind::Cfi::new(pid, &process.maps));
+            let unwound = cfi.unwind(copy);
+            if unwound.len() > addrs.len() {
+                addrs = unwound;
+            }
         }
         let generation = self.objects.generation();
         let mut renames = Vec::new();
@@ -346,6 +380,7 @@ fn process_cache<'a>(
         Ok(maps) if pid != 0 => {
             let process = processes.entry(pid).or_default();
             process.maps = maps;
+            process.cfi = None;
             Some(process)
         }
         _ => processes.get_mut(&pid),

@@ -1,0 +1,47 @@
+//! A copy of the user stack and registers at a syscall, for unwinding code built without frame
+//! pointers by its `.eh_frame` CFI in userspace. Sent once per timer callsite, with its stack
+//! record; the frame-pointer stack stays the fast path, this only adds bytes to that record.
+
+use aya_ebpf::helpers::bpf_probe_read_user_buf;
+use timerwatch_common::{flags, StackCopyEvent, USER_STACK_COPY};
+
+use crate::output::user_regs;
+
+/// Fill `out`'s registers and as many stack bytes from the user stack pointer as are mapped:
+/// the stack's mapping may end within `USER_STACK_COPY` bytes (a thread started with a small
+/// stack, a process just past `main`), and one faulting byte fails the whole read, so shorter
+/// copies are tried in turn.
+///
+/// # Safety
+/// `out` points at a writable `StackCopyEvent` (a ring-buffer reservation) that is ours alone.
+#[inline(always)]
+pub unsafe fn copy_user_stack(out: *mut StackCopyEvent) {
+    // SAFETY: `out` is valid and exclusive (the caller's contract).
+    let out = unsafe { &mut *out };
+    out.len = 0;
+    let Some((ip, sp, bp)) = user_regs() else {
+        return;
+    };
+    out.ip = ip;
+    out.sp = sp;
+    out.bp = bp;
+    // Unrolled with constant lengths: the verifier must see a bounded size at each read.
+    let _ = try_copy(out, sp, USER_STACK_COPY)
+        || try_copy(out, sp, USER_STACK_COPY / 2)
+        || try_copy(out, sp, USER_STACK_COPY / 4)
+        || try_copy(out, sp, USER_STACK_COPY / 8);
+}
+
+#[inline(always)]
+fn try_copy(out: &mut StackCopyEvent, sp: u64, len: usize) -> bool {
+    let len = len.min(USER_STACK_COPY);
+    // SAFETY: the slice is within `out.bytes` (len <= its size).
+    let dst = unsafe { core::slice::from_raw_parts_mut(out.bytes.as_mut_ptr(), len) };
+    // SAFETY: a fault-checked copy from user memory; a bad address is an error value.
+    if unsafe { bpf_probe_read_user_buf(sp as *const u8, dst) }.is_err() {
+        return false;
+    }
+    out.len = len as u64;
+    out.base.event.flags |= flags::HAS_STACK_COPY;
+    true
+}
