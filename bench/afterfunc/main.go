@@ -2,7 +2,9 @@
 // fixed wall time. Every iteration creates a new runtime timer (one arm, which is a creation,
 // then one stop), the pattern a leak detector must follow timer by timer.
 //
-// usage: afterfunc SECONDS [CPU]   (CPU: pin every thread to it; -1 or absent: no pinning)
+// usage: afterfunc SECONDS [CPU [leak]]   (CPU: pin every thread to it; -1 or absent: no pinning)
+// leak: instead of the loop, keep one AfterFunc(time.Hour) every 10 ms (the leak the census must
+// still name while costing the loop nothing).
 // Same protocol as the C targets: prints "ready PID", waits for a line (or EOF) on stdin, runs,
 // prints "iterations N seconds S rate R cpu_share C" (cpu_share: the process's CPU time / wall
 // time of the loop), then waits for another line or EOF so a tracer can report on it.
@@ -28,6 +30,16 @@ func armAndStop() {
 }
 
 func fire() {}
+
+var kept []*time.Timer
+
+// The leak variant's callsite: the census names AfterFunc timers by their function value, and
+// a closure (leakOne.func1) by its enclosing function.
+//
+//go:noinline
+func leakOne(n int) {
+	kept = append(kept, time.AfterFunc(time.Hour, func() { _ = n }))
+}
 
 // pin puts every thread of the process on one CPU. Threads the runtime starts later inherit
 // the mask from the thread that creates them.
@@ -62,7 +74,7 @@ func cpuSeconds() float64 {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: afterfunc SECONDS [CPU]")
+		fmt.Fprintln(os.Stderr, "usage: afterfunc SECONDS [CPU [leak]]")
 		os.Exit(2)
 	}
 	seconds, err := strconv.ParseFloat(os.Args[1], 64)
@@ -77,6 +89,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	leak := len(os.Args) > 3 && os.Args[3] == "leak"
 	// One P: the runtime's own work (GC, sysmon's rare wake-ups) shares the loop's CPU, so the
 	// process CPU time below is the loop's cost, probes included.
 	runtime.GOMAXPROCS(1)
@@ -93,7 +106,12 @@ func main() {
 	cpu0 := cpuSeconds()
 	end := start.Add(time.Duration(seconds * float64(time.Second)))
 	n := 0
-	for {
+	for leak && time.Now().Before(end) {
+		leakOne(n)
+		n++
+		time.Sleep(10 * time.Millisecond)
+	}
+	for !leak {
 		// Reading the clock every 256 iterations keeps its cost out of the measurement.
 		for k := 0; k < 256; k++ {
 			armAndStop()

@@ -7,6 +7,7 @@
 
 mod cost;
 mod e2e;
+mod go_census;
 mod json;
 mod memory;
 mod proc;
@@ -55,6 +56,8 @@ pub enum Section {
     Startup,
     /// Decode + aggregate in userspace.
     Decode,
+    /// Go census mode: the Go worst case under the daemon, its CPU per Go process.
+    GoCensus,
 }
 
 pub struct Plan {
@@ -514,6 +517,11 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         Vec::new()
     };
+    let go_census = if want(Section::GoCensus) {
+        Some(go_census::run(&mut env, args.quick)?)
+    } else {
+        None
+    };
     env.conditions.load_end = load_average();
 
     let results = Results {
@@ -525,7 +533,10 @@ pub fn run(args: &Args) -> Result<()> {
         decode,
         took: started.elapsed(),
     };
-    let markdown = report::render(&results, &env);
+    let mut markdown = report::render(&results, &env);
+    if let Some(g) = &go_census {
+        go_census::render(&mut markdown, g);
+    }
     println!("{markdown}");
     if !args.no_write && args.only.is_empty() {
         let path = root.join("BENCHMARKS.md");

@@ -19,7 +19,8 @@ use xtask::util::{self, is_root};
 /// `cargo install bpf-linker` links with, which is why packages are handled first. musl-tools
 /// links the static binary of `cargo xtask image`; buildah builds the image and podman runs it
 /// (with runc: crun refuses hosts with hybrid cgroups) in the image test. debuginfod serves
-/// split debug files to the symbols test.
+/// split debug files to the symbols test. prometheus-node-exporter is a Go server no one here
+/// wrote, stripped, that the Go servers test watches under load (Prometheus itself is the other).
 const PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
@@ -30,6 +31,7 @@ const PACKAGES: &[&str] = &[
     "linux-perf",
     "musl-tools",
     "podman",
+    "prometheus-node-exporter",
     "runc",
     "util-linux",
 ];

@@ -8,7 +8,9 @@
 //! `timerwatch_live_timers_plateau` (only for series whose timers expire by themselves) and the
 //! histogram
 //! `timerwatch_wakeup_latency_seconds`; host-wide `timerwatch_lost_events_total`,
-//! `timerwatch_unattributed_events_total` and `timerwatch_traced_processes`.
+//! `timerwatch_unattributed_events_total`, `timerwatch_traced_processes` and
+//! `timerwatch_go_binaries_analyzed_total` (analyses are cached per binary: N processes of one
+//! image count one).
 
 use std::fmt;
 
@@ -163,7 +165,7 @@ fn encode(snap: &super::snapshot::Snapshot, enc: &mut DescriptorEncoder) -> fmt:
             None,
         )?;
     }
-    let host: [(&str, &str, MetricType, u64); 3] = [
+    let host: [(&str, &str, MetricType, u64); 4] = [
         (
             "timerwatch_lost_events",
             "Records the kernel dropped because the ring buffer was full.",
@@ -181,6 +183,12 @@ fn encode(snap: &super::snapshot::Snapshot, enc: &mut DescriptorEncoder) -> fmt:
             "Processes with timers in the last report.",
             MetricType::Gauge,
             snap.processes,
+        ),
+        (
+            "timerwatch_go_binaries_analyzed",
+            "Go binaries analysed (version, pclntab, runtime layout) since start; cached per binary.",
+            MetricType::Counter,
+            crate::gotrace::binaries_analyzed(),
         ),
     ];
     for (name, help, kind, v) in host {
@@ -287,6 +295,8 @@ mod tests {
             "timerwatch_wakeup_latency_seconds_count{pid=\"7\"",
             "timerwatch_lost_events_total 5",
             "timerwatch_traced_processes 0",
+            "# TYPE timerwatch_go_binaries_analyzed counter",
+            "timerwatch_go_binaries_analyzed_total ",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use timerwatch_common::{pt_regs, EventKind, GoArg, GoRecipe};
@@ -64,11 +65,22 @@ fn field(regs: &RoleRegs, field: u32) -> GoArg {
     }
 }
 
+/// Full analyses of Go binaries this process ran (successful or not): the per-binary cache's
+/// effect made visible, e.g. fifty pods of one image must cost one. Process-wide because the
+/// daemon's /metrics reports it and tracers come and go with sessions.
+static ANALYZED: AtomicU64 = AtomicU64::new(0);
+
+/// How many Go binary analyses have run in this process.
+pub fn binaries_analyzed() -> u64 {
+    ANALYZED.load(Ordering::Relaxed)
+}
+
 /// Analyse the binary at `path` (a file, or `/proc/PID/exe`).
 pub fn analyze(path: &Path) -> Result<Arc<GoBinary>, OpenError> {
     if std::fs::metadata(path).is_err() {
         return Err(OpenError::Gone);
     }
+    ANALYZED.fetch_add(1, Ordering::Relaxed);
     go::analyze(path).map(Arc::new).map_err(|e| match e {
         go::Error::NotGo => OpenError::NotGo,
         other => OpenError::Unsupported(other.to_string()),

@@ -35,7 +35,7 @@ use crate::{
     report::{ProcessReport, Report},
 };
 
-pub use self::binary::OpenError;
+pub use self::binary::{binaries_analyzed, OpenError};
 use self::{
     binary::Target,
     census::WaiterWalk,
