@@ -326,12 +326,22 @@ impl CallsiteReport {
 }
 
 impl ProcessReport {
-    /// A process with no callsite yet (e.g. a Go process the kernel side has not reported).
+    /// A process with no callsite yet (e.g. a Go process the kernel side has not reported),
+    /// named from /proc.
     pub fn empty(pid: u32) -> ProcessReport {
+        ProcessReport::named(
+            pid,
+            crate::procfs::comm(pid).unwrap_or_default(),
+            crate::procfs::exe(pid).unwrap_or_default(),
+        )
+    }
+
+    /// A process with no callsite yet, named by the caller.
+    pub fn named(pid: u32, comm: String, exe: String) -> ProcessReport {
         ProcessReport {
             pid,
-            comm: crate::procfs::comm(pid).unwrap_or_default(),
-            exe: crate::procfs::exe(pid).unwrap_or_default(),
+            comm,
+            exe,
             live: 0,
             pre_existing: PreExisting::default(),
             go_version: None,
@@ -366,18 +376,9 @@ pub(crate) mod fixtures {
 
     pub fn process(pid: u32, comm: &str, callsites: Vec<CallsiteReport>) -> ProcessReport {
         ProcessReport {
-            pid,
-            comm: comm.into(),
-            exe: String::new(),
             live: callsites.iter().map(|c| c.live).sum(),
-            pre_existing: PreExisting::default(),
-            go_version: None,
-            go_heap_timers: None,
-            verdict: "unknown",
-            growth_per_s: None,
-            projected_live_1h: None,
-            wakeups: None,
             callsites,
+            ..ProcessReport::named(pid, comm.into(), String::new())
         }
     }
 

@@ -332,10 +332,8 @@ mod tests {
             ..CallsiteReport::empty("kernel", kind)
         };
         let row = ProcessReport {
-            comm: "app".into(),
-            exe: String::new(),
             callsites: vec![c("posix_timer", 3), c("kernel", 1), c("sleep", 1)],
-            ..ProcessReport::empty(1)
+            ..ProcessReport::named(1, "app".into(), String::new())
         };
         ledger.finish(&row);
         ledger.finish(&ProcessReport { pid: 2, ..row });
