@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -402,25 +401,6 @@ fn snapshot_by_comm_finds_a_go_process_started_after_it_in_both_modes() {
     }
 }
 
-/// `good`, a Go binary built with `tc`, with the version its buildinfo records changed to
-/// go1.10: it still runs (the runtime never reads it), but no layout timerwatch knows applies.
-fn unknown_version(tc: &Toolchain, good: &std::path::Path, dir: &std::path::Path) -> PathBuf {
-    let bytes = std::fs::read(good).expect("read the Go target");
-    let from = tc.version.as_bytes();
-    let at = bytes
-        .windows(from.len() + 1)
-        .position(|w| w[0] as usize == from.len() && &w[1..] == from)
-        .expect("the buildinfo version string");
-    let mut patched = bytes.clone();
-    let fake = format!("go1.10{}", &tc.version[6..]);
-    patched[at + 1..at + 1 + from.len()].copy_from_slice(fake.as_bytes());
-    let out = dir.join("old_go");
-    std::fs::write(&out, patched).expect("write the patched binary");
-    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
-    out
-}
-
 /// Bad input under census: a process that execs or exits around a walk is left out of that
 /// report, never misreported, with no error line; a Go version timerwatch does not know gets
 /// one line per binary however many processes run it, and kernel tracing only.
@@ -436,7 +416,7 @@ fn census_skips_torn_processes_and_names_an_unknown_version_once() {
     // which for ten execs a second is its cost, not the census's.
     let reexec = go::build(&tc, "reexec_batch", true);
     let dir = tempfile::tempdir().expect("tempdir");
-    let old = unknown_version(&tc, &go::build(&tc, "afterfunc_leak", false), dir.path());
+    let old = go::unknown_version(&tc, &go::build(&tc, "afterfunc_leak", false), dir.path());
     let secs = 8u64;
     let mut tool = Tool::spawn(&["top", "--json", "-i", "1", "-n", &secs.to_string()]);
     tool.wait_attached();

@@ -253,22 +253,8 @@ fn unsupported_go_binary_is_one_error_line_and_the_rest_works() {
         return;
     };
     let good = go::build(&tc, "afterfunc_leak", false);
-    // The runtime never reads .go.buildinfo, so a binary whose recorded version says go1.10
-    // still runs, but no supported layout applies to it.
-    let bytes = std::fs::read(&good).expect("read the Go target");
-    let from = tc.version.as_bytes();
-    let at = bytes
-        .windows(from.len() + 1)
-        .position(|w| w[0] as usize == from.len() && &w[1..] == from)
-        .expect("the buildinfo version string");
-    let mut patched = bytes.clone();
-    let fake = format!("go1.10{}", &tc.version[6..]);
-    patched[at + 1..at + 1 + from.len()].copy_from_slice(fake.as_bytes());
     let dir = tempfile::tempdir().expect("tempdir");
-    let bad = dir.path().join("old_go");
-    std::fs::write(&bad, patched).expect("write the patched binary");
-    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let bad = go::unknown_version(&tc, &good, dir.path());
 
     let bad = Running::spawn(&bad);
     let good = Running::spawn(&good);

@@ -131,3 +131,22 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// `good`, a Go binary built with `tc`, with the version its buildinfo records changed to
+/// go1.10: it still runs (the runtime never reads it), but no layout timerwatch knows applies.
+pub fn unknown_version(tc: &Toolchain, good: &Path, dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(good).expect("read the Go target");
+    let from = tc.version.as_bytes();
+    let at = bytes
+        .windows(from.len() + 1)
+        .position(|w| w[0] as usize == from.len() && &w[1..] == from)
+        .expect("the buildinfo version string");
+    let mut patched = bytes.clone();
+    let fake = format!("go1.10{}", &tc.version[6..]);
+    patched[at + 1..at + 1 + from.len()].copy_from_slice(fake.as_bytes());
+    let out = dir.join("old_go");
+    std::fs::write(&out, patched).expect("write the patched binary");
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    out
+}
