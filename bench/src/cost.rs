@@ -178,6 +178,26 @@ const GO_EVENTS: &[Probe] = &[
     },
 ];
 
+/// Empty bpftrace programs on the classic timer tracepoints: what any tool pays first.
+fn timer_floor() -> Column {
+    bpftrace(
+        Role::Floor,
+        "floor: empty bpftrace programs (bench/floor_timer.bt)",
+        "floor_timer.bt",
+        false,
+    )
+}
+
+/// bpftrace doing timerwatch's job on the kernel timer suites.
+fn live_per_stack() -> Column {
+    bpftrace(
+        Role::Bpftrace,
+        "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
+        "live_per_stack.bt",
+        true,
+    )
+}
+
 fn nothing() -> Column {
     Column {
         role: Role::Baseline,
@@ -221,12 +241,7 @@ pub fn suites(env: &Env) -> Vec<Suite> {
             },
             columns: vec![
                 nothing(),
-                bpftrace(
-                    Role::Floor,
-                    "floor: empty bpftrace programs (bench/floor_timer.bt)",
-                    "floor_timer.bt",
-                    false,
-                ),
+                timer_floor(),
                 raw_floor(RAW_TIMER_TRACEPOINTS),
                 timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
                 timerwatch(
@@ -239,12 +254,7 @@ pub fn suites(env: &Env) -> Vec<Suite> {
                     "timerwatch snapshot -p PID --no-rearm-counting (every cancel and start a record)",
                     &["--no-rearm-counting"],
                 ),
-                bpftrace(
-                    Role::Bpftrace,
-                    "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
-                    "live_per_stack.bt",
-                    true,
-                ),
+                live_per_stack(),
             ],
         },
         Suite {
@@ -260,20 +270,10 @@ pub fn suites(env: &Env) -> Vec<Suite> {
             },
             columns: vec![
                 nothing(),
-                bpftrace(
-                    Role::Floor,
-                    "floor: empty bpftrace programs (bench/floor_timer.bt)",
-                    "floor_timer.bt",
-                    false,
-                ),
+                timer_floor(),
                 raw_floor(RAW_TIMER_TRACEPOINTS),
                 timerwatch(Role::Timerwatch, "timerwatch snapshot -p PID", &[]),
-                bpftrace(
-                    Role::Bpftrace,
-                    "bpftrace: live timers per ustack (bench/live_per_stack.bt)",
-                    "live_per_stack.bt",
-                    true,
-                ),
+                live_per_stack(),
             ],
         },
         Suite {
