@@ -11,20 +11,20 @@ use std::collections::HashMap;
 
 use timerwatch_common::EventKind;
 
-use crate::{event::Record, histogram::Histogram};
+use crate::{event::Record, histogram::Histogram, report::Kind};
 
 /// Names for what the probes report, from the traced binary.
 pub trait Namer {
     /// The report `kind` (`go_timer`, `go_ticker`, …) of `timer` running `f` (a `*funcval`; 0
     /// when the arm keeps the timer's own) with `period`.
-    fn kind(&mut self, timer: u64, f: u64, period: u64) -> &'static str;
+    fn kind(&mut self, timer: u64, f: u64, period: u64) -> Kind;
     /// `(caller, frames)` of a user stack, innermost first.
     fn stack(&mut self, frames: &[u64]) -> (Option<String>, Vec<String>);
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoCallsite {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub caller: Option<String>,
     pub frames: Vec<String>,
     pub created_total: u64,
@@ -83,7 +83,7 @@ const MAX_TRACKED: usize = 1 << 20;
 pub struct GoState {
     timers: HashMap<u64, Tracked>,
     callsites: Vec<GoCallsite>,
-    index: HashMap<(&'static str, u64), usize>,
+    index: HashMap<(Kind, u64), usize>,
     /// Re-arms, stops and fires of timers whose callsite never reached us (a lost record).
     pub unattributed: u64,
     /// Size of `timers` that triggers the next pruning; doubles when pruning frees too little,
@@ -96,7 +96,7 @@ impl GoState {
         &self.callsites
     }
 
-    fn callsite_for(&mut self, kind: &'static str, frames: &[u64], namer: &mut dyn Namer) -> usize {
+    fn callsite_for(&mut self, kind: Kind, frames: &[u64], namer: &mut dyn Namer) -> usize {
         let key = (kind, stack_hash(frames));
         if let Some(&i) = self.index.get(&key) {
             return i;
@@ -123,7 +123,7 @@ impl GoState {
         match (r.kind, &r.stack) {
             (EventKind::GoCreate | EventKind::GoModify | EventKind::GoSleep, Some(stack)) => {
                 let kind = if r.kind == EventKind::GoSleep {
-                    "go_sleep"
+                    Kind::GoSleep
                 } else {
                     namer.kind(r.timer, r.function, r.arg)
                 };
@@ -278,12 +278,12 @@ mod tests {
 
     struct Names;
     impl Namer for Names {
-        fn kind(&mut self, _timer: u64, f: u64, period: u64) -> &'static str {
+        fn kind(&mut self, _timer: u64, f: u64, period: u64) -> Kind {
             match (f, period) {
-                (0x10, 0) => "go_timer",
-                (0x10, _) => "go_ticker",
-                (0x20, _) => "go_afterfunc",
-                _ => "go_netpoll",
+                (0x10, 0) => Kind::GoTimer,
+                (0x10, _) => Kind::GoTicker,
+                (0x20, _) => Kind::GoAfterFunc,
+                _ => Kind::GoNetpoll,
             }
         }
         fn stack(&mut self, frames: &[u64]) -> (Option<String>, Vec<String>) {
@@ -340,7 +340,7 @@ mod tests {
             ..rec(EventKind::GoCreate, 0xc0, 7 * sec, Some(&[1, 3]))
         };
         s.apply(&ticker, &mut n);
-        assert_eq!(s.callsites()[1].kind, "go_ticker");
+        assert_eq!(s.callsites()[1].kind, Kind::GoTicker);
         assert_eq!(s.callsites()[1].lifetime_s(), None);
     }
 
@@ -359,7 +359,10 @@ mod tests {
         assert_eq!(live.by_callsite[&0], (2, 100));
         assert_eq!(live.pre_existing, 1);
         let c = &s.callsites()[0];
-        assert_eq!((c.kind, c.caller.as_deref()), ("go_afterfunc", Some("f2")));
+        assert_eq!(
+            (c.kind, c.caller.as_deref()),
+            (Kind::GoAfterFunc, Some("f2"))
+        );
         assert_eq!((c.created_total, c.armed_total), (3, 3));
     }
 
@@ -411,7 +414,7 @@ mod tests {
         s.apply(&rec(EventKind::GoSleep, 0xa0, 2, Some(&[8, 9])), &mut n);
         s.apply(&rec(EventKind::GoModify, 0xa0, 3, None), &mut n);
         let cs = s.callsites();
-        assert_eq!(cs[1].kind, "go_sleep");
+        assert_eq!(cs[1].kind, Kind::GoSleep);
         assert_eq!(cs[1].armed_total, 1);
         assert_eq!(s.live(&[0xa0]).by_callsite[&1], (1, 1));
     }

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use crate::report::{
-    CallsiteReport, ExitedReport, LifetimeReport, PreExisting, ProcessReport, Report, WakeupReport,
-    SCHEMA,
+    Attribution, CallsiteReport, ExitedReport, Kind, LifetimeReport, PreExisting, ProcessReport,
+    Report, Source, Verdict, VerdictReason, WakeupReport, SCHEMA,
 };
 
 fn golden(name: &str) -> PathBuf {
@@ -76,12 +76,12 @@ fn report() -> Report {
         cancelled_total: 1,
         expired_total: 4,
         oldest_age_s: Some(9.5),
-        verdict: "growing",
+        verdict: Verdict::Growing,
         growth_per_s: Some(4.0),
         confidence: Some(0.999),
         projected_live_1h: Some(14440.0),
         wakeups: Some(wakeups()),
-        ..CallsiteReport::empty("kernel", "timerfd")
+        ..CallsiteReport::empty(Source::Kernel, Kind::Timerfd)
     };
     let kernel_sleep = CallsiteReport {
         timer_function: Some("hrtimer_wakeup".into()),
@@ -93,7 +93,7 @@ fn report() -> Report {
         armed_total: 10,
         expired_total: 9,
         oldest_age_s: Some(0.1),
-        verdict: "stable",
+        verdict: Verdict::Stable,
         confidence: Some(0.5),
         projected_live_1h: Some(1.0),
         plateau: Some(1.0),
@@ -104,17 +104,18 @@ fn report() -> Report {
             arrivals_per_s: Some(10.0),
             plateau_in_s: Some(0.0),
         }),
-        verdict_reason: Some("at_plateau"),
-        ..CallsiteReport::empty("kernel", "sleep")
+        verdict_reason: Some(VerdictReason::AtPlateau),
+        ..CallsiteReport::empty(Source::Kernel, Kind::Sleep)
     };
-    let kernel_kinds = ["posix_timer", "itimer", "kernel", "other"].map(|kind| CallsiteReport {
-        live: 1,
-        ..CallsiteReport::empty("kernel", kind)
-    });
+    let kernel_kinds =
+        [Kind::PosixTimer, Kind::Itimer, Kind::Kernel, Kind::Other].map(|kind| CallsiteReport {
+            live: 1,
+            ..CallsiteReport::empty(Source::Kernel, kind)
+        });
     let kernel_filling = CallsiteReport {
         caller: Some("tcp_keepalive".into()),
         live: 3,
-        verdict_reason: Some("filling"),
+        verdict_reason: Some(VerdictReason::Filling),
         lifetime: Some(LifetimeReport {
             mean_s: 7200.0,
             max_s: 7200.0,
@@ -122,11 +123,11 @@ fn report() -> Report {
             arrivals_per_s: None,
             plateau_in_s: None,
         }),
-        ..CallsiteReport::empty("kernel", "kernel")
+        ..CallsiteReport::empty(Source::Kernel, Kind::Kernel)
     };
     let mut kernel = vec![kernel_leak, kernel_sleep, kernel_filling];
     kernel.extend(kernel_kinds);
-    let c = |kind: &'static str, attribution: &'static str, verdict: &'static str| CallsiteReport {
+    let c = |kind: Kind, attribution: Attribution, verdict: Verdict| CallsiteReport {
         caller: Some(format!("main.{kind}")),
         frames: vec![format!("main.{kind}"), "main.main".into()],
         naming: vec!["pclntab".into(), "pclntab".into()],
@@ -134,7 +135,7 @@ fn report() -> Report {
         oldest_age_s: Some(3.25),
         verdict,
         attribution: Some(attribution),
-        ..CallsiteReport::empty("go", kind)
+        ..CallsiteReport::empty(Source::Go, kind)
     };
     let go = vec![
         CallsiteReport {
@@ -144,20 +145,20 @@ fn report() -> Report {
             confidence: Some(0.98),
             projected_live_1h: Some(180_000.0),
             plateau: Some(15_000.0),
-            verdict_reason: Some("plateau_above_threshold"),
-            ..c("go_afterfunc", "callback", "growing")
+            verdict_reason: Some(VerdictReason::PlateauAboveThreshold),
+            ..c(Kind::GoAfterFunc, Attribution::Callback, Verdict::Growing)
         },
         CallsiteReport {
             period_s: Some(3600.0),
-            ..c("go_ticker", "waiter", "draining")
+            ..c(Kind::GoTicker, Attribution::Waiter, Verdict::Draining)
         },
         CallsiteReport {
             duration_s: Some(30.0),
-            ..c("go_timer", "signature", "unknown")
+            ..c(Kind::GoTimer, Attribution::Signature, Verdict::Unknown)
         },
-        c("go_sleep", "creation_stack", "stable"),
-        c("go_netpoll", "signature", "unknown"),
-        c("go_other", "signature", "unknown"),
+        c(Kind::GoSleep, Attribution::CreationStack, Verdict::Stable),
+        c(Kind::GoNetpoll, Attribution::Signature, Verdict::Unknown),
+        c(Kind::GoOther, Attribution::Signature, Verdict::Unknown),
     ];
     let kernel_process = ProcessReport {
         live: kernel.iter().map(|c| c.live).sum(),
@@ -165,7 +166,7 @@ fn report() -> Report {
             posix_timers: 2,
             go_timers: 0,
         },
-        verdict: "growing",
+        verdict: Verdict::Growing,
         growth_per_s: Some(4.0),
         projected_live_1h: Some(14449.0),
         wakeups: Some(wakeups()),
@@ -180,7 +181,7 @@ fn report() -> Report {
         },
         go_version: Some("go1.22.10".into()),
         go_heap_timers: Some(19),
-        verdict: "draining",
+        verdict: Verdict::Draining,
         growth_per_s: Some(-0.5),
         projected_live_1h: Some(0.0),
         callsites: go,
