@@ -2,6 +2,7 @@
 //! Field names are an interface (see README "JSON report"); add fields, never rename them.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -10,9 +11,20 @@ use crate::{histogram::Histogram, table::Table};
 
 pub const SCHEMA: &str = "timerwatch.report/v1";
 
+/// The schema of a report read back: [`SCHEMA`] itself, or another (a newer timerwatch's) kept
+/// as read, for the reader to refuse by name.
+fn deserialize_schema<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(if s == SCHEMA {
+        SCHEMA
+    } else {
+        crate::vocab::intern(&s)
+    })
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
-    #[serde(deserialize_with = "crate::record::intern::deserialize")]
+    #[serde(deserialize_with = "deserialize_schema")]
     pub schema: &'static str,
     pub duration_s: f64,
     pub lost_events: u64,
@@ -282,7 +294,28 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
     }
 }
 
+/// A callsite's identity across reports: what the user sees of it (process, source, kind,
+/// caller, frames, timer function), hashed. Verdicts follow a callsite by it, and the daemon
+/// its counters, so the two never disagree about which callsite is which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallsiteId(u64);
+
 impl CallsiteReport {
+    /// This callsite's identity, in process `pid`.
+    pub fn id(&self, pid: u32) -> CallsiteId {
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            pid,
+            self.source,
+            self.kind,
+            &self.caller,
+            &self.frames,
+            &self.timer_function,
+        )
+            .hash(&mut h);
+        CallsiteId(h.finish())
+    }
+
     /// A callsite of `source` and `kind` with nothing counted, named or judged yet: each
     /// source fills in what it knows (`CallsiteReport { live, ..CallsiteReport::empty(…) }`),
     /// so a new field is defaulted here once.

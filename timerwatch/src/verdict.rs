@@ -5,10 +5,10 @@
 //! a verdict the same way, keyed by what the user sees: process, source, kind and callsite.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hash;
 
 use crate::{
-    report::{self, CallsiteReport, Report, VerdictReason},
+    report::{self, CallsiteId, Report, VerdictReason},
     trend::{assess_after, Assessment, Params, Series, Verdict},
 };
 
@@ -202,7 +202,7 @@ impl Tracked {
 pub struct Verdicts {
     params: Params,
     plateau_threshold: f64,
-    callsites: HashMap<u64, Tracked>,
+    callsites: HashMap<CallsiteId, Tracked>,
     processes: HashMap<u32, Tracked>,
 }
 
@@ -210,21 +210,6 @@ impl Default for Verdicts {
     fn default() -> Self {
         Self::new(Params::default(), DEFAULT_PLATEAU_THRESHOLD)
     }
-}
-
-/// A callsite's identity across reports (also the daemon's key for its counters).
-pub(crate) fn callsite_key(pid: u32, c: &CallsiteReport) -> u64 {
-    let mut h = DefaultHasher::new();
-    (
-        pid,
-        c.source,
-        c.kind,
-        &c.caller,
-        &c.frames,
-        &c.timer_function,
-    )
-        .hash(&mut h);
-    h.finish()
 }
 
 fn tracked<K: Hash + Eq>(
@@ -261,7 +246,7 @@ impl Verdicts {
         for p in &report.processes {
             let mut settling = false;
             for c in &p.callsites {
-                let t = tracked(&mut self.callsites, callsite_key(p.pid, c), window, t_s);
+                let t = tracked(&mut self.callsites, c.id(p.pid), window, t_s);
                 t.series.push(t_s, c.live as f64);
                 let lifetime = c.lifetime.as_ref().and_then(|l| {
                     t.arrivals.push(t_s, l.arrivals_total as f64);
@@ -299,7 +284,7 @@ impl Verdicts {
             // filled) is not a leak the callsites would not show on their own.
             let growing_site = p.callsites.iter().any(|c| {
                 self.callsites
-                    .get(&callsite_key(p.pid, c))
+                    .get(&c.id(p.pid))
                     .and_then(|t| t.judged.as_ref())
                     .is_some_and(|j| j.assessment.verdict == Verdict::Growing)
             });
@@ -324,7 +309,7 @@ impl Verdicts {
             }
             let pid = p.pid;
             for c in &mut p.callsites {
-                let key = callsite_key(pid, c);
+                let key = c.id(pid);
                 let Some(j) = self.callsites.get(&key).and_then(|t| t.judged.as_ref()) else {
                     continue;
                 };

@@ -12,10 +12,28 @@
 //! never differs from a listed word of the same spelling.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+static UNLISTED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+
+/// The `&'static str` equal to `s`, for words this build does not list (and the schema of a
+/// report read back). Each distinct string is kept once for the life of the process: a
+/// recording is read once, and its distinct labels are few.
+pub fn intern(s: &str) -> &'static str {
+    let mut unlisted = UNLISTED.lock().unwrap_or_else(PoisonError::into_inner);
+    let set = unlisted.get_or_insert_with(HashSet::new);
+    if let Some(k) = set.get(s) {
+        return k;
+    }
+    let k: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    set.insert(k);
+    k
+}
 
 macro_rules! vocabulary {
     (
@@ -49,7 +67,7 @@ macro_rules! vocabulary {
             pub fn parse(s: &str) -> Self {
                 match s {
                     $( $word => Self::$variant, )*
-                    _ => Self::Unlisted(crate::record::intern::intern(s)),
+                    _ => Self::Unlisted(intern(s)),
                 }
             }
         }
@@ -262,6 +280,14 @@ mod tests {
         for v in [V::Growing, V::Stable, V::Draining, V::Unknown] {
             assert_eq!(Verdict::from(v).as_str(), v.as_str());
         }
+    }
+
+    #[test]
+    fn unlisted_words_are_kept_once() {
+        let a = intern("some_future_kind");
+        let b = intern(&String::from("some_future_kind"));
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a, "some_future_kind");
     }
 
     #[test]

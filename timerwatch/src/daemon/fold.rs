@@ -18,7 +18,7 @@ use super::{
     latency::{Cumulative, LatencyHistogram},
     metadata::PodLabels,
 };
-use crate::report::{CallsiteReport, Kind, ProcessReport, Report, Source, Verdict};
+use crate::report::{CallsiteId, CallsiteReport, Kind, ProcessReport, Report, Source, Verdict};
 
 /// The label value of folded processes and callsites.
 pub const OTHER: &str = "other";
@@ -116,10 +116,6 @@ struct Seen {
     latency: Cumulative,
 }
 
-/// A callsite's identity for increase tracking: the verdicts' own key, so the two never
-/// disagree about which callsite is which.
-pub(super) use crate::verdict::callsite_key as identity;
-
 fn caller_label(c: &CallsiteReport) -> &str {
     c.caller.as_deref().unwrap_or(NO_CALLER)
 }
@@ -143,7 +139,7 @@ struct Pending {
 
 pub struct Fold {
     limits: Limits,
-    seen: HashMap<u64, Seen>,
+    seen: HashMap<CallsiteId, Seen>,
     acc: HashMap<Dest, Acc>,
     /// Last report's kept processes and named callsites: ties keep their place, so equal counts
     /// do not make series flap.
@@ -166,7 +162,7 @@ impl Fold {
     pub fn update(&mut self, report: &Report, pods: &HashMap<u32, PodLabels>) -> Vec<Series> {
         let kept = self.choose_processes(report);
         let mut named = HashSet::new();
-        let mut pending: HashMap<u64, Pending> = HashMap::new();
+        let mut pending: HashMap<CallsiteId, Pending> = HashMap::new();
         let mut gauges: HashMap<Dest, Series> = HashMap::new();
         for p in &report.processes {
             let keep = kept.contains(&p.pid);
@@ -188,7 +184,7 @@ impl Fold {
                     named.insert(dest.clone());
                 }
                 self.gauge(&mut gauges, &dest, p, pods, c);
-                let entry = pending.entry(identity(p.pid, c)).or_insert(Pending {
+                let entry = pending.entry(c.id(p.pid)).or_insert(Pending {
                     dest,
                     seen: Seen::default(),
                 });
@@ -309,7 +305,7 @@ impl Fold {
         }
     }
 
-    fn accumulate(&mut self, pending: HashMap<u64, Pending>) {
+    fn accumulate(&mut self, pending: HashMap<CallsiteId, Pending>) {
         let mut seen = HashMap::with_capacity(pending.len());
         for (id, p) in pending {
             let before = self.seen.get(&id).copied().unwrap_or_default();

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{fold::identity, metadata::PodLabels};
-use crate::report::{Kind, Report, Source, Verdict};
+use super::metadata::PodLabels;
+use crate::report::{CallsiteId, Kind, Report, Source, Verdict};
 
 /// One log line; field order is the order on the line, time and event first.
 #[derive(Serialize)]
@@ -32,7 +32,7 @@ struct VerdictEvent<'a> {
 
 #[derive(Default)]
 pub struct VerdictLog {
-    last: HashMap<u64, Verdict>,
+    last: HashMap<CallsiteId, Verdict>,
 }
 
 fn notable(v: Verdict) -> bool {
@@ -52,7 +52,7 @@ impl VerdictLog {
         for p in &report.processes {
             let pod = pods.get(&p.pid).cloned().unwrap_or_default();
             for c in &p.callsites {
-                let key = identity(p.pid, c);
+                let key = c.id(p.pid);
                 let from = self.last.get(&key).copied().unwrap_or(Verdict::Unknown);
                 now.insert(key, c.verdict);
                 if from == c.verdict || !(notable(from) || notable(c.verdict)) {
