@@ -78,8 +78,8 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
             live: n,
             created_total: c.created_total,
             armed_total: c.armed_total,
-            cancelled_total: c.stopped_total,
-            expired_total: c.fired_total,
+            cancelled_total: c.cancelled_total,
+            expired_total: c.expired_total,
             oldest_age_s: (n > 0).then(|| secs(now_ns.saturating_sub(since))),
             lifetime: c.lifetime_s().map(|(mean, max)| LifetimeReport {
                 mean_s: (mean * 1000.0).round() / 1000.0,

@@ -30,8 +30,9 @@ pub struct GoCallsite {
     pub created_total: u64,
     /// Creations and re-arms.
     pub armed_total: u64,
-    pub stopped_total: u64,
-    pub fired_total: u64,
+    /// `Stop`s and fires, named as the kernel side's and the report's counters are.
+    pub cancelled_total: u64,
+    pub expired_total: u64,
     /// Arms of an idle timer (the start of a life), and how many of them were periodic
     /// (tickers: they live until stopped, so the callsite has no finite lifetime).
     pub lives_total: u64,
@@ -108,8 +109,8 @@ impl GoState {
             frames: names,
             created_total: 0,
             armed_total: 0,
-            stopped_total: 0,
-            fired_total: 0,
+            cancelled_total: 0,
+            expired_total: 0,
             lives_total: 0,
             lives_periodic: 0,
             armed_for: Histogram::default(),
@@ -179,13 +180,13 @@ impl GoState {
                 Some(t) => {
                     let c = &mut self.callsites[t.callsite];
                     if r.kind == EventKind::GoStop {
-                        c.stopped_total += 1;
+                        c.cancelled_total += 1;
                         if let Some(due) = t.due.take().filter(|_| t.armed) {
                             c.life_ns_total -= i128::from(due.saturating_sub(r.ts_ns));
                         }
                         t.armed = false;
                     } else {
-                        c.fired_total += 1;
+                        c.expired_total += 1;
                         t.armed &= t.periodic;
                     }
                 }
@@ -378,8 +379,8 @@ mod tests {
         s.apply(&rec(EventKind::GoStop, 0xeee, 6, None), &mut n);
         let cs = s.callsites();
         assert_eq!(cs.len(), 2);
-        assert_eq!((cs[0].armed_total, cs[0].stopped_total), (2, 1));
-        assert_eq!(cs[1].fired_total, 1);
+        assert_eq!((cs[0].armed_total, cs[0].cancelled_total), (2, 1));
+        assert_eq!(cs[1].expired_total, 1);
         assert_eq!(s.unattributed, 1);
         // Re-armed after its stop: its age restarts.
         s.apply(&rec(EventKind::GoModify, 0xa0, 9, None), &mut n);
