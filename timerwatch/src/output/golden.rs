@@ -1,4 +1,4 @@
-//! Golden files of the public renderings: a report with every field filled (kernel and Go
+//! Golden files of the public renderings (and of `diff`): a report with every field filled (kernel and Go
 //! callsites, every optional field), as JSON (`timerwatch.report/v1`) and as the text table.
 //! The JSON file is the schema's contract: reading it back and writing it again must give the
 //! same bytes, and building the same report in code must too, whatever types hold the values.
@@ -323,4 +323,21 @@ fn golden_exports() {
         tables += &group::render(&report, by, None, false);
     }
     check("groups_v1.txt", &tables);
+}
+
+/// `diff` of two recordings' reports (its own schema, `timerwatch.diff/v1`): one callsite grew,
+/// one shrank, one appeared, one disappeared.
+#[test]
+fn golden_diff() {
+    use crate::record::diff;
+
+    let mut a = report();
+    let mut b = report();
+    b.processes[0].callsites[0].live += 10;
+    b.processes[1].callsites[0].live = 0;
+    b.processes[1].callsites.remove(1);
+    a.processes[0].callsites.remove(1);
+    let d = diff::diff(&a, &b);
+    check("diff_v1.json", &(serde_json::to_string(&d).unwrap() + "\n"));
+    check("diff_v1.txt", &diff::render(&d, true));
 }
