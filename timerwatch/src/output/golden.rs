@@ -1,5 +1,6 @@
-//! Golden files of the public renderings (and of `diff`): a report with every field filled (kernel and Go
-//! callsites, every optional field), as JSON (`timerwatch.report/v1`) and as the text table.
+//! Golden files of the public renderings (and of `diff`): a report with every field filled
+//! (kernel and Go callsites, every optional field), as JSON (`timerwatch.report/v1`), as the
+//! text table, and as the daemon and the exports render it.
 //! The JSON file is the schema's contract: reading it back and writing it again must give the
 //! same bytes, and building the same report in code must too, whatever types hold the values.
 //! `TIMERWATCH_BLESS=1 cargo test -p timerwatch --lib golden` rewrites the files after a
