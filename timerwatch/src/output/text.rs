@@ -6,7 +6,8 @@ use crate::report::{
     CallsiteReport, ExitedReport, ProcessReport, Report, VerdictReason, WakeupReport,
 };
 
-fn age(s: Option<f64>) -> String {
+/// An age or duration as the tables show it (also the TUI's).
+pub(crate) fn age(s: Option<f64>) -> String {
     match s {
         None => "-".into(),
         Some(s) if s < 120.0 => format!("{s:.1}s"),
@@ -143,7 +144,8 @@ pub fn render_noting(
     out
 }
 
-fn micros(s: Option<f64>) -> String {
+/// A latency as the wake-up tables show it (also the TUI's).
+pub(crate) fn micros(s: Option<f64>) -> String {
     match s {
         None => "-".into(),
         Some(s) if s < 0.001 => format!("{:.0}µs", s * 1e6),

@@ -11,6 +11,7 @@ use ratatui::{
 };
 
 use super::app::{App, Column, Mode, Row, View};
+use crate::output::text::{age, micros};
 use crate::report::Verdict;
 
 fn verdict_style(v: Verdict) -> Style {
@@ -19,23 +20,6 @@ fn verdict_style(v: Verdict) -> Style {
         Verdict::Draining => Style::default().fg(Color::Cyan),
         Verdict::Stable => Style::default().fg(Color::Green),
         Verdict::Unknown | Verdict::Unlisted(_) => Style::default().fg(Color::DarkGray),
-    }
-}
-
-fn age(s: Option<f64>) -> String {
-    match s {
-        None => "-".into(),
-        Some(s) if s < 120.0 => format!("{s:.1}s"),
-        Some(s) if s < 7200.0 => format!("{:.1}m", s / 60.0),
-        Some(s) => format!("{:.1}h", s / 3600.0),
-    }
-}
-
-fn micros(s: Option<f64>) -> String {
-    match s {
-        None => "-".into(),
-        Some(s) if s < 0.001 => format!("{:.0}µs", s * 1e6),
-        Some(s) => format!("{:.1}ms", s * 1e3),
     }
 }
 
