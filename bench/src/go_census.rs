@@ -5,13 +5,14 @@
 //! (a) The `AfterFunc`+`Stop` loop (bench/afterfunc) untraced, then started after a daemon,
 //! interleaved round by round; the ratio of the two rates is taken within each round. Its leak
 //! variant (one `AfterFunc(time.Hour)` kept every 10 ms) must still be named by the daemon.
-//! (b) The daemon's own CPU time over a window of 1 s reports, with 1, 10 and 50 idle processes
-//! of one Go binary holding leaked timers, each next to a window with none; per process per
-//! report = (CPU with N − CPU with 0) / (N × reports). Each N runs a
-//! fresh copy of the binary (a new inode), so the daemon's analysis counter must rise by one
-//! for the whole set.
+//! (b) What the census costs the daemon per Go process per report, with 1, 10 and 50 idle
+//! processes of one Go binary holding leaked timers: the daemon counts its census walks and the
+//! CPU time its thread spent in them (`timerwatch_go_census_{walks,cpu_seconds}_total`), so the
+//! figure is the ratio of the two counters' rises over the window — the walks' own work, which
+//! other load on the host does not move the way it moves the whole daemon's CPU (measured
+//! beside it as context: (CPU with N − CPU with 0) / (N × reports)). Each N runs a fresh copy of
+//! the binary (a new inode), so the daemon's analysis counter must rise by one for the whole set.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -87,6 +88,8 @@ pub struct CpuRound {
     pub baseline_per_report: f64,
     /// Analyses the daemon ran while the set started.
     pub analyses: f64,
+    /// Census CPU seconds per process walk over the window (the counters' ratio).
+    pub per_walk: Option<f64>,
 }
 
 pub struct GoCensus {
@@ -108,7 +111,18 @@ impl GoCensus {
         Summary::of(&v)
     }
 
-    /// Daemon CPU per Go process per report, for `n` processes.
+    /// Census CPU per Go process per report (one walk each), for `n` processes.
+    pub fn per_walk(&self, n: usize) -> Option<Summary> {
+        let v: Vec<f64> = self
+            .cpu
+            .iter()
+            .filter(|c| c.processes == n)
+            .filter_map(|c| c.per_walk)
+            .collect();
+        Summary::of(&v)
+    }
+
+    /// Whole-daemon CPU per Go process per report, for `n` processes (context: host noise).
     pub fn per_process(&self, n: usize) -> Option<Summary> {
         let v: Vec<f64> = self
             .cpu
@@ -205,13 +219,26 @@ impl Daemon {
         }
     }
 
-    /// `timerwatch_go_binaries_analyzed_total`.
-    fn analyses(&self) -> Result<f64> {
+    /// A host-wide sample of the daemon's /metrics, e.g. `timerwatch_go_binaries_analyzed_total`.
+    fn counter(&self, name: &str) -> Result<f64> {
         let body = http_get(self.addr, "/metrics")?;
+        let prefix = format!("{name} ");
         body.lines()
-            .find_map(|l| l.strip_prefix("timerwatch_go_binaries_analyzed_total "))
+            .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.trim().parse().ok())
-            .context("no timerwatch_go_binaries_analyzed_total in the daemon's /metrics")
+            .with_context(|| format!("no {name} in the daemon's /metrics"))
+    }
+
+    fn analyses(&self) -> Result<f64> {
+        self.counter("timerwatch_go_binaries_analyzed_total")
+    }
+
+    /// (census walks, census CPU seconds) since the daemon started.
+    fn census(&self) -> Result<(f64, f64)> {
+        Ok((
+            self.counter("timerwatch_go_census_walks_total")?,
+            self.counter("timerwatch_go_census_cpu_seconds_total")?,
+        ))
     }
 
     fn stop(mut self, env: &Env) -> Result<()> {
@@ -386,7 +413,10 @@ fn cpu_round(env: &mut Env, plan: &Plan, daemon: &Daemon, round: usize) -> Resul
             bail!("the daemon did not report all {n} Go processes within 30 s");
         }
         let analyses = daemon.analyses()? - analyses_before;
+        let (walks0, cpu0) = daemon.census()?;
         let per_report = cpu_per_report(daemon, plan.cpu_window)?;
+        let (walks1, cpu1) = daemon.census()?;
+        let per_walk = (walks1 > walks0).then(|| (cpu1 - cpu0) / (walks1 - walks0));
         for p in &mut procs {
             p.close_stdin();
         }
@@ -399,6 +429,7 @@ fn cpu_round(env: &mut Env, plan: &Plan, daemon: &Daemon, round: usize) -> Resul
             per_report,
             baseline_per_report: baseline,
             analyses,
+            per_walk,
         });
     }
     Ok(out)
@@ -489,25 +520,30 @@ pub fn render(out: &mut String, r: &GoCensus) {
     out.push('\n');
     let _ = writeln!(
         out,
-        "The daemon's own CPU (its threads' schedstat, cross-checked against `utime + stime` from \
-         /proc/PID/stat) with `--interval 1`, over {} s per figure, with N idle processes of one Go \
-         binary each holding 100 leaked AfterFunc timers (a fresh copy of the binary per N, started \
-         after the daemon), minus the window just before with none (the host's other kernel \
-         timers), per process per report; and how many \
-         binary analyses the daemon ran for the set (`timerwatch_go_binaries_analyzed_total`; \
-         another Go program starting on the host meanwhile adds one).\n",
+        "What the census costs the daemon with `--interval 1`, over {} s per figure, with N idle \
+         processes of one Go binary each holding 100 leaked AfterFunc timers (a fresh copy of the \
+         binary per N, started after the daemon): the CPU time the daemon's thread spent in census \
+         walks per walk of one process (one per process per report), from the rises of its own \
+         `timerwatch_go_census_cpu_seconds_total` and `timerwatch_go_census_walks_total` over the \
+         window; beside it, as context, the whole daemon's CPU (threads' schedstat, cross-checked \
+         against `utime + stime`) minus the window just before with none, per process per report, \
+         which the host's other timer traffic moves by more than a walk costs when N is small; and \
+         how many binary analyses the daemon ran for the set \
+         (`timerwatch_go_binaries_analyzed_total`; another Go program starting on the host \
+         meanwhile adds one).\n",
         r.plan.cpu_window
     );
     let _ = writeln!(
         out,
-        "| Go processes | daemon CPU per Go process per report | binary analyses for the set |\n|---|---|---|"
+        "| Go processes | census CPU per Go process per report | whole daemon, per Go process per report (context) | binary analyses for the set |\n|---|---|---|---|"
     );
-    let per: BTreeMap<usize, _> = COUNTS.iter().map(|&n| (n, r.per_process(n))).collect();
-    for (n, s) in per {
+    let us = |x: f64| format!("{:.0} µs", x * 1e6);
+    for n in COUNTS {
         let _ = writeln!(
             out,
-            "| {n} | {} | {} |",
-            show(s, |x| format!("{:.0} µs", x * 1e6)),
+            "| {n} | **{}** | {} | {} |",
+            show(r.per_walk(n), us),
+            show(r.per_process(n), us),
             show(r.analyses(n), |x| format!("{x:.0}"))
         );
     }

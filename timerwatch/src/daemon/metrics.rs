@@ -10,7 +10,8 @@
 //! `timerwatch_wakeup_latency_seconds`; host-wide `timerwatch_lost_events_total`,
 //! `timerwatch_unattributed_events_total`, `timerwatch_traced_processes` and
 //! `timerwatch_go_binaries_analyzed_total` (analyses are cached per binary: N processes of one
-//! image count one).
+//! image count one), `timerwatch_go_census_walks_total` and
+//! `timerwatch_go_census_cpu_seconds_total` (the census's own cost).
 
 use std::fmt;
 
@@ -198,6 +199,22 @@ fn encode(snap: &super::snapshot::Snapshot, enc: &mut DescriptorEncoder) -> fmt:
             _ => m.encode_gauge(&v)?,
         }
     }
+    // The census's own cost, so "agent CPU per Go process per report" is the ratio of two
+    // counters rather than a difference of host-wide CPU figures that other load moves.
+    enc.encode_descriptor(
+        "timerwatch_go_census_walks",
+        "Census walks of one Go process (heaps and waiting goroutines), since start.",
+        None,
+        MetricType::Counter,
+    )?
+    .encode_counter::<NoLabelSet, _, u64>(&crate::gotrace::census_walks(), None)?;
+    enc.encode_descriptor(
+        "timerwatch_go_census_cpu",
+        "CPU time the agent's thread spent in census walks, since start.",
+        Some(&Unit::Seconds),
+        MetricType::Counter,
+    )?
+    .encode_counter::<NoLabelSet, _, f64>(&crate::gotrace::census_cpu_seconds(), None)?;
     Ok(())
 }
 
@@ -297,6 +314,10 @@ mod tests {
             "timerwatch_traced_processes 0",
             "# TYPE timerwatch_go_binaries_analyzed counter",
             "timerwatch_go_binaries_analyzed_total ",
+            "# TYPE timerwatch_go_census_walks counter",
+            "timerwatch_go_census_walks_total ",
+            "# UNIT timerwatch_go_census_cpu_seconds seconds",
+            "timerwatch_go_census_cpu_seconds_total ",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

@@ -22,7 +22,9 @@ fn secs(ns: u64) -> f64 {
 pub(super) fn walk(procs: &mut HashMap<u32, GoProcess>, now_ns: u64, waiters: Option<WaiterWalk>) {
     for p in procs.values_mut() {
         if let Some((state, found)) = &mut p.census {
-            p.census_now = census_walk::take(&p.target, found, state, &p.state, waiters, now_ns);
+            p.census_now = super::cost::counted(|| {
+                census_walk::take(&p.target, found, state, &p.state, waiters, now_ns)
+            });
         } else if let Ok(w) = p.target.walk() {
             p.last_walk = Some(w);
         }

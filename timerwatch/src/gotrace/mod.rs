@@ -13,6 +13,7 @@ mod attach;
 mod binary;
 pub mod census;
 mod census_walk;
+mod cost;
 pub mod discovery;
 mod merge;
 pub mod state;
@@ -36,6 +37,7 @@ use crate::{
 };
 
 pub use self::binary::{binaries_analyzed, OpenError};
+pub use self::cost::{cpu_seconds as census_cpu_seconds, walks as census_walks};
 use self::{
     binary::Target,
     census::WaiterWalk,
