@@ -25,6 +25,7 @@ pub mod trace_args;
 pub mod trend;
 pub mod tui;
 pub mod verdict;
+pub mod vocab;
 
 /// Process facts from /proc live in their own crate, shared with the Go analysis.
 pub use timerwatch_proc as procfs;

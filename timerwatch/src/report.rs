@@ -2,16 +2,29 @@
 //! Field names are an interface (see README "JSON report"); add fields, never rename them.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::vocab::{Attribution, Kind, Source, Verdict, VerdictReason};
 use crate::{histogram::Histogram, table::Table};
 
 pub const SCHEMA: &str = "timerwatch.report/v1";
 
+/// The schema of a report read back: [`SCHEMA`] itself, or another (a newer timerwatch's) kept
+/// as read, for the reader to refuse by name.
+fn deserialize_schema<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(if s == SCHEMA {
+        SCHEMA
+    } else {
+        crate::vocab::intern(&s)
+    })
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
-    #[serde(deserialize_with = "crate::record::intern::deserialize")]
+    #[serde(deserialize_with = "deserialize_schema")]
     pub schema: &'static str,
     pub duration_s: f64,
     pub lost_events: u64,
@@ -36,8 +49,7 @@ pub struct ProcessReport {
     /// Pending timers in the Go runtime's heaps at report time; null for non-Go processes.
     pub go_heap_timers: Option<u64>,
     /// Growth verdict of the process's total live count.
-    #[serde(deserialize_with = "crate::record::intern::deserialize")]
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     pub growth_per_s: Option<f64>,
     pub projected_live_1h: Option<f64>,
     /// All of the process's timer-caused wake-ups.
@@ -55,10 +67,8 @@ pub struct PreExisting {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct CallsiteReport {
-    #[serde(deserialize_with = "crate::record::intern::deserialize")]
-    pub source: &'static str,
-    #[serde(deserialize_with = "crate::record::intern::deserialize")]
-    pub kind: &'static str,
+    pub source: Source,
+    pub kind: Kind,
     pub timer_function: Option<String>,
     pub caller: Option<String>,
     pub frames: Vec<String>,
@@ -73,8 +83,7 @@ pub struct CallsiteReport {
     pub expired_total: u64,
     pub oldest_age_s: Option<f64>,
     /// `growing`, `stable`, `draining` or `unknown` (too few samples): see `verdict`.
-    #[serde(deserialize_with = "crate::record::intern::deserialize")]
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     /// Theil–Sen slope of the live count, timers/s, when `growing` or `draining`.
     pub growth_per_s: Option<f64>,
     /// How sure the trend test is (1 − p-value), unless `unknown`.
@@ -95,22 +104,15 @@ pub struct CallsiteReport {
     /// (`stable`: it rose until its timers began to expire and stopped),
     /// `plateau_above_threshold` (`growing` while filling, towards a plateau above the
     /// threshold). Null otherwise.
-    #[serde(
-        default,
-        deserialize_with = "crate::record::intern::deserialize_option"
-    )]
-    pub verdict_reason: Option<&'static str>,
+    #[serde(default)]
+    pub verdict_reason: Option<VerdictReason>,
     /// Go callsites: how the callsite got its name. `creation_stack`: uprobes saw the stack
     /// that created the timer (probes mode); census mode, from the runtime's memory alone:
     /// `callback` (an `AfterFunc`'s own function), `waiter` (the goroutine blocked on the
     /// timer's channel or sleeping on it), `signature` (only the timer's kind and period).
     /// Absent for kernel callsites.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::record::intern::deserialize_option"
-    )]
-    pub attribution: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<Attribution>,
     /// Tickers: the period, seconds, when all the callsite's timers share one. Absent
     /// otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -251,7 +253,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                             arrivals_per_s: None,
                             plateau_in_s: None,
                         }),
-                        ..CallsiteReport::empty("kernel", c.kind.as_str())
+                        ..CallsiteReport::empty(Source::Kernel, c.kind.into())
                     }
                 })
                 .collect();
@@ -264,7 +266,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                 pre_existing: ctx.pre_existing.get(&p.tgid).cloned().unwrap_or_default(),
                 go_version: None,
                 go_heap_timers: None,
-                verdict: "unknown",
+                verdict: Verdict::Unknown,
                 growth_per_s: None,
                 projected_live_1h: None,
                 wakeups: wakeup_report(&latency, &slack, duration_s),
@@ -292,11 +294,32 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
     }
 }
 
+/// A callsite's identity across reports: what the user sees of it (process, source, kind,
+/// caller, frames, timer function), hashed. Verdicts follow a callsite by it, and the daemon
+/// its counters, so the two never disagree about which callsite is which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallsiteId(u64);
+
 impl CallsiteReport {
+    /// This callsite's identity, in process `pid`.
+    pub fn id(&self, pid: u32) -> CallsiteId {
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            pid,
+            self.source,
+            self.kind,
+            &self.caller,
+            &self.frames,
+            &self.timer_function,
+        )
+            .hash(&mut h);
+        CallsiteId(h.finish())
+    }
+
     /// A callsite of `source` and `kind` with nothing counted, named or judged yet: each
     /// source fills in what it knows (`CallsiteReport { live, ..CallsiteReport::empty(…) }`),
     /// so a new field is defaulted here once.
-    pub fn empty(source: &'static str, kind: &'static str) -> CallsiteReport {
+    pub fn empty(source: Source, kind: Kind) -> CallsiteReport {
         CallsiteReport {
             source,
             kind,
@@ -310,7 +333,7 @@ impl CallsiteReport {
             cancelled_total: 0,
             expired_total: 0,
             oldest_age_s: None,
-            verdict: "unknown",
+            verdict: Verdict::Unknown,
             growth_per_s: None,
             confidence: None,
             projected_live_1h: None,
@@ -346,7 +369,7 @@ impl ProcessReport {
             pre_existing: PreExisting::default(),
             go_version: None,
             go_heap_timers: None,
-            verdict: "unknown",
+            verdict: Verdict::Unknown,
             growth_per_s: None,
             projected_live_1h: None,
             wakeups: None,
@@ -370,7 +393,7 @@ pub(crate) mod fixtures {
             live,
             created_total: live,
             armed_total: live,
-            ..CallsiteReport::empty("kernel", "timerfd")
+            ..CallsiteReport::empty(Source::Kernel, Kind::Timerfd)
         }
     }
 

@@ -5,10 +5,10 @@
 //! a verdict the same way, keyed by what the user sees: process, source, kind and callsite.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hash;
 
 use crate::{
-    report::{CallsiteReport, Report},
+    report::{self, CallsiteId, Report, VerdictReason},
     trend::{assess_after, Assessment, Params, Series, Verdict},
 };
 
@@ -36,7 +36,7 @@ pub struct Life {
 pub struct Judged {
     pub assessment: Assessment,
     /// See `CallsiteReport::verdict_reason`.
-    pub reason: Option<&'static str>,
+    pub reason: Option<VerdictReason>,
     pub arrivals_per_s: Option<f64>,
     /// Seconds until the plateau is reached (0 once there).
     pub plateau_in_s: Option<f64>,
@@ -94,11 +94,11 @@ pub fn judge(
         match raw.verdict {
             Verdict::Growing if above_ceiling(&raw) => raw,
             Verdict::Growing if plateau >= plateau_threshold => {
-                reason = Some("plateau_above_threshold");
+                reason = Some(VerdictReason::PlateauAboveThreshold);
                 raw
             }
             Verdict::Growing => {
-                reason = Some("filling");
+                reason = Some(VerdictReason::Filling);
                 unknown(raw)
             }
             _ => raw,
@@ -115,21 +115,21 @@ pub fn judge(
         match post.verdict {
             Verdict::Growing if above_ceiling(&post) => post,
             Verdict::Growing => {
-                reason = Some("at_plateau");
+                reason = Some(VerdictReason::AtPlateau);
                 stable(post)
             }
             Verdict::Unknown if raw.verdict == Verdict::Growing => {
                 if above_ceiling(&raw) {
                     raw
                 } else {
-                    reason = Some("filling");
+                    reason = Some(VerdictReason::Filling);
                     unknown(raw)
                 }
             }
             Verdict::Unknown => raw,
             _ => {
                 if raw.verdict == Verdict::Growing {
-                    reason = Some("at_plateau");
+                    reason = Some(VerdictReason::AtPlateau);
                 }
                 post
             }
@@ -202,7 +202,7 @@ impl Tracked {
 pub struct Verdicts {
     params: Params,
     plateau_threshold: f64,
-    callsites: HashMap<u64, Tracked>,
+    callsites: HashMap<CallsiteId, Tracked>,
     processes: HashMap<u32, Tracked>,
 }
 
@@ -210,21 +210,6 @@ impl Default for Verdicts {
     fn default() -> Self {
         Self::new(Params::default(), DEFAULT_PLATEAU_THRESHOLD)
     }
-}
-
-/// A callsite's identity across reports (also the daemon's key for its counters).
-pub(crate) fn callsite_key(pid: u32, c: &CallsiteReport) -> u64 {
-    let mut h = DefaultHasher::new();
-    (
-        pid,
-        c.source,
-        c.kind,
-        &c.caller,
-        &c.frames,
-        &c.timer_function,
-    )
-        .hash(&mut h);
-    h.finish()
 }
 
 fn tracked<K: Hash + Eq>(
@@ -261,7 +246,7 @@ impl Verdicts {
         for p in &report.processes {
             let mut settling = false;
             for c in &p.callsites {
-                let t = tracked(&mut self.callsites, callsite_key(p.pid, c), window, t_s);
+                let t = tracked(&mut self.callsites, c.id(p.pid), window, t_s);
                 t.series.push(t_s, c.live as f64);
                 let lifetime = c.lifetime.as_ref().and_then(|l| {
                     t.arrivals.push(t_s, l.arrivals_total as f64);
@@ -279,7 +264,10 @@ impl Verdicts {
                     &self.params,
                     self.plateau_threshold,
                 );
-                settling |= matches!(judged.reason, Some("filling" | "at_plateau"));
+                settling |= matches!(
+                    judged.reason,
+                    Some(VerdictReason::Filling | VerdictReason::AtPlateau)
+                );
                 t.judged = Some(judged);
             }
             let t = tracked(&mut self.processes, p.pid, window, t_s);
@@ -296,7 +284,7 @@ impl Verdicts {
             // filled) is not a leak the callsites would not show on their own.
             let growing_site = p.callsites.iter().any(|c| {
                 self.callsites
-                    .get(&callsite_key(p.pid, c))
+                    .get(&c.id(p.pid))
                     .and_then(|t| t.judged.as_ref())
                     .is_some_and(|j| j.assessment.verdict == Verdict::Growing)
             });
@@ -315,18 +303,18 @@ impl Verdicts {
         for p in &mut report.processes {
             if let Some(j) = self.processes.get(&p.pid).and_then(|t| t.judged.as_ref()) {
                 let a = &j.assessment;
-                p.verdict = a.verdict.as_str();
+                p.verdict = a.verdict.into();
                 p.growth_per_s = trending(a).then_some(round(a.growth_per_s));
                 p.projected_live_1h = Some(a.projected_1h.round());
             }
             let pid = p.pid;
             for c in &mut p.callsites {
-                let key = callsite_key(pid, c);
+                let key = c.id(pid);
                 let Some(j) = self.callsites.get(&key).and_then(|t| t.judged.as_ref()) else {
                     continue;
                 };
                 let a = &j.assessment;
-                c.verdict = a.verdict.as_str();
+                c.verdict = a.verdict.into();
                 c.growth_per_s = trending(a).then_some(round(a.growth_per_s));
                 c.confidence = (a.verdict != Verdict::Unknown).then_some(round(a.confidence));
                 c.projected_live_1h = Some(a.projected_1h.round());
@@ -360,7 +348,7 @@ pub fn any_growing(report: &Report) -> bool {
         .processes
         .iter()
         .flat_map(|p| &p.callsites)
-        .any(|c| c.verdict == Verdict::Growing.as_str())
+        .any(|c| c.verdict == report::Verdict::Growing)
 }
 
 #[cfg(test)]
@@ -391,14 +379,14 @@ mod tests {
                 .clone()
         };
         let (leak, pool) = (by("leak"), by("pool"));
-        assert_eq!(leak.verdict, "growing");
+        assert_eq!(leak.verdict, report::Verdict::Growing);
         let g = leak.growth_per_s.unwrap();
         assert!((18.0..=22.0).contains(&g), "{g}");
         assert!(leak.confidence.unwrap() > 0.99);
         assert!(leak.projected_live_1h.unwrap() > 70_000.0);
-        assert_ne!(pool.verdict, "growing");
+        assert_ne!(pool.verdict, report::Verdict::Growing);
         assert_eq!(pool.growth_per_s, None);
-        assert_eq!(last.processes[0].verdict, "growing");
+        assert_eq!(last.processes[0].verdict, report::Verdict::Growing);
         assert!(any_growing(&last));
     }
 
@@ -438,7 +426,7 @@ mod tests {
         let at_30 = &v[29];
         assert_eq!(
             (at_30.assessment.verdict, at_30.reason),
-            (Verdict::Unknown, Some("filling"))
+            (Verdict::Unknown, Some(VerdictReason::Filling))
         );
         assert_eq!(at_30.assessment.plateau, Some(480.0));
         assert_eq!(at_30.plateau_in_s, Some(30.0));
@@ -449,7 +437,8 @@ mod tests {
         // Just after the fill, the whole window still rises: at_plateau says why it is stable.
         assert!(v[60..150]
             .iter()
-            .any(|j| j.reason == Some("at_plateau") && j.assessment.verdict == Verdict::Stable));
+            .any(|j| j.reason == Some(VerdictReason::AtPlateau)
+                && j.assessment.verdict == Verdict::Stable));
     }
 
     #[test]
@@ -462,7 +451,7 @@ mod tests {
             .unwrap();
         assert!(first < 20, "growing only at {first}");
         let last = v.last().unwrap();
-        assert_eq!(last.reason, Some("plateau_above_threshold"));
+        assert_eq!(last.reason, Some(VerdictReason::PlateauAboveThreshold));
         assert_eq!(last.assessment.plateau, Some(60_000.0));
         assert!(last.assessment.projected_1h <= 60_000.0);
     }
@@ -485,7 +474,7 @@ mod tests {
         assert!(r.processes[0]
             .callsites
             .iter()
-            .all(|c| c.verdict == "unknown"));
+            .all(|c| c.verdict == report::Verdict::Unknown));
         assert!(!any_growing(&r));
         assert_eq!(v.tracked(), 3);
         // Another process only, long after: the first one's series go.

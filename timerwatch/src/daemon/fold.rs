@@ -18,7 +18,7 @@ use super::{
     latency::{Cumulative, LatencyHistogram},
     metadata::PodLabels,
 };
-use crate::report::{CallsiteReport, ProcessReport, Report};
+use crate::report::{CallsiteId, CallsiteReport, Kind, ProcessReport, Report, Source, Verdict};
 
 /// The label value of folded processes and callsites.
 pub const OTHER: &str = "other";
@@ -80,14 +80,14 @@ pub struct Series {
     pub pid: Option<u32>,
     pub comm: String,
     pub pod: PodLabels,
-    pub source: &'static str,
-    pub kind: &'static str,
+    pub source: Source,
+    pub kind: Kind,
     pub caller: String,
     pub live: u64,
     /// Sum over the series' callsites (0 for those without a trend).
     pub growth_per_s: f64,
     /// The most alarming verdict among the series' callsites.
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     /// Sum of the plateaus of its callsites that have one (timers that expire by themselves);
     /// None when none has.
     pub plateau: Option<f64>,
@@ -98,8 +98,8 @@ pub struct Series {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Dest {
     pid: Option<u32>,
-    source: &'static str,
-    kind: &'static str,
+    source: Source,
+    kind: Kind,
     /// None for the folded callsites.
     caller: Option<String>,
 }
@@ -116,21 +116,8 @@ struct Seen {
     latency: Cumulative,
 }
 
-/// A callsite's identity for increase tracking: the verdicts' own key, so the two never
-/// disagree about which callsite is which.
-pub(super) use crate::verdict::callsite_key as identity;
-
 fn caller_label(c: &CallsiteReport) -> &str {
     c.caller.as_deref().unwrap_or(NO_CALLER)
-}
-
-pub fn verdict_rank(v: &str) -> u8 {
-    match v {
-        "growing" => 3,
-        "draining" => 2,
-        "stable" => 1,
-        _ => 0,
-    }
 }
 
 fn latency(c: &CallsiteReport) -> Cumulative {
@@ -152,7 +139,7 @@ struct Pending {
 
 pub struct Fold {
     limits: Limits,
-    seen: HashMap<u64, Seen>,
+    seen: HashMap<CallsiteId, Seen>,
     acc: HashMap<Dest, Acc>,
     /// Last report's kept processes and named callsites: ties keep their place, so equal counts
     /// do not make series flap.
@@ -175,7 +162,7 @@ impl Fold {
     pub fn update(&mut self, report: &Report, pods: &HashMap<u32, PodLabels>) -> Vec<Series> {
         let kept = self.choose_processes(report);
         let mut named = HashSet::new();
-        let mut pending: HashMap<u64, Pending> = HashMap::new();
+        let mut pending: HashMap<CallsiteId, Pending> = HashMap::new();
         let mut gauges: HashMap<Dest, Series> = HashMap::new();
         for p in &report.processes {
             let keep = kept.contains(&p.pid);
@@ -197,7 +184,7 @@ impl Fold {
                     named.insert(dest.clone());
                 }
                 self.gauge(&mut gauges, &dest, p, pods, c);
-                let entry = pending.entry(identity(p.pid, c)).or_insert(Pending {
+                let entry = pending.entry(c.id(p.pid)).or_insert(Pending {
                     dest,
                     seen: Seen::default(),
                 });
@@ -249,11 +236,8 @@ impl Fold {
             .collect()
     }
 
-    fn choose_callsites<'a>(
-        &self,
-        p: &'a ProcessReport,
-    ) -> HashSet<(&'static str, &'static str, &'a str)> {
-        let mut groups: HashMap<(&'static str, &'static str, &'a str), (u64, u64)> = HashMap::new();
+    fn choose_callsites<'a>(&self, p: &'a ProcessReport) -> HashSet<(Source, Kind, &'a str)> {
+        let mut groups: HashMap<(Source, Kind, &'a str), (u64, u64)> = HashMap::new();
         for c in &p.callsites {
             let g = groups
                 .entry((c.source, c.kind, caller_label(c)))
@@ -261,7 +245,7 @@ impl Fold {
             g.0 += c.live;
             g.1 += c.armed_total;
         }
-        let was_named = |k: &(&'static str, &'static str, &str)| {
+        let was_named = |k: &(Source, Kind, &str)| {
             self.named.contains(&Dest {
                 pid: Some(p.pid),
                 source: k.0,
@@ -305,7 +289,7 @@ impl Fold {
                 caller: dest.caller.clone().unwrap_or_else(|| OTHER.to_string()),
                 live: 0,
                 growth_per_s: 0.0,
-                verdict: "unknown",
+                verdict: Verdict::Unknown,
                 plateau: None,
                 totals: Totals::default(),
                 latency: LatencyHistogram::default(),
@@ -316,12 +300,12 @@ impl Fold {
         if let Some(p) = c.plateau {
             s.plateau = Some(s.plateau.unwrap_or(0.0) + p);
         }
-        if verdict_rank(c.verdict) > verdict_rank(s.verdict) {
+        if c.verdict.alarm() > s.verdict.alarm() {
             s.verdict = c.verdict;
         }
     }
 
-    fn accumulate(&mut self, pending: HashMap<u64, Pending>) {
+    fn accumulate(&mut self, pending: HashMap<CallsiteId, Pending>) {
         let mut seen = HashMap::with_capacity(pending.len());
         for (id, p) in pending {
             let before = self.seen.get(&id).copied().unwrap_or_default();
@@ -346,7 +330,7 @@ mod tests {
         CallsiteReport {
             created_total: created,
             armed_total: created,
-            verdict: "stable",
+            verdict: Verdict::Stable,
             ..fixtures::callsite(caller, live)
         }
     }
@@ -447,12 +431,12 @@ mod tests {
         let pods = HashMap::new();
         f.update(&report(vec![process(7, vec![cs("a", 10, 100)])]), &pods);
         let mut grow = cs("z", 1, 5);
-        grow.verdict = "growing";
+        grow.verdict = Verdict::Growing;
         grow.growth_per_s = Some(2.5);
         let s = f.update(&report(vec![process(7, vec![cs("a", 10, 3), grow])]), &pods);
         assert_eq!(find(&s, Some(7), "a").totals.created, 103);
         let other = find(&s, Some(7), OTHER);
-        assert_eq!((other.verdict, other.growth_per_s), ("growing", 2.5));
+        assert_eq!((other.verdict, other.growth_per_s), (Verdict::Growing, 2.5));
     }
 
     #[test]

@@ -41,8 +41,8 @@ fn labels<'a>(s: &'a Series, pid: &'a str) -> Labels<'a> {
     [
         ("pid", pid),
         ("comm", &s.comm),
-        ("source", s.source),
-        ("kind", s.kind),
+        ("source", s.source.as_str()),
+        ("kind", s.kind.as_str()),
         ("caller", &s.caller),
         ("container_id", &s.pod.container_id),
         ("pod_uid", &s.pod.pod_uid),
@@ -147,7 +147,7 @@ fn encode(snap: &super::snapshot::Snapshot, enc: &mut DescriptorEncoder) -> fmt:
     )?;
     for s in series {
         let pid = pid_label(s);
-        let set = (labels(s, &pid), [("verdict", s.verdict)]);
+        let set = (labels(s, &pid), [("verdict", s.verdict.as_str())]);
         m.encode_family(&set)?.encode_gauge(&1u64)?;
     }
     let mut m = enc.encode_descriptor(
@@ -270,12 +270,12 @@ mod tests {
                 namespace: "shop".into(),
                 ..PodLabels::default()
             },
-            source: "kernel",
-            kind: "timerfd",
+            source: crate::report::Source::Kernel,
+            kind: crate::report::Kind::Timerfd,
             caller: caller.into(),
             live: 42,
             growth_per_s: 19.5,
-            verdict: "growing",
+            verdict: crate::report::Verdict::Growing,
             plateau: (caller == "leak_timerfd").then_some(480.0),
             totals: Totals {
                 created: 100,

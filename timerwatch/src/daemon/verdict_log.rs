@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{fold::identity, metadata::PodLabels};
-use crate::report::Report;
+use super::metadata::PodLabels;
+use crate::report::{CallsiteId, Kind, Report, Source, Verdict};
 
 /// One log line; field order is the order on the line, time and event first.
 #[derive(Serialize)]
@@ -18,12 +18,12 @@ struct VerdictEvent<'a> {
     event: &'static str,
     pid: u32,
     comm: &'a str,
-    source: &'static str,
-    kind: &'static str,
+    source: Source,
+    kind: Kind,
     caller: Option<&'a str>,
     timer_function: Option<&'a str>,
-    from: &'static str,
-    to: &'static str,
+    from: Verdict,
+    to: Verdict,
     growth_per_s: Option<f64>,
     live: u64,
     #[serde(flatten)]
@@ -32,11 +32,11 @@ struct VerdictEvent<'a> {
 
 #[derive(Default)]
 pub struct VerdictLog {
-    last: HashMap<u64, &'static str>,
+    last: HashMap<CallsiteId, Verdict>,
 }
 
-fn notable(v: &str) -> bool {
-    matches!(v, "growing" | "draining")
+fn notable(v: Verdict) -> bool {
+    matches!(v, Verdict::Growing | Verdict::Draining)
 }
 
 impl VerdictLog {
@@ -52,8 +52,8 @@ impl VerdictLog {
         for p in &report.processes {
             let pod = pods.get(&p.pid).cloned().unwrap_or_default();
             for c in &p.callsites {
-                let key = identity(p.pid, c);
-                let from = self.last.get(&key).copied().unwrap_or("unknown");
+                let key = c.id(p.pid);
+                let from = self.last.get(&key).copied().unwrap_or(Verdict::Unknown);
                 now.insert(key, c.verdict);
                 if from == c.verdict || !(notable(from) || notable(c.verdict)) {
                     continue;
@@ -88,13 +88,13 @@ mod tests {
     use super::*;
     use crate::report::{fixtures, CallsiteReport};
 
-    fn report(verdict: &'static str) -> Report {
+    fn report(verdict: Verdict) -> Report {
         let site = CallsiteReport {
             timer_function: None,
             frames: vec![],
             naming: Vec::new(),
             verdict,
-            growth_per_s: (verdict == "growing").then_some(20.0),
+            growth_per_s: (verdict == Verdict::Growing).then_some(20.0),
             ..fixtures::callsite("leak_timerfd", 1)
         };
         fixtures::report(vec![fixtures::process(7, "leaky", vec![site])])
@@ -104,9 +104,11 @@ mod tests {
     fn logs_changes_that_matter_once() {
         let mut log = VerdictLog::default();
         let pods = HashMap::new();
-        assert!(log.changes(&report("unknown"), &pods, 1.0).is_empty());
-        assert!(log.changes(&report("stable"), &pods, 2.0).is_empty());
-        let lines = log.changes(&report("growing"), &pods, 3.0);
+        assert!(log
+            .changes(&report(Verdict::Unknown), &pods, 1.0)
+            .is_empty());
+        assert!(log.changes(&report(Verdict::Stable), &pods, 2.0).is_empty());
+        let lines = log.changes(&report(Verdict::Growing), &pods, 3.0);
         assert_eq!(lines.len(), 1);
         let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(v["event"], "verdict");
@@ -117,7 +119,9 @@ mod tests {
         assert_eq!(v["growth_per_s"], 20.0);
         assert!(lines[0].starts_with("{\"ts\":3.0,\"event\":\"verdict\",\"pid\":7,"));
         assert_eq!(v["container_id"], "");
-        assert!(log.changes(&report("growing"), &pods, 4.0).is_empty());
-        assert_eq!(log.changes(&report("stable"), &pods, 5.0).len(), 1);
+        assert!(log
+            .changes(&report(Verdict::Growing), &pods, 4.0)
+            .is_empty());
+        assert_eq!(log.changes(&report(Verdict::Stable), &pods, 5.0).len(), 1);
     }
 }

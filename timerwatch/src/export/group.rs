@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use clap::ValueEnum;
 
-use crate::report::{CallsiteReport, ProcessReport, Report};
+use crate::report::{CallsiteReport, ProcessReport, Report, Source, Verdict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GroupBy {
@@ -50,23 +50,14 @@ fn key(
     match by {
         GroupBy::Callsite => format!("{} {} {}", p.pid, c.kind, caller),
         GroupBy::Caller => caller.to_owned(),
-        GroupBy::Package if c.source == "go" || p.go_version.is_some() => match c.caller.as_deref()
-        {
-            Some(f) => go_package(f).to_owned(),
-            None => binary(p),
-        },
+        GroupBy::Package if c.source == Source::Go || p.go_version.is_some() => {
+            match c.caller.as_deref() {
+                Some(f) => go_package(f).to_owned(),
+                None => binary(p),
+            }
+        }
         GroupBy::Package | GroupBy::Binary => binary(p),
         GroupBy::Pod => pod(p.pid, &p.comm),
-    }
-}
-
-/// Worst first: a group is as alarming as its worst callsite.
-fn rank(verdict: &str) -> u8 {
-    match verdict {
-        "growing" => 3,
-        "draining" => 2,
-        "stable" => 1,
-        _ => 0,
     }
 }
 
@@ -77,7 +68,8 @@ pub struct Group {
     pub armed: u64,
     pub wakeups: u64,
     pub growth_per_s: f64,
-    pub verdict: &'static str,
+    /// The worst of its callsites' verdicts.
+    pub verdict: Verdict,
     pub callsites: usize,
     pub pids: BTreeSet<u32>,
 }
@@ -95,7 +87,7 @@ pub fn groups(
             let i = *index.entry(k.clone()).or_insert_with(|| {
                 out.push(Group {
                     key: k,
-                    verdict: "unknown",
+                    verdict: Verdict::Unknown,
                     ..Group::default()
                 });
                 out.len() - 1
@@ -105,7 +97,7 @@ pub fn groups(
             g.armed += c.armed_total;
             g.wakeups += c.wakeups.as_ref().map_or(0, |w| w.count);
             g.growth_per_s += c.growth_per_s.unwrap_or(0.0);
-            if rank(c.verdict) > rank(g.verdict) {
+            if c.verdict.alarm() > g.verdict.alarm() {
                 g.verdict = c.verdict;
             }
             g.callsites += 1;
@@ -163,10 +155,10 @@ pub fn render(report: &Report, by: GroupBy, max_rows: Option<usize>, live: bool)
         "LIVE", "VERDICT", "ARMED", "WAKEUPS", "CALLSITES", "PIDS"
     );
     for g in rows.iter().take(max_rows.unwrap_or(usize::MAX)) {
-        let verdict = if g.verdict == "growing" || g.verdict == "draining" {
+        let verdict = if g.verdict.trending() {
             format!("{} {:+.1}/s", g.verdict, g.growth_per_s)
         } else {
-            g.verdict.to_owned()
+            g.verdict.to_string()
         };
         let _ = writeln!(
             out,
@@ -202,7 +194,7 @@ mod tests {
     #[test]
     fn callers_add_up_across_processes_and_take_the_worst_verdict() {
         let growing = CallsiteReport {
-            verdict: "growing",
+            verdict: Verdict::Growing,
             growth_per_s: Some(2.0),
             ..callsite("leak", 5)
         };
@@ -215,7 +207,7 @@ mod tests {
         assert_eq!(g[0].key, "leak");
         assert_eq!(
             (g[0].live, g[0].pids.len(), g[0].verdict),
-            (9, 2, "growing")
+            (9, 2, Verdict::Growing)
         );
         let g = groups(&r, GroupBy::Binary, &mut no_pod);
         let keys: Vec<&str> = g.iter().map(|g| g.key.as_str()).collect();

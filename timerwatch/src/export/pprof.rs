@@ -202,7 +202,7 @@ pub fn build(report: &Report, end_unix_ns: i64) -> Profile {
                 },
                 Label {
                     key: kind,
-                    str: strings.id(s.kind),
+                    str: strings.id(s.kind.as_str()),
                     num: 0,
                 },
             ],

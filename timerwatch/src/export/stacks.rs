@@ -1,6 +1,6 @@
 //! Live timers per stack, in the shape every profile format wants: root frame first.
 
-use crate::report::{CallsiteReport, ProcessReport, Report};
+use crate::report::{CallsiteReport, Kind, ProcessReport, Report};
 
 /// One frame of a report stack, split back into the parts the report joined
 /// (`"func (file:line)"`, see `symbolize::Frame::display`).
@@ -54,7 +54,7 @@ pub struct Stack {
     pub frames: Vec<Frame>,
     pub pid: u32,
     pub comm: String,
-    pub kind: &'static str,
+    pub kind: Kind,
     pub live: u64,
     pub armed: u64,
     pub wakeups: u64,

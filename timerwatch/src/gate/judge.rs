@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{CallsiteReport, ProcessReport, Report};
+use crate::report::{CallsiteReport, Kind, ProcessReport, Report};
 
 /// A callsite across processes and runs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Key {
     pub comm: String,
-    pub kind: String,
+    pub kind: Kind,
     /// The program's function that armed the timers; "?" when no stack was taken.
     pub caller: String,
 }
@@ -23,7 +23,7 @@ impl Key {
     fn of(p: &ProcessReport, c: &CallsiteReport) -> Key {
         Key {
             comm: p.comm.clone(),
-            kind: c.kind.to_string(),
+            kind: c.kind,
             caller: c.caller.clone().unwrap_or_else(|| "?".into()),
         }
     }
@@ -32,14 +32,16 @@ impl Key {
 /// Whether live timers of `kind` left at the end are the program's leak: timers it created
 /// for itself. A sleep in progress is not a leak, nor a timer the kernel armed on the task's
 /// behalf (`kernel`, `other`: a pipe's or socket's delayed work may outlive the process).
-pub fn counts_at_exit(kind: &str) -> bool {
-    !matches!(kind, "sleep" | "kernel" | "other" | "go_sleep")
+pub fn counts_at_exit(kind: Kind) -> bool {
+    !matches!(
+        kind,
+        Kind::Sleep | Kind::Kernel | Kind::Other | Kind::GoSleep
+    )
 }
 
 /// What the run showed of one callsite.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Seen {
-    pub source: String,
     pub frames: Vec<String>,
     pub pids: Vec<u32>,
     /// The steepest `growing` verdict seen during the run (timers/s), if any.
@@ -72,14 +74,13 @@ impl Ledger {
         let seen = self.callsites.entry(Key::of(p, c)).or_default();
         if seen.frames.is_empty() {
             seen.frames = c.frames.clone();
-            seen.source = c.source.to_string();
         }
         if !seen.pids.contains(&p.pid) {
             seen.pids.push(p.pid);
         }
         seen.peak_live = seen.peak_live.max(c.live);
         seen.oldest_age_s = max_opt(seen.oldest_age_s, c.oldest_age_s);
-        if c.verdict == "growing" {
+        if c.verdict == crate::report::Verdict::Growing {
             seen.growth_per_s = max_opt(seen.growth_per_s, c.growth_per_s.or(Some(0.0)));
         }
         seen
@@ -308,7 +309,7 @@ mod tests {
     fn key(caller: &str) -> Key {
         Key {
             comm: "app".into(),
-            kind: "posix_timer".into(),
+            kind: Kind::PosixTimer,
             caller: caller.into(),
         }
     }
@@ -324,15 +325,19 @@ mod tests {
     #[test]
     fn only_timers_a_program_made_for_itself_count_at_exit() {
         let mut ledger = Ledger::default();
-        let c = |kind: &'static str, live| CallsiteReport {
+        let c = |kind: Kind, live| CallsiteReport {
             caller: Some("f".into()),
             live,
             created_total: live,
             armed_total: live,
-            ..CallsiteReport::empty("kernel", kind)
+            ..CallsiteReport::empty(crate::report::Source::Kernel, kind)
         };
         let row = ProcessReport {
-            callsites: vec![c("posix_timer", 3), c("kernel", 1), c("sleep", 1)],
+            callsites: vec![
+                c(Kind::PosixTimer, 3),
+                c(Kind::Kernel, 1),
+                c(Kind::Sleep, 1),
+            ],
             ..ProcessReport::named(1, "app".into(), String::new())
         };
         ledger.finish(&row);
@@ -341,7 +346,7 @@ mod tests {
             ledger
                 .callsites
                 .iter()
-                .find(|(k, _)| k.kind == kind)
+                .find(|(k, _)| k.kind.as_str() == kind)
                 .map(|(_, s)| (s.live_at_end, s.pids.len()))
         };
         assert_eq!(live("posix_timer"), Some((6, 2)));

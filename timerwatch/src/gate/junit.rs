@@ -44,7 +44,7 @@ pub fn render(cases: &[(&Key, &Seen, Verdict)], duration_s: f64) -> String {
             x,
             "    <testcase classname=\"timerwatch.{}\" name=\"{} {}\" time=\"0\"",
             escape(&key.comm),
-            escape(&key.kind),
+            escape(key.kind.as_str()),
             escape(&key.caller)
         );
         match verdict {
@@ -79,7 +79,7 @@ mod tests {
     fn failures_carry_the_stack_and_names_are_escaped() {
         let key = Key {
             comm: "a<b".into(),
-            kind: "posix_timer".into(),
+            kind: crate::report::Kind::PosixTimer,
             caller: "leak_posix_timer".into(),
         };
         let seen = Seen {

@@ -11,6 +11,7 @@ use timerwatch_go::{self as go, heap, GoBinary, ProbeRole, Reg, RoleRegs};
 use timerwatch_proc::mem::ProcMem;
 
 use super::{attach::Point, state::Namer};
+use crate::report::Kind;
 
 pub enum OpenError {
     /// Not a Go binary at all: kernel tracing only, with a note.
@@ -37,7 +38,7 @@ pub struct Target {
     /// Runtime address − link-time address (0 unless PIE).
     bias: u64,
     mem: ProcMem,
-    kinds: HashMap<u64, &'static str>,
+    kinds: HashMap<u64, Kind>,
 }
 
 fn arg(reg: Option<Reg>, offset: i64) -> GoArg {
@@ -197,7 +198,7 @@ impl Target {
 }
 
 impl Namer for Target {
-    fn kind(&mut self, timer: u64, f: u64, period: u64) -> &'static str {
+    fn kind(&mut self, timer: u64, f: u64, period: u64) -> Kind {
         // Reset and Sleep re-arms pass no callback: the timer's own is in its `f` field.
         let f = if f != 0 {
             f
@@ -207,7 +208,7 @@ impl Namer for Target {
                 .unwrap_or(0)
         };
         let key = f ^ u64::from(period != 0);
-        if let Some(k) = self.kinds.get(&key) {
+        if let Some(&k) = self.kinds.get(&key) {
             return k;
         }
         let pc = if f == 0 {
@@ -219,7 +220,7 @@ impl Namer for Target {
             .bin
             .kinds
             .classify(pc.wrapping_sub(self.bias), period as i64)
-            .as_str();
+            .into();
         if pc != 0 {
             self.kinds.insert(key, kind);
         }

@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 
 use timerwatch_go::{GoBinary, GoFrame};
 
+use crate::report::{Attribution, Kind};
+
 /// Goroutine stacks (innermost first, symbolized) by the `arg` data word of the timers they
 /// wait on: the channel a goroutine is blocked on (channel timers: `time.sendTime`'s `arg`)
 /// or the sleeping goroutine's `*g` (`runtime.goroutineReady`'s `arg`).
@@ -26,7 +28,7 @@ pub type WaiterWalk =
 #[derive(Clone, Debug)]
 pub struct Seen<'a> {
     /// `go_timer`, `go_ticker`, `go_afterfunc`, `go_sleep`, …
-    pub kind: &'static str,
+    pub kind: Kind,
     pub period_ns: i64,
     /// An `AfterFunc`'s function, from its function value.
     pub callback: Option<&'a GoFrame>,
@@ -46,10 +48,10 @@ pub struct Seen<'a> {
 /// keeps timers pending, so growth verdicts can follow it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupKey {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub caller: String,
     pub frames: Vec<String>,
-    pub attribution: &'static str,
+    pub attribution: Attribution,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -102,7 +104,7 @@ pub fn display(f: &GoFrame) -> String {
 
 /// A stable name for timers nothing but their own fields describe: the kind, and a ticker's
 /// period (two tickers of different periods are two callsites).
-fn signature(kind: &'static str, period_ns: i64) -> String {
+fn signature(kind: Kind, period_ns: i64) -> String {
     if period_ns > 0 {
         format!("<{kind} every {}>", format_period(period_ns))
     } else {
@@ -132,7 +134,7 @@ fn key_of(t: &Seen<'_>) -> GroupKey {
                 kind: t.kind,
                 caller: enclosing(&frames[i].function).to_string(),
                 frames: frames[i..].iter().map(display).collect(),
-                attribution: "waiter",
+                attribution: Attribution::Waiter,
             };
         }
     }
@@ -141,7 +143,7 @@ fn key_of(t: &Seen<'_>) -> GroupKey {
             kind: t.kind,
             caller: enclosing(&f.function).to_string(),
             frames: vec![display(f)],
-            attribution: "callback",
+            attribution: Attribution::Callback,
         };
     }
     if let Some((caller, frames)) = t.creation {
@@ -149,7 +151,7 @@ fn key_of(t: &Seen<'_>) -> GroupKey {
             kind: t.kind,
             caller: caller.to_string(),
             frames: frames.to_vec(),
-            attribution: "creation_stack",
+            attribution: Attribution::CreationStack,
         };
     }
     if let Some(caller) = t.learned {
@@ -157,24 +159,24 @@ fn key_of(t: &Seen<'_>) -> GroupKey {
             kind: t.kind,
             caller: caller.to_string(),
             frames: Vec::new(),
-            attribution: "signature",
+            attribution: Attribution::Signature,
         };
     }
     GroupKey {
         kind: t.kind,
         caller: signature(t.kind, t.period_ns),
         frames: Vec::new(),
-        attribution: "signature",
+        attribution: Attribution::Signature,
     }
 }
 
 /// What creation-stack windows taught: the caller of each signature (kind, period), from the
 /// largest group a creation stack named, so timers created outside a window are named too.
-pub fn learn(groups: &[Group], learned: &mut HashMap<(&'static str, i64), String>) {
+pub fn learn(groups: &[Group], learned: &mut HashMap<(Kind, i64), String>) {
     let mut taught = HashSet::new();
     for g in groups
         .iter()
-        .filter(|g| g.key.attribution == "creation_stack")
+        .filter(|g| g.key.attribution == Attribution::CreationStack)
     {
         let signature = (g.key.kind, g.period_ns.unwrap_or(0));
         // `groups` is sorted most live first: the first group of a signature wins.
@@ -191,7 +193,7 @@ pub fn group<'a>(timers: impl IntoIterator<Item = Seen<'a>>) -> Vec<Group> {
     let mut by_key: HashMap<GroupKey, usize> = HashMap::new();
     // Thousands of timers share a handful of callbacks and waiters: build each key (strings)
     // once per distinct (kind, period, callback, waiter), not once per timer.
-    type Memo = (&'static str, i64, [usize; 4]);
+    type Memo = (Kind, i64, [usize; 4]);
     let mut by_memo: HashMap<Memo, usize> = HashMap::new();
     for t in timers {
         let memo = (
@@ -239,7 +241,7 @@ mod tests {
     fn a_window_names_what_it_saw_and_teaches_the_rest_by_signature() {
         let frames = ["main.poll (main.go:9)".to_string()];
         let seen = |creation, learned, since_ns| Seen {
-            kind: "go_timer",
+            kind: Kind::GoTimer,
             period_ns: 0,
             callback: None,
             waiter: None,
@@ -253,7 +255,7 @@ mod tests {
             seen(Some(("main.poll", &frames[..])), None, 2),
             seen(None, None, 0),
         ]);
-        assert_eq!(during[0].key.attribution, "creation_stack");
+        assert_eq!(during[0].key.attribution, Attribution::CreationStack);
         assert_eq!(
             (during[0].key.caller.as_str(), during[0].live),
             ("main.poll", 2)
@@ -261,14 +263,17 @@ mod tests {
         assert_eq!(during[1].key.caller, "<go_timer>");
         let mut learned = HashMap::new();
         learn(&during, &mut learned);
-        assert_eq!(learned[&("go_timer", 0)], "main.poll");
+        assert_eq!(learned[&(Kind::GoTimer, 0)], "main.poll");
         let after = group([
-            seen(None, Some(learned[&("go_timer", 0)].as_str()), 0),
-            seen(None, Some(learned[&("go_timer", 0)].as_str()), 5),
+            seen(None, Some(learned[&(Kind::GoTimer, 0)].as_str()), 0),
+            seen(None, Some(learned[&(Kind::GoTimer, 0)].as_str()), 5),
         ]);
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].key.caller, "main.poll");
-        assert_eq!((after[0].key.attribution, after[0].live), ("signature", 2));
+        assert_eq!(
+            (after[0].key.attribution, after[0].live),
+            (Attribution::Signature, 2)
+        );
     }
 
     fn frame(function: &str, line: u32) -> GoFrame {
@@ -325,16 +330,16 @@ mod tests {
             learned: None,
         };
         let timers = vec![
-            seen("go_afterfunc", 0, Some(&cb), None, 30),
-            seen("go_afterfunc", 0, Some(&cb), None, 10),
-            seen("go_afterfunc", 0, Some(&cb), None, 20),
-            seen("go_afterfunc", 0, Some(&other_cb), None, 5),
-            seen("go_ticker", hour, None, Some(&waiter[..]), 7),
-            seen("go_ticker", hour, None, Some(&waiter[..]), 8),
+            seen(Kind::GoAfterFunc, 0, Some(&cb), None, 30),
+            seen(Kind::GoAfterFunc, 0, Some(&cb), None, 10),
+            seen(Kind::GoAfterFunc, 0, Some(&cb), None, 20),
+            seen(Kind::GoAfterFunc, 0, Some(&other_cb), None, 5),
+            seen(Kind::GoTicker, hour, None, Some(&waiter[..]), 7),
+            seen(Kind::GoTicker, hour, None, Some(&waiter[..]), 8),
             // No waiter known: named by kind and period only, one callsite per period.
-            seen("go_ticker", hour, None, None, 1),
-            seen("go_ticker", 1_500_000_000, None, None, 2),
-            seen("go_timer", 0, None, None, 3),
+            seen(Kind::GoTicker, hour, None, None, 1),
+            seen(Kind::GoTicker, 1_500_000_000, None, None, 2),
+            seen(Kind::GoTimer, 0, None, None, 3),
         ];
         let groups = group(timers);
         let by = |caller: &str| {
@@ -345,7 +350,7 @@ mod tests {
         };
         let leak = by("main.leakAfterFunc");
         assert_eq!((leak.live, leak.oldest_since_ns), (3, 10));
-        assert_eq!(leak.key.attribution, "callback");
+        assert_eq!(leak.key.attribution, Attribution::Callback);
         assert_eq!(leak.key.frames, ["main.leakAfterFunc.func1 (main.go:11)"]);
         assert_eq!(leak.period_ns, None);
         assert_eq!(
@@ -356,7 +361,10 @@ mod tests {
         assert_eq!(groups[0], *leak, "most live first");
         assert_eq!(by("main.boundedTimers").live, 1);
         let ticker = by("main.leakTicker");
-        assert_eq!((ticker.live, ticker.key.attribution), (2, "waiter"));
+        assert_eq!(
+            (ticker.live, ticker.key.attribution),
+            (2, Attribution::Waiter)
+        );
         assert_eq!(ticker.period_ns, Some(hour));
         assert_eq!(ticker.duration_ns, None);
         assert_eq!(
@@ -364,21 +372,24 @@ mod tests {
             2,
             "machinery frames above the waiter dropped"
         );
-        assert_eq!(by("<go_ticker every 3600s>").key.attribution, "signature");
+        assert_eq!(
+            by("<go_ticker every 3600s>").key.attribution,
+            Attribution::Signature
+        );
         assert_eq!(by("<go_ticker every 1500ms>").live, 1);
         assert_eq!(by("<go_timer>").period_ns, None);
         assert_eq!(groups.len(), 6);
         // The same timers in another order: the same callsites in the same order.
         let mut again = vec![
-            seen("go_timer", 0, None, None, 3),
-            seen("go_ticker", 1_500_000_000, None, None, 2),
-            seen("go_ticker", hour, None, None, 1),
+            seen(Kind::GoTimer, 0, None, None, 3),
+            seen(Kind::GoTicker, 1_500_000_000, None, None, 2),
+            seen(Kind::GoTicker, hour, None, None, 1),
         ];
         again.extend(
             groups
                 .iter()
                 .skip(3)
-                .map(|_| seen("go_timer", 0, None, None, 9)),
+                .map(|_| seen(Kind::GoTimer, 0, None, None, 9)),
         );
         let a = group(again.clone());
         again.reverse();
@@ -389,7 +400,7 @@ mod tests {
     fn a_waiter_made_only_of_machinery_falls_back_to_the_signature() {
         let waiter = [frame("runtime.gopark", 1), frame("time.Sleep", 2)];
         let g = group([Seen {
-            kind: "go_sleep",
+            kind: Kind::GoSleep,
             period_ns: 0,
             callback: None,
             waiter: Some(&waiter[..]),
@@ -399,6 +410,6 @@ mod tests {
             learned: None,
         }]);
         assert_eq!(g[0].key.caller, "<go_sleep>");
-        assert_eq!(g[0].key.attribution, "signature");
+        assert_eq!(g[0].key.attribution, Attribution::Signature);
     }
 }

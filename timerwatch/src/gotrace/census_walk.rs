@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use timerwatch_go::{heap, GoFrame, GoKind};
 
+use crate::report::Kind;
+
 use super::{
     binary::Target,
     census::{self, Group, Seen, WaiterWalk},
@@ -60,7 +62,7 @@ pub struct CensusState {
     /// The last consistent census and when it was taken.
     last: Option<(u64, Census)>,
     /// Callers creation-stack windows taught, by signature (kind, period).
-    learned: HashMap<(&'static str, i64), String>,
+    learned: HashMap<(Kind, i64), String>,
 }
 
 /// A census this recent stands for now: the verdict sample and the report of one tick
@@ -158,7 +160,7 @@ pub fn take(
     }
     state.first_seen = first_seen;
     let seen = live.iter().zip(&kinds).map(|(t, k)| Seen {
-        kind: k.as_str(),
+        kind: Kind::from(*k),
         period_ns: t.timer.period,
         callback: code_of
             .get(&t.arg)
@@ -172,11 +174,11 @@ pub fn take(
         remaining_ns: state.first_seen[&t.timer.timer].1,
         creation: stacks
             .callsite_of(t.timer.timer)
-            .filter(|c| c.kind == k.as_str())
+            .filter(|c| c.kind == Kind::from(*k))
             .and_then(|c| Some((c.caller.as_deref()?, c.frames.as_slice()))),
         learned: state
             .learned
-            .get(&(k.as_str(), t.timer.period.max(0)))
+            .get(&(Kind::from(*k), t.timer.period.max(0)))
             .map(String::as_str),
     });
     let groups = census::group(seen);

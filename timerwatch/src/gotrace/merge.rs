@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::report::{CallsiteReport, LifetimeReport, ProcessReport, Report};
+use crate::report::{Attribution, CallsiteReport, LifetimeReport, ProcessReport, Report, Source};
 
 use super::{
     census::{Group, WaiterWalk},
@@ -80,8 +80,8 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
             live: n,
             created_total: c.created_total,
             armed_total: c.armed_total,
-            cancelled_total: c.stopped_total,
-            expired_total: c.fired_total,
+            cancelled_total: c.cancelled_total,
+            expired_total: c.expired_total,
             oldest_age_s: (n > 0).then(|| secs(now_ns.saturating_sub(since))),
             lifetime: c.lifetime_s().map(|(mean, max)| LifetimeReport {
                 mean_s: (mean * 1000.0).round() / 1000.0,
@@ -90,8 +90,8 @@ fn push_callsites(p: &GoProcess, live: &Live, row: &mut ProcessReport, now_ns: u
                 arrivals_per_s: None,
                 plateau_in_s: None,
             }),
-            attribution: Some("creation_stack"),
-            ..CallsiteReport::empty("go", c.kind)
+            attribution: Some(Attribution::CreationStack),
+            ..CallsiteReport::empty(Source::Go, c.kind)
         });
     }
 }
@@ -109,7 +109,7 @@ fn push_census(groups: &[Group], row: &mut ProcessReport, now_ns: u64) {
             attribution: Some(g.key.attribution),
             period_s: g.period_ns.map(|ns| secs(ns as u64)),
             duration_s: g.duration_ns.map(|ns| secs(ns as u64)),
-            ..CallsiteReport::empty("go", g.key.kind)
+            ..CallsiteReport::empty(Source::Go, g.key.kind)
         });
     }
     row.callsites

@@ -11,27 +11,28 @@ use std::collections::HashMap;
 
 use timerwatch_common::EventKind;
 
-use crate::{event::Record, histogram::Histogram};
+use crate::{event::Record, histogram::Histogram, report::Kind};
 
 /// Names for what the probes report, from the traced binary.
 pub trait Namer {
     /// The report `kind` (`go_timer`, `go_ticker`, …) of `timer` running `f` (a `*funcval`; 0
     /// when the arm keeps the timer's own) with `period`.
-    fn kind(&mut self, timer: u64, f: u64, period: u64) -> &'static str;
+    fn kind(&mut self, timer: u64, f: u64, period: u64) -> Kind;
     /// `(caller, frames)` of a user stack, innermost first.
     fn stack(&mut self, frames: &[u64]) -> (Option<String>, Vec<String>);
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoCallsite {
-    pub kind: &'static str,
+    pub kind: Kind,
     pub caller: Option<String>,
     pub frames: Vec<String>,
     pub created_total: u64,
     /// Creations and re-arms.
     pub armed_total: u64,
-    pub stopped_total: u64,
-    pub fired_total: u64,
+    /// `Stop`s and fires, named as the kernel side's and the report's counters are.
+    pub cancelled_total: u64,
+    pub expired_total: u64,
     /// Arms of an idle timer (the start of a life), and how many of them were periodic
     /// (tickers: they live until stopped, so the callsite has no finite lifetime).
     pub lives_total: u64,
@@ -83,7 +84,7 @@ const MAX_TRACKED: usize = 1 << 20;
 pub struct GoState {
     timers: HashMap<u64, Tracked>,
     callsites: Vec<GoCallsite>,
-    index: HashMap<(&'static str, u64), usize>,
+    index: HashMap<(Kind, u64), usize>,
     /// Re-arms, stops and fires of timers whose callsite never reached us (a lost record).
     pub unattributed: u64,
     /// Size of `timers` that triggers the next pruning; doubles when pruning frees too little,
@@ -96,7 +97,7 @@ impl GoState {
         &self.callsites
     }
 
-    fn callsite_for(&mut self, kind: &'static str, frames: &[u64], namer: &mut dyn Namer) -> usize {
+    fn callsite_for(&mut self, kind: Kind, frames: &[u64], namer: &mut dyn Namer) -> usize {
         let key = (kind, stack_hash(frames));
         if let Some(&i) = self.index.get(&key) {
             return i;
@@ -108,8 +109,8 @@ impl GoState {
             frames: names,
             created_total: 0,
             armed_total: 0,
-            stopped_total: 0,
-            fired_total: 0,
+            cancelled_total: 0,
+            expired_total: 0,
             lives_total: 0,
             lives_periodic: 0,
             armed_for: Histogram::default(),
@@ -123,7 +124,7 @@ impl GoState {
         match (r.kind, &r.stack) {
             (EventKind::GoCreate | EventKind::GoModify | EventKind::GoSleep, Some(stack)) => {
                 let kind = if r.kind == EventKind::GoSleep {
-                    "go_sleep"
+                    Kind::GoSleep
                 } else {
                     namer.kind(r.timer, r.function, r.arg)
                 };
@@ -179,13 +180,13 @@ impl GoState {
                 Some(t) => {
                     let c = &mut self.callsites[t.callsite];
                     if r.kind == EventKind::GoStop {
-                        c.stopped_total += 1;
+                        c.cancelled_total += 1;
                         if let Some(due) = t.due.take().filter(|_| t.armed) {
                             c.life_ns_total -= i128::from(due.saturating_sub(r.ts_ns));
                         }
                         t.armed = false;
                     } else {
-                        c.fired_total += 1;
+                        c.expired_total += 1;
                         t.armed &= t.periodic;
                     }
                 }
@@ -278,12 +279,12 @@ mod tests {
 
     struct Names;
     impl Namer for Names {
-        fn kind(&mut self, _timer: u64, f: u64, period: u64) -> &'static str {
+        fn kind(&mut self, _timer: u64, f: u64, period: u64) -> Kind {
             match (f, period) {
-                (0x10, 0) => "go_timer",
-                (0x10, _) => "go_ticker",
-                (0x20, _) => "go_afterfunc",
-                _ => "go_netpoll",
+                (0x10, 0) => Kind::GoTimer,
+                (0x10, _) => Kind::GoTicker,
+                (0x20, _) => Kind::GoAfterFunc,
+                _ => Kind::GoNetpoll,
             }
         }
         fn stack(&mut self, frames: &[u64]) -> (Option<String>, Vec<String>) {
@@ -340,7 +341,7 @@ mod tests {
             ..rec(EventKind::GoCreate, 0xc0, 7 * sec, Some(&[1, 3]))
         };
         s.apply(&ticker, &mut n);
-        assert_eq!(s.callsites()[1].kind, "go_ticker");
+        assert_eq!(s.callsites()[1].kind, Kind::GoTicker);
         assert_eq!(s.callsites()[1].lifetime_s(), None);
     }
 
@@ -359,7 +360,10 @@ mod tests {
         assert_eq!(live.by_callsite[&0], (2, 100));
         assert_eq!(live.pre_existing, 1);
         let c = &s.callsites()[0];
-        assert_eq!((c.kind, c.caller.as_deref()), ("go_afterfunc", Some("f2")));
+        assert_eq!(
+            (c.kind, c.caller.as_deref()),
+            (Kind::GoAfterFunc, Some("f2"))
+        );
         assert_eq!((c.created_total, c.armed_total), (3, 3));
     }
 
@@ -375,8 +379,8 @@ mod tests {
         s.apply(&rec(EventKind::GoStop, 0xeee, 6, None), &mut n);
         let cs = s.callsites();
         assert_eq!(cs.len(), 2);
-        assert_eq!((cs[0].armed_total, cs[0].stopped_total), (2, 1));
-        assert_eq!(cs[1].fired_total, 1);
+        assert_eq!((cs[0].armed_total, cs[0].cancelled_total), (2, 1));
+        assert_eq!(cs[1].expired_total, 1);
         assert_eq!(s.unattributed, 1);
         // Re-armed after its stop: its age restarts.
         s.apply(&rec(EventKind::GoModify, 0xa0, 9, None), &mut n);
@@ -411,7 +415,7 @@ mod tests {
         s.apply(&rec(EventKind::GoSleep, 0xa0, 2, Some(&[8, 9])), &mut n);
         s.apply(&rec(EventKind::GoModify, 0xa0, 3, None), &mut n);
         let cs = s.callsites();
-        assert_eq!(cs[1].kind, "go_sleep");
+        assert_eq!(cs[1].kind, Kind::GoSleep);
         assert_eq!(cs[1].armed_total, 1);
         assert_eq!(s.live(&[0xa0]).by_callsite[&1], (1, 1));
     }

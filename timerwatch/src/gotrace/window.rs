@@ -9,7 +9,7 @@
 
 use aya::programs::uprobe::UProbeLinkId;
 
-use crate::report::ProcessReport;
+use crate::report::{Attribution, ProcessReport, Source, Verdict};
 
 /// Probe hits (records) one window may cost before it closes early.
 pub const MAX_HITS: u64 = 5_000;
@@ -32,9 +32,11 @@ impl Open {
 
 /// Whether `row`, with verdicts, has a growing Go callsite only a signature names.
 pub fn wants_stacks(row: &ProcessReport) -> bool {
-    row.callsites
-        .iter()
-        .any(|c| c.source == "go" && c.attribution == Some("signature") && c.verdict == "growing")
+    row.callsites.iter().any(|c| {
+        c.source == Source::Go
+            && c.attribution == Some(Attribution::Signature)
+            && c.verdict == Verdict::Growing
+    })
 }
 
 /// Whether a process whose last window opened at `last_ns` may get another now.
@@ -51,16 +53,16 @@ mod tests {
     fn only_growing_signature_callsites_want_stacks_and_windows_are_rationed() {
         let mut row = fixtures::process(1, "x", vec![]);
         let mut c = fixtures::callsite("<go_timer>", 100);
-        c.source = "go";
-        c.attribution = Some("signature");
-        c.verdict = "stable";
+        c.source = Source::Go;
+        c.attribution = Some(Attribution::Signature);
+        c.verdict = Verdict::Stable;
         row.callsites.push(c.clone());
         assert!(!wants_stacks(&row));
-        c.verdict = "growing";
-        c.attribution = Some("callback");
+        c.verdict = Verdict::Growing;
+        c.attribution = Some(Attribution::Callback);
         row.callsites.push(c.clone());
         assert!(!wants_stacks(&row), "a callback already names it");
-        c.attribution = Some("signature");
+        c.attribution = Some(Attribution::Signature);
         row.callsites.push(c);
         assert!(wants_stacks(&row));
         let w = 2_000_000_000;

@@ -44,7 +44,7 @@ mod tests {
     #[test]
     fn callsite_fields_and_nulls() {
         let site = CallsiteReport {
-            kind: "posix_timer",
+            kind: crate::report::Kind::PosixTimer,
             timer_function: None,
             frames: vec![
                 "timer_settime".into(),

@@ -2,3 +2,6 @@
 
 pub mod json;
 pub mod text;
+
+#[cfg(test)]
+mod golden;

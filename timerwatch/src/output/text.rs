@@ -2,9 +2,12 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{CallsiteReport, ExitedReport, ProcessReport, Report, WakeupReport};
+use crate::report::{
+    CallsiteReport, ExitedReport, ProcessReport, Report, VerdictReason, WakeupReport,
+};
 
-fn age(s: Option<f64>) -> String {
+/// An age or duration as the tables show it (also the TUI's).
+pub(crate) fn age(s: Option<f64>) -> String {
     match s {
         None => "-".into(),
         Some(s) if s < 120.0 => format!("{s:.1}s"),
@@ -18,7 +21,7 @@ fn age(s: Option<f64>) -> String {
 fn verdict(c: &CallsiteReport) -> String {
     match (c.growth_per_s, c.verdict_reason) {
         (Some(g), _) => format!("{} {g:+.1}/s", c.verdict),
-        (None, Some("filling")) => "filling".to_string(),
+        (None, Some(VerdictReason::Filling)) => VerdictReason::Filling.to_string(),
         (None, _) => c.verdict.to_string(),
     }
 }
@@ -141,7 +144,8 @@ pub fn render_noting(
     out
 }
 
-fn micros(s: Option<f64>) -> String {
+/// A latency as the wake-up tables show it (also the TUI's).
+pub(crate) fn micros(s: Option<f64>) -> String {
     match s {
         None => "-".into(),
         Some(s) if s < 0.001 => format!("{:.0}µs", s * 1e6),
@@ -206,7 +210,7 @@ mod tests {
             ..callsite(caller, live)
         };
         let leak = CallsiteReport {
-            verdict: "growing",
+            verdict: crate::report::Verdict::Growing,
             growth_per_s: Some(20.5),
             ..cs(10, "leak_timerfd")
         };
@@ -253,7 +257,7 @@ mod tests {
     fn filling_callsites_and_plateaus_are_shown() {
         let mut r = report();
         let c = &mut r.processes[0].callsites[1];
-        c.verdict_reason = Some("filling");
+        c.verdict_reason = Some(VerdictReason::Filling);
         c.plateau = Some(480.0);
         c.lifetime = Some(crate::report::LifetimeReport {
             mean_s: 60.0,

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::report::Report;
+use crate::report::{Kind, Report, Source, Verdict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,7 +42,7 @@ impl Change {
     /// calls the callsite `growing`, as `snapshot --fail-on-growth` requires. A count that is
     /// merely higher at B's last instant (a sleep caught mid-flight) is not a leak.
     pub fn is_leak_growth(&self) -> bool {
-        self.status.is_growth() && self.verdict_b == "growing"
+        self.status.is_growth() && self.verdict_b == Some(Verdict::Growing)
     }
 }
 
@@ -50,14 +50,15 @@ impl Change {
 pub struct Change {
     pub status: Status,
     pub comm: String,
-    pub source: String,
-    pub kind: String,
+    pub source: Source,
+    pub kind: Kind,
     pub caller: String,
     pub live_a: u64,
     pub live_b: u64,
     pub delta: i64,
     /// The verdict in B (`-` when the callsite is gone).
-    pub verdict_b: String,
+    #[serde(serialize_with = "verdict_or_dash")]
+    pub verdict_b: Option<Verdict>,
 }
 
 #[derive(Serialize)]
@@ -68,21 +69,25 @@ pub struct Diff {
     pub changes: Vec<Change>,
 }
 
-type Key = (String, String, String, String);
+fn verdict_or_dash<S: serde::Serializer>(v: &Option<Verdict>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.map_or("-", Verdict::as_str))
+}
 
-fn totals(report: &Report) -> BTreeMap<Key, (u64, &'static str)> {
-    let mut out: BTreeMap<Key, (u64, &'static str)> = BTreeMap::new();
+type Key = (String, Source, Kind, String);
+
+fn totals(report: &Report) -> BTreeMap<Key, (u64, Verdict)> {
+    let mut out: BTreeMap<Key, (u64, Verdict)> = BTreeMap::new();
     for p in &report.processes {
         for c in &p.callsites {
             let key = (
                 p.comm.clone(),
-                c.source.to_owned(),
-                c.kind.to_owned(),
+                c.source,
+                c.kind,
                 c.caller.clone().unwrap_or_else(|| "?".into()),
             );
             let e = out.entry(key).or_insert((0, c.verdict));
             e.0 += c.live;
-            if c.verdict == "growing" {
+            if c.verdict == Verdict::Growing {
                 e.1 = c.verdict;
             }
         }
@@ -99,7 +104,7 @@ pub fn diff(a: &Report, b: &Report) -> Diff {
         .into_iter()
         .map(|k| {
             let (live_a, in_a) = ta.get(k).map_or((0, false), |v| (v.0, true));
-            let (live_b, verdict_b) = tb.get(k).map_or((0, "-"), |v| (v.0, v.1));
+            let (live_b, verdict_b) = tb.get(k).map_or((0, None), |v| (v.0, Some(v.1)));
             let status = match (in_a, tb.contains_key(k)) {
                 (_, false) => Status::Disappeared,
                 (false, true) if live_b > 0 => Status::Appeared,
@@ -110,13 +115,13 @@ pub fn diff(a: &Report, b: &Report) -> Diff {
             Change {
                 status,
                 comm: k.0.clone(),
-                source: k.1.clone(),
-                kind: k.2.clone(),
+                source: k.1,
+                kind: k.2,
                 caller: k.3.clone(),
                 live_a,
                 live_b,
                 delta: live_b as i64 - live_a as i64,
-                verdict_b: verdict_b.to_owned(),
+                verdict_b,
             }
         })
         .collect();
@@ -167,7 +172,7 @@ pub fn render(d: &Diff, all: bool) -> String {
             c.live_a,
             c.live_b,
             c.delta,
-            c.verdict_b,
+            c.verdict_b.map_or("-", Verdict::as_str),
             c.caller
         );
     }
@@ -233,7 +238,7 @@ mod tests {
     fn growth_fails_only_with_a_growing_verdict() {
         let a = report(vec![process(1, "app", vec![callsite("leak", 10)])]);
         let leak = CallsiteReport {
-            verdict: "growing",
+            verdict: Verdict::Growing,
             ..callsite("leak", 50)
         };
         let b = report(vec![process(2, "app", vec![leak])]);

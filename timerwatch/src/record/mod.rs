@@ -3,4 +3,3 @@
 
 pub mod diff;
 pub mod file;
-pub mod intern;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::report::Report;
+use crate::report::{Kind, Report, Source, Verdict};
 
 /// Which table the view shows: every callsite, or those whose timers woke tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl Column {
 const HISTORY: usize = 300;
 
 /// A callsite's identity across refreshes.
-pub type Key = (u32, &'static str, String);
+pub type Key = (u32, Kind, String);
 
 #[derive(Clone, Debug)]
 pub struct Row {
@@ -47,14 +47,14 @@ pub struct Row {
     pub pid: u32,
     pub comm: String,
     pub pod: String,
-    pub source: &'static str,
-    pub kind: &'static str,
+    pub source: Source,
+    pub kind: Kind,
     pub caller: String,
     pub timer_function: Option<String>,
     pub frames: Vec<String>,
     pub live: u64,
     pub growth_per_s: Option<f64>,
-    pub verdict: &'static str,
+    pub verdict: Verdict,
     pub armed: u64,
     pub wakeups_per_s: Option<f64>,
     pub slack_p50_s: Option<f64>,
@@ -83,13 +83,13 @@ impl Row {
                 Some(("pid", w)) => self.pid.to_string() == w,
                 Some(("comm", w)) => has(&self.comm, w),
                 Some(("caller", w)) => has(&self.caller, w),
-                Some(("kind", w)) => has(self.kind, w),
+                Some(("kind", w)) => has(self.kind.as_str(), w),
                 Some(("pod", w)) => has(&self.pod, w),
                 _ => {
                     has(&self.pid.to_string(), &word)
                         || has(&self.comm, &word)
                         || has(&self.caller, &word)
-                        || has(self.kind, &word)
+                        || has(self.kind.as_str(), &word)
                         || has(&self.pod, &word)
                 }
             }
@@ -323,7 +323,7 @@ mod tests {
 
     fn app() -> App {
         let leak = CallsiteReport {
-            verdict: "growing",
+            verdict: Verdict::Growing,
             growth_per_s: Some(50.0),
             armed_total: 10,
             ..callsite("leak_timerfd", 500)

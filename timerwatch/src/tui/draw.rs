@@ -11,30 +11,15 @@ use ratatui::{
 };
 
 use super::app::{App, Column, Mode, Row, View};
+use crate::output::text::{age, micros};
+use crate::report::Verdict;
 
-fn verdict_style(v: &str) -> Style {
+fn verdict_style(v: Verdict) -> Style {
     match v {
-        "growing" => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
-        "draining" => Style::default().fg(Color::Cyan),
-        "stable" => Style::default().fg(Color::Green),
-        _ => Style::default().fg(Color::DarkGray),
-    }
-}
-
-fn age(s: Option<f64>) -> String {
-    match s {
-        None => "-".into(),
-        Some(s) if s < 120.0 => format!("{s:.1}s"),
-        Some(s) if s < 7200.0 => format!("{:.1}m", s / 60.0),
-        Some(s) => format!("{:.1}h", s / 3600.0),
-    }
-}
-
-fn micros(s: Option<f64>) -> String {
-    match s {
-        None => "-".into(),
-        Some(s) if s < 0.001 => format!("{:.0}µs", s * 1e6),
-        Some(s) => format!("{:.1}ms", s * 1e3),
+        Verdict::Growing => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        Verdict::Draining => Style::default().fg(Color::Cyan),
+        Verdict::Stable => Style::default().fg(Color::Green),
+        Verdict::Unknown | Verdict::Unlisted(_) => Style::default().fg(Color::DarkGray),
     }
 }
 
@@ -142,8 +127,8 @@ fn draw_table(f: &mut Frame, app: &App, area: Rect) {
                 Cell::from(r.comm.clone()),
                 Cell::from(r.live.to_string()),
                 Cell::from(r.growth_per_s.map_or("-".into(), |g| format!("{g:+.1}"))),
-                Cell::from(r.verdict).style(verdict_style(r.verdict)),
-                Cell::from(r.kind),
+                Cell::from(r.verdict.as_str()).style(verdict_style(r.verdict)),
+                Cell::from(r.kind.as_str()),
                 Cell::from(r.armed.to_string()),
                 Cell::from(r.wakeups_per_s.map_or("-".into(), |w| format!("{w:.1}"))),
                 Cell::from(age(r.oldest_s)),
@@ -193,7 +178,7 @@ fn draw_detail(f: &mut Frame, app: &App, row: &Row, area: Rect) {
                 "live timers, last {} refreshes (min {lo}, max {hi}) · verdict ",
                 history.len()
             )),
-            Span::styled(row.verdict, verdict_style(row.verdict)),
+            Span::styled(row.verdict.as_str(), verdict_style(row.verdict)),
         ])),
         spark_label,
     );
@@ -279,7 +264,7 @@ mod tests {
     #[test]
     fn table_detail_and_help_draw_at_any_size() {
         let leak = CallsiteReport {
-            verdict: "growing",
+            verdict: Verdict::Growing,
             frames: vec!["timerfd_settime".into(), "leak_timerfd (t.c:9)".into()],
             naming: Vec::new(),
             ..callsite("leak_timerfd", 5)
