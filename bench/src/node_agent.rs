@@ -289,8 +289,12 @@ impl Load {
         }
         Ok(())
     }
+}
 
-    fn stop(mut self) {
+impl Drop for Load {
+    /// SIGINT first, on every path out (an error included): nginx's master then stops its
+    /// workers, which a SIGKILL to the master would leave running.
+    fn drop(&mut self) {
         for p in &mut self.procs {
             p.close_stdin();
             p.signal(proc::SIGINT);
@@ -450,7 +454,7 @@ pub fn run(env: &mut Env, quick: bool) -> Result<NodeAgent> {
             runs[i].push(measure(env, &plan, &binaries[i].0, addr, &mut load)?);
         }
     }
-    load.stop();
+    drop(load);
     Ok(NodeAgent {
         plan,
         binaries: binaries
