@@ -144,7 +144,7 @@ impl GoCensus {
     }
 }
 
-fn free_addr() -> Result<SocketAddr> {
+pub(crate) fn free_addr() -> Result<SocketAddr> {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .context("binding an ephemeral port")?
@@ -153,7 +153,7 @@ fn free_addr() -> Result<SocketAddr> {
 }
 
 /// The body of `GET path` (HTTP/1.0: no chunked answers).
-fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
@@ -174,7 +174,7 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
 }
 
 /// utime + stime of the whole process (exited threads included), in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -191,15 +191,24 @@ extern "C" {
 }
 
 /// A running `timerwatch daemon` (default mode) on a free loopback port.
-struct Daemon {
-    proc: Proc,
-    addr: SocketAddr,
+pub(crate) struct Daemon {
+    pub proc: Proc,
+    pub addr: SocketAddr,
 }
 
 impl Daemon {
-    fn start(env: &Env, extra: &[&str]) -> Result<Self> {
-        let addr = free_addr()?;
-        let mut cmd = Command::new(&env.timerwatch);
+    pub fn start(env: &Env, extra: &[&str]) -> Result<Self> {
+        Self::start_binary(&env.timerwatch, extra)
+    }
+
+    /// The daemon of the `timerwatch` binary at `bin`.
+    pub fn start_binary(bin: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_at(bin, free_addr()?, extra)
+    }
+
+    /// The daemon of `bin` serving on `addr`.
+    pub fn start_at(bin: &Path, addr: SocketAddr, extra: &[&str]) -> Result<Self> {
+        let mut cmd = Command::new(bin);
         cmd.arg("daemon")
             .arg(format!("--listen={addr}"))
             .args(extra);
@@ -211,7 +220,7 @@ impl Daemon {
     }
 
     /// The last report; `Null` before the daemon's first interval has passed (503).
-    fn report(&self) -> Result<Value> {
+    pub fn report(&self) -> Result<Value> {
         match http_get(self.addr, "/report") {
             Err(e) if e.to_string().contains(" 503 ") => Ok(Value::Null),
             Err(e) => Err(e),
@@ -241,7 +250,7 @@ impl Daemon {
         ))
     }
 
-    fn stop(mut self, env: &Env) -> Result<()> {
+    pub fn stop(mut self, env: &Env) -> Result<()> {
         let programs = self.proc.bpf_programs();
         match self.proc.stop(SIGINT, Duration::from_secs(20)) {
             Ok(_) => env.wait_unloaded(&programs),
@@ -353,28 +362,43 @@ fn leak_seen(env: &Env, plan: &Plan) -> Result<Option<LeakSeen>> {
     Ok(found)
 }
 
-/// Daemon CPU seconds per report over `window` 1 s reports: the sum over its threads'
-/// schedstat (ns; /proc/PID/stat's utime + stime count 10 ms ticks, coarser than one process's
-/// walk over a short window), with the process total from /proc/PID/stat as a cross-check that
-/// no thread exited with CPU time schedstat no longer shows.
+/// Daemon CPU seconds per report over `window` 1 s reports: see [`CpuReading`].
 fn cpu_per_report(daemon: &Daemon, window: f64) -> Result<f64> {
-    let read = || -> Result<(f64, f64)> {
-        let pid = daemon.proc.pid();
-        Ok((
-            daemon
+    let start = CpuReading::of(daemon)?;
+    std::thread::sleep(Duration::from_secs_f64(window));
+    Ok(CpuReading::of(daemon)?.since(&start) / window)
+}
+
+/// The daemon's CPU time so far, two ways: the sum over its threads' schedstat (ns;
+/// /proc/PID/stat's utime + stime count 10 ms ticks, coarser than one process's walk over a
+/// short window), and the process total from /proc/PID/stat as a cross-check that no thread
+/// exited with CPU time schedstat no longer shows.
+pub(crate) struct CpuReading {
+    fine: f64,
+    ticks: f64,
+}
+
+impl CpuReading {
+    pub fn of(daemon: &Daemon) -> Result<Self> {
+        Ok(Self {
+            fine: daemon
                 .proc
                 .cpu_seconds()
                 .context("reading the daemon's schedstat")?,
-            cpu_seconds(pid).context("reading the daemon's /proc/PID/stat")?,
-        ))
-    };
-    let (fine0, ticks0) = read()?;
-    std::thread::sleep(Duration::from_secs_f64(window));
-    let (fine1, ticks1) = read()?;
-    // A thread that exited took its schedstat with it: trust the ticks then.
-    let (fine, ticks) = (fine1 - fine0, ticks1 - ticks0);
-    let cpu = if fine + 0.02 < ticks { ticks } else { fine };
-    Ok(cpu / window)
+            ticks: cpu_seconds(daemon.proc.pid()).context("reading the daemon's /proc/PID/stat")?,
+        })
+    }
+
+    /// CPU seconds between `earlier` and this reading.
+    pub fn since(&self, earlier: &Self) -> f64 {
+        let (fine, ticks) = (self.fine - earlier.fine, self.ticks - earlier.ticks);
+        // A thread that exited took its schedstat with it: trust the ticks then.
+        if fine + 0.02 < ticks {
+            ticks
+        } else {
+            fine
+        }
+    }
 }
 
 /// A fresh copy of the Go workload (a new inode): the daemon has not analysed it yet.

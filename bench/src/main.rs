@@ -10,6 +10,7 @@ mod e2e;
 mod go_census;
 mod json;
 mod memory;
+mod node_agent;
 mod proc;
 mod report;
 mod stats;
@@ -58,6 +59,8 @@ pub enum Section {
     Decode,
     /// Go census mode: the Go worst case under the daemon, its CPU per Go process.
     GoCensus,
+    /// The daemon's own CPU and memory beside a realistic node load.
+    NodeAgent,
 }
 
 pub struct Plan {
@@ -352,7 +355,14 @@ fn load_average() -> String {
 /// see the same callsite frames, and the re-arm loop once more without them.
 fn build_targets(src: &Path, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for name in ["rearm", "pingpong", "many_timers", "empty_probes"] {
+    for name in [
+        "rearm",
+        "pingpong",
+        "many_timers",
+        "empty_probes",
+        "node_load",
+        "node_client",
+    ] {
         util::run(
             Command::new("gcc")
                 .args([
@@ -522,6 +532,11 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         None
     };
+    let node_agent = if want(Section::NodeAgent) {
+        Some(node_agent::run(&mut env, args.quick)?)
+    } else {
+        None
+    };
     env.conditions.load_end = load_average();
 
     let results = Results {
@@ -536,6 +551,9 @@ pub fn run(args: &Args) -> Result<()> {
     let mut markdown = report::render(&results, &env);
     if let Some(g) = &go_census {
         go_census::render(&mut markdown, g);
+    }
+    if let Some(n) = &node_agent {
+        node_agent::render(&mut markdown, n);
     }
     println!("{markdown}");
     if !args.no_write && args.only.is_empty() {

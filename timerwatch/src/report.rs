@@ -218,16 +218,18 @@ pub struct Context<'a> {
 
 pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
     let duration_s = secs(ctx.now_ns.saturating_sub(ctx.start_ns));
+    let mut views = table.callsites_by_process();
     let mut processes: Vec<ProcessReport> = table
         .processes()
         .map(|p| {
+            let views = views.remove(&p.tgid).unwrap_or_default();
             let (mut latency, mut slack) = (Histogram::default(), Histogram::default());
-            for v in table.callsites(p.tgid) {
+            for v in &views {
                 latency.merge(&v.callsite.wakeup_latency);
                 slack.merge(&v.callsite.slack);
             }
-            let mut callsites: Vec<CallsiteReport> = table
-                .callsites(p.tgid)
+            let mut callsites: Vec<CallsiteReport> = views
+                .iter()
                 .map(|v| {
                     let c = v.callsite;
                     CallsiteReport {

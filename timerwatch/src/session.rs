@@ -316,6 +316,9 @@ impl Tracer {
     /// Feed the trend test one sample of every callsite's live count.
     fn sample(&mut self) {
         self.table.rename(&mut self.env);
+        // At most once a second, and only after new stacks were named: a burst of new
+        // callsites in one binary reads its file once.
+        self.env.sym.release_files();
         let report = self.raw_report();
         let t = procfs::monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9;
         self.verdicts.observe(&report, t);

@@ -10,7 +10,7 @@
 //! This module does no I/O: names come from a [`Resolver`], so the state machine is testable
 //! without a kernel.
 
-use std::collections::{hash_map::Entry, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use timerwatch_common::EventKind;
@@ -791,38 +791,53 @@ impl Table {
 
     /// The callsites of a process, with the oldest live timer's start.
     pub fn callsites(&self, tgid: u32) -> impl Iterator<Item = CallsiteView<'_>> {
-        let mut oldest: HashMap<u64, u64> = HashMap::new();
-        for t in self.timers.values().filter(|t| t.tgid == tgid) {
-            if let Some(since) = t.live_since {
-                match oldest.entry(t.callsite) {
-                    Entry::Occupied(mut e) => {
-                        if since < *e.get() {
-                            e.insert(since);
-                        }
-                    }
-                    Entry::Vacant(e) => {
-                        e.insert(since);
-                    }
-                }
-            }
-        }
-        let ids = self
-            .processes
-            .get(&tgid)
-            .map(|p| p.callsites.clone())
-            .unwrap_or_default();
-        ids.into_iter().filter_map(move |id| {
-            self.callsites.get(&id).map(|c| CallsiteView {
-                callsite: c,
-                oldest_live_since_ns: oldest.get(&id).copied(),
+        let oldest = oldest_live(self.timers.values().filter(|t| t.tgid == tgid));
+        self.views(tgid, &oldest).into_iter()
+    }
+
+    /// [`Table::callsites`] of every process, from one pass over the timers: a report over a
+    /// node's processes would otherwise take processes × timers.
+    pub fn callsites_by_process(&self) -> HashMap<u32, Vec<CallsiteView<'_>>> {
+        let oldest = oldest_live(self.timers.values());
+        self.processes
+            .keys()
+            .map(|&tgid| (tgid, self.views(tgid, &oldest)))
+            .collect()
+    }
+
+    fn views(&self, tgid: u32, oldest: &HashMap<(u32, u64), u64>) -> Vec<CallsiteView<'_>> {
+        let Some(p) = self.processes.get(&tgid) else {
+            return Vec::new();
+        };
+        p.callsites
+            .iter()
+            .filter_map(|id| {
+                self.callsites.get(id).map(|c| CallsiteView {
+                    callsite: c,
+                    oldest_live_since_ns: oldest.get(&(tgid, *id)).copied(),
+                })
             })
-        })
+            .collect()
     }
 
     /// Timers tracked in total (live or not); bounded by what the processes hold.
     pub fn tracked_timers(&self) -> usize {
         self.timers.len()
     }
+}
+
+/// The earliest start of a live timer, per (process, callsite), among `timers`.
+fn oldest_live<'a>(timers: impl Iterator<Item = &'a Timer>) -> HashMap<(u32, u64), u64> {
+    let mut oldest: HashMap<(u32, u64), u64> = HashMap::new();
+    for t in timers {
+        if let Some(since) = t.live_since {
+            oldest
+                .entry((t.tgid, t.callsite))
+                .and_modify(|o| *o = (*o).min(since))
+                .or_insert(since);
+        }
+    }
+    oldest
 }
 
 #[cfg(test)]
@@ -1309,5 +1324,37 @@ mod tests {
         assert_eq!(v[0].callsite.live, 2);
         assert_eq!(v[0].oldest_live_since_ns, Some(100));
         assert_eq!(t.process_live(10), 2);
+    }
+
+    #[test]
+    fn every_process_s_callsites_at_once_match_one_process_s() {
+        let (mut t, mut n) = (Table::new(), Names::default());
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 300, &[1, 2]), &mut n);
+        t.apply(&first_start(10, 0xb, TIMERFD_FN, 100, &[1, 2]), &mut n);
+        t.apply(&first_start(10, 0xc, TIMERFD_FN, 50, &[3, 4]), &mut n);
+        t.apply(&first_start(11, 0xd, TIMERFD_FN, 20, &[1, 2]), &mut n);
+        t.apply(&first_start(11, 0xe, TIMERFD_FN, 10, &[5, 6]), &mut n);
+        t.apply(&rec(EventKind::Cancel, 11, 0xe, TIMERFD_FN, 30), &mut n);
+        let all = t.callsites_by_process();
+        assert_eq!(all.len(), 2);
+        for tgid in [10, 11] {
+            let one: Vec<_> = t
+                .callsites(tgid)
+                .map(|v| (v.callsite.clone(), v.oldest_live_since_ns))
+                .collect();
+            let at_once: Vec<_> = all[&tgid]
+                .iter()
+                .map(|v| (v.callsite.clone(), v.oldest_live_since_ns))
+                .collect();
+            assert_eq!(one, at_once, "pid {tgid}");
+        }
+        let oldest: Vec<_> = all[&10].iter().map(|v| v.oldest_live_since_ns).collect();
+        assert_eq!(oldest, [Some(100), Some(50)]);
+        // A cancelled timer's callsite has nothing live.
+        let oldest: Vec<_> = all[&11].iter().map(|v| v.oldest_live_since_ns).collect();
+        assert!(
+            oldest.contains(&None) && oldest.contains(&Some(20)),
+            "{oldest:?}"
+        );
     }
 }

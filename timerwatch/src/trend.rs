@@ -256,6 +256,16 @@ pub struct Assessment {
 /// callsite is armed for one hour). A steady stream of such timers grows exactly like a leak until
 /// the first ones expire; the verdict stays `growing`, with `plateau` telling where it stops.
 pub fn assess(series: &Series, params: &Params, expected_lifetime_s: Option<f64>) -> Assessment {
+    assess_with(series, params, expected_lifetime_s, true)
+}
+
+/// [`assess`], with the shortcut for equal samples (`flat`) or without (to test it against).
+fn assess_with(
+    series: &Series,
+    params: &Params,
+    expected_lifetime_s: Option<f64>,
+    shortcut: bool,
+) -> Assessment {
     let min_samples = params.min_samples.max(MIN_SAMPLES);
     let window = params.window.max(min_samples);
     let n = series.len().min(window);
@@ -278,6 +288,9 @@ pub fn assess(series: &Series, params: &Params, expected_lifetime_s: Option<f64>
         };
     }
 
+    if let Some(flat) = flat(&x, n, params).filter(|_| shortcut) {
+        return flat;
+    }
     let full = Scale::new(&t, &x);
     let recent_len = (params.recent >= min_samples && params.recent < n).then_some(params.recent);
     let recent_cell = OnceCell::new();
@@ -304,6 +317,29 @@ pub fn assess(series: &Series, params: &Params, expected_lifetime_s: Option<f64>
         plateau: None,
         samples: n,
     }
+}
+
+/// What [`assess`] finds in `n` (at least `min_samples`) equal samples, without its O(n²)
+/// statistics: most callsites of a node hold the same count sample after sample, and each is
+/// judged every second. Every pairwise slope is 0, so the Theil–Sen slope is 0, below
+/// `min_growth_per_s` in both directions; Mann–Kendall's S and its tie-corrected variance are 0,
+/// so both one-sided p-values are ½ and the two-sided one 1: `stable` with confidence 0 at the
+/// samples' value. `None` (judge in full) for samples that differ, or for a `min_growth_per_s`
+/// that a zero slope could reach.
+fn flat(x: &[f64], n: usize, params: &Params) -> Option<Assessment> {
+    let (&first, rest) = x.split_first()?;
+    if !(params.min_growth_per_s > 0.0 && first.is_finite() && rest.iter().all(|&v| v == first)) {
+        return None;
+    }
+    Some(Assessment {
+        verdict: Verdict::Stable,
+        growth_per_s: 0.0,
+        confidence: 0.0,
+        level: first,
+        projected_1h: first,
+        plateau: None,
+        samples: n,
+    })
 }
 
 /// [`assess`] with memory: `previous` is the verdict the same series got at its previous sample.
@@ -720,6 +756,38 @@ fn erfc(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_samples_are_judged_as_in_full() {
+        let params = Params::default();
+        for n in [12, 13, 30, 59, 60, 61, 200] {
+            for value in [0.0, 1.0, 7.0, 12_345.0] {
+                for step in [1.0, 0.37, 1.9] {
+                    let mut series = Series::new(params.window.max(n));
+                    for i in 0..n {
+                        // Irregular spacing, as a busy daemon samples.
+                        let jitter = if i % 3 == 0 { 0.05 } else { 0.0 };
+                        series.push(1000.0 + i as f64 * step + jitter, value);
+                    }
+                    let fast = assess(&series, &params, None);
+                    assert_eq!(
+                        fast,
+                        assess_with(&series, &params, None, false),
+                        "{n} {value}"
+                    );
+                    assert_eq!(fast.verdict, Verdict::Stable);
+                    assert!(flat(&[value; 12], 12, &params).is_some());
+                }
+            }
+        }
+        // Anything but equal samples is judged in full.
+        assert!(flat(&[1.0, 1.0, 2.0], 3, &params).is_none());
+        let zero_floor = Params {
+            min_growth_per_s: 0.0,
+            ..Params::default()
+        };
+        assert!(flat(&[1.0; 20], 20, &zero_floor).is_none());
+    }
 
     /// xorshift64*: deterministic noise so every run sees the same series.
     struct Rng(u64);

@@ -21,6 +21,7 @@ use xtask::util::{self, is_root};
 /// (with runc: crun refuses hosts with hybrid cgroups) in the image test. debuginfod serves
 /// split debug files to the symbols test. prometheus-node-exporter is a Go server no one here
 /// wrote, stripped, that the Go servers test watches under load (Prometheus itself is the other).
+/// nginx-light, redis-server and memcached are the real servers of the node-agent bench's load.
 const PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
@@ -29,9 +30,12 @@ const PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
     "linux-perf",
+    "memcached",
     "musl-tools",
+    "nginx-light",
     "podman",
     "prometheus-node-exporter",
+    "redis-server",
     "runc",
     "util-linux",
 ];

@@ -23,7 +23,7 @@ mod window;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use aya::Ebpf;
 use serde::Serialize;
@@ -79,8 +79,10 @@ pub struct GoTracer {
     attacher: attach::Attacher,
     procs: HashMap<u32, GoProcess>,
     /// Analyses by (device, inode), failures included: the N children of one binary cost one
-    /// analysis.
-    binaries: HashMap<(u64, u64), Option<Arc<GoBinary>>>,
+    /// analysis. Held weakly: an analysis (pclntab and all, megabytes for a large server)
+    /// lives as long as a traced process of its binary, not for as long as the daemon runs
+    /// after every such process has gone (a node that runs many short-lived Go binaries).
+    binaries: HashMap<(u64, u64), Option<Weak<GoBinary>>>,
     /// Trace the Go binaries that traced processes exec (`run` follows descendants).
     follow: bool,
     verbose: bool,
@@ -280,8 +282,14 @@ impl GoTracer {
     /// The cached analysis of the binary `path` names.
     fn analysis(&mut self, path: &Path) -> Result<Arc<GoBinary>, OpenError> {
         let id = file_id(path).ok_or(OpenError::Gone)?;
-        if let Some(known) = self.binaries.get(&id) {
-            return known.clone().ok_or(OpenError::NotGo);
+        match self.binaries.get(&id) {
+            Some(None) => return Err(OpenError::NotGo),
+            Some(Some(bin)) => {
+                if let Some(bin) = bin.upgrade() {
+                    return Ok(bin);
+                }
+            }
+            None => {}
         }
         if !discovery::may_be_go(path) {
             self.binaries.insert(id, None);
@@ -290,7 +298,7 @@ impl GoTracer {
         let result = binary::analyze(path);
         match &result {
             Ok(bin) => {
-                self.binaries.insert(id, Some(Arc::clone(bin)));
+                self.binaries.insert(id, Some(Arc::downgrade(bin)));
             }
             // Said once, by the caller: later processes of this binary get NotGo, silently.
             Err(OpenError::Unsupported(_) | OpenError::NotGo) => {

@@ -351,6 +351,12 @@ impl Symbolizer {
     }
 
     /// Drop everything known about `pid`: after exec or exit its addresses mean something else.
+    /// Let go of the files read to name stacks since the last call (see
+    /// `UserSymbolizer::release`); names found stay.
+    pub fn release_files(&mut self) {
+        self.user.release();
+    }
+
     pub fn forget(&mut self, pid: u32) {
         let process = self.processes.remove(&pid).unwrap_or_default();
         self.user.forget(pid, &process.maps);

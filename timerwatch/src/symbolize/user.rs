@@ -55,11 +55,28 @@ fn same_mount_ns(pid: u32) -> bool {
 
 pub(crate) struct UserSymbolizer {
     inner: Symbolizer,
+    /// Something was looked up since the last [`UserSymbolizer::release`].
+    used: bool,
 }
 
 impl UserSymbolizer {
     pub fn new() -> Self {
-        Self { inner: build() }
+        Self {
+            inner: build(),
+            used: false,
+        }
+    }
+
+    /// Drops what blazesym keeps of the files it read (their mappings and parsed symbol
+    /// tables and DWARF, tens of MiB for a large binary with debug info) if it read any since
+    /// the last call. Names already found are kept per file offset by `objects`; only an
+    /// address never named before pays for reading its file again, so a node whose callsites
+    /// settle stops paying, while the files of every long-lived process would otherwise stay
+    /// resident for as long as the daemon runs.
+    pub fn release(&mut self) {
+        if std::mem::take(&mut self.used) {
+            self.inner = build();
+        }
     }
 
     /// One result per address, in order. Addresses are absolute in `pid`; callers adjust return
@@ -87,6 +104,7 @@ impl UserSymbolizer {
 
     fn run(&mut self, source: &Source<'_>, input: Input<&[u64]>, n: usize) -> Vec<Resolved> {
         let unknown = || vec![Resolved::default(); n];
+        self.used = true;
         let inner = &self.inner;
         // Foreign binaries are arbitrary input to an ELF/DWARF parser; a bug there must cost one
         // stack its names, not the whole tool.
