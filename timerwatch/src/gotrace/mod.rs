@@ -74,6 +74,9 @@ struct GoProcess {
     last_walk: Option<binary::Walk>,
 }
 
+/// Analyses kept after their last process exits (most recently used first).
+const RECENT_BINARIES: usize = 8;
+
 #[derive(Default)]
 pub struct GoTracer {
     attacher: attach::Attacher,
@@ -83,6 +86,10 @@ pub struct GoTracer {
     /// lives as long as a traced process of its binary, not for as long as the daemon runs
     /// after every such process has gone (a node that runs many short-lived Go binaries).
     binaries: HashMap<(u64, u64), Option<Weak<GoBinary>>>,
+    /// The last few analyses used, held strongly past their processes: short-lived Go
+    /// processes of one binary (a cron job, a crash-looping pod, a `go` command) would
+    /// otherwise cost an analysis each. Bounded by [`RECENT_BINARIES`].
+    recent: std::collections::VecDeque<Arc<GoBinary>>,
     /// Trace the Go binaries that traced processes exec (`run` follows descendants).
     follow: bool,
     verbose: bool,
@@ -286,6 +293,7 @@ impl GoTracer {
             Some(None) => return Err(OpenError::NotGo),
             Some(Some(bin)) => {
                 if let Some(bin) = bin.upgrade() {
+                    self.keep_recent(&bin);
                     return Ok(bin);
                 }
             }
@@ -299,6 +307,7 @@ impl GoTracer {
         match &result {
             Ok(bin) => {
                 self.binaries.insert(id, Some(Arc::downgrade(bin)));
+                self.keep_recent(bin);
             }
             // Said once, by the caller: later processes of this binary get NotGo, silently.
             Err(OpenError::Unsupported(_) | OpenError::NotGo) => {
@@ -307,6 +316,14 @@ impl GoTracer {
             Err(OpenError::Gone) => {}
         }
         result
+    }
+
+    fn keep_recent(&mut self, bin: &Arc<GoBinary>) {
+        self.recent.retain(|b| !Arc::ptr_eq(b, bin));
+        if self.recent.len() == RECENT_BINARIES {
+            self.recent.pop_back();
+        }
+        self.recent.push_front(bin.clone());
     }
 
     fn attach(
