@@ -10,7 +10,8 @@
 //! `timerwatch_wakeup_latency_seconds`; host-wide `timerwatch_lost_events_total`,
 //! `timerwatch_unattributed_events_total`, `timerwatch_traced_processes` and
 //! `timerwatch_go_binaries_analyzed_total` (analyses are cached per binary: N processes of one
-//! image count one).
+//! image count one), and `timerwatch_go_walks_cut_total{reason}` (Go memory walks cut short:
+//! `time`, `bytes`, `torn`).
 
 use std::fmt;
 
@@ -198,6 +199,16 @@ fn encode(snap: &super::snapshot::Snapshot, enc: &mut DescriptorEncoder) -> fmt:
             _ => m.encode_gauge(&v)?,
         }
     }
+    let mut m = enc.encode_descriptor(
+        "timerwatch_go_walks_cut",
+        "Walks of a Go process's runtime memory cut short, by reason: its time or bytes budget spent, or the memory torn (changing, or not a runtime's).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, v) in crate::gotrace::walks_cut() {
+        m.encode_family(&[("reason", reason)])?
+            .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+    }
     Ok(())
 }
 
@@ -297,6 +308,10 @@ mod tests {
             "timerwatch_traced_processes 0",
             "# TYPE timerwatch_go_binaries_analyzed counter",
             "timerwatch_go_binaries_analyzed_total ",
+            "# TYPE timerwatch_go_walks_cut counter",
+            "timerwatch_go_walks_cut_total{reason=\"time\"} ",
+            "timerwatch_go_walks_cut_total{reason=\"bytes\"} ",
+            "timerwatch_go_walks_cut_total{reason=\"torn\"} ",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
