@@ -10,9 +10,10 @@ use std::time::Duration;
 use timerwatch_proc::budget::{Budget, Cut};
 
 /// Time per process per walk. A census of 100 pending timers costs ~0.4 ms of CPU
-/// (BENCHMARKS.md §6) and one of a million a few hundred ms: a walk still going after a second
-/// is being made to loop or wait, and the report it delays has the other processes in it.
-pub const TIME: Duration = Duration::from_secs(1);
+/// (BENCHMARKS.md §6): a walk still going after 600 times that is being made to loop or wait.
+/// The daemon's HTTP server shares the tracing loop's thread, so this is also the longest one
+/// process can make a `/metrics` scrape wait.
+pub const TIME: Duration = Duration::from_millis(250);
 
 /// Bytes read per process per walk, which is also the most a walk allocates. A pending timer
 /// costs ~100 bytes (heap entry and timer fields), a parked goroutine a few hundred plus its
