@@ -10,9 +10,8 @@ use std::time::Duration;
 use timerwatch_proc::budget::{Budget, Cut};
 
 /// Time per process per walk. A census of 100 pending timers costs ~0.4 ms of CPU
-/// (BENCHMARKS.md §6): a walk still going after 600 times that is being made to loop or wait.
-/// The daemon's HTTP server shares the tracing loop's thread, so this is also the longest one
-/// process can make a `/metrics` scrape wait.
+/// (BENCHMARKS.md §6): a walk still going after 600 times that is being made to loop or wait,
+/// and every report (and the verdicts, and the next report's events) waits for it.
 pub const TIME: Duration = Duration::from_millis(250);
 
 /// Bytes read per process per walk, which is also the most a walk allocates. A pending timer
