@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{http_get, parse_metrics, status_field, Daemon, Sample};
+use common::daemon::{http_get, status_field, Daemon, Sample};
 use common::go::{self, Running};
 
 /// Forks `rate` children a second until SIGTERM. Every `go_every`-th child execs the Go program
