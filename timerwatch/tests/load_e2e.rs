@@ -168,6 +168,8 @@ fn process_churn_with_the_go_census_keeps_memory_flat_and_scrapes_fast() {
     let start = Instant::now();
     let mut rss: Vec<u64> = Vec::new();
     let mut scrapes: Vec<u128> = Vec::new();
+    // /healthz every ten seconds: whether reports kept coming during the storm.
+    let mut health: Vec<u16> = Vec::new();
     while start.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(1));
         let kib = status_field(daemon_pid, "VmRSS:")
@@ -180,15 +182,17 @@ fn process_churn_with_the_go_census_keeps_memory_flat_and_scrapes_fast() {
         scrapes.push(took.as_millis());
         let (status, body) = got.unwrap_or_else(|e| panic!("scrape {}: {e}", scrapes.len()));
         assert_eq!(status, 200, "{body}");
+        if scrapes.len() % 10 == 0 {
+            health.push(daemon.get("/healthz").0);
+        }
     }
     let (forked, go_forked) = storm.stop();
-    let (status, health) = daemon.get("/healthz");
+    let (status, health_text) = daemon.get("/healthz");
     let samples = daemon.metrics();
     let lost = metric(&samples, "timerwatch_lost_events_total");
     let cut = metric(&samples, "timerwatch_go_walks_cut_total");
     let analyses = metric(&samples, "timerwatch_go_binaries_analyzed_total");
-    let (_, report) = daemon.get("/report");
-    let report: serde_json::Value = serde_json::from_str(&report).expect("/report JSON");
+    let (report_status, report) = daemon.get("/report");
 
     let third = rss.len() / 3;
     let first = *rss[..third].iter().max().unwrap();
@@ -200,14 +204,17 @@ fn process_churn_with_the_go_census_keeps_memory_flat_and_scrapes_fast() {
         "churn: {secs}s, {forked} processes forked ({:.0}/s), {go_forked} of them Go; \
          {lost} lost events, {cut} Go walks cut, {analyses} Go analyses; \
          daemon VmRSS KiB: first third max {first}, last third max {last}, min {}, bound {allowed}; \
-         {} scrapes, median {} ms, max {} ms",
+         {} scrapes, median {} ms, max {} ms; /healthz every 10 s: {health:?}",
         forked as f64 / secs as f64,
         rss.iter().min().unwrap(),
         sorted.len(),
         sorted[sorted.len() / 2],
         sorted[sorted.len() - 1],
     );
-    assert_eq!(status, 200, "daemon unhealthy after the churn: {health}");
+    assert_eq!(
+        status, 200,
+        "daemon unhealthy after the churn: {health_text}"
+    );
     eprintln!("scrapes (ms): {scrapes:?}");
     assert!(
         scrapes.iter().all(|&ms| ms < 1000),
@@ -222,6 +229,8 @@ fn process_churn_with_the_go_census_keeps_memory_flat_and_scrapes_fast() {
         "daemon RSS grew from {first} KiB to {last} KiB (bound {allowed} KiB): {rss:?}"
     );
     // The long-lived Go leak, 50 a second: walked whole through the storm.
+    assert_eq!(report_status, 200, "/report: {report}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("/report JSON");
     let row = report["processes"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["pid"] == canary.pid()))
