@@ -138,11 +138,20 @@ pub fn walk(pid: u32, bin: &GoBinary, load_bias: u64) -> Result<HeapSnapshot, Er
 
 /// [`walk`] with every field timerwatch reads and the consistency counters.
 pub fn walk_detailed(pid: u32, bin: &GoBinary, load_bias: u64) -> Result<DetailedSnapshot, Error> {
+    walk_detailed_in(&ProcMem::new(pid), bin, load_bias)
+}
+
+/// [`walk_detailed`] through `mem`, whose budget (if any) bounds the walk: once spent, every
+/// read fails and the walk ends with an error or unstable Ps.
+pub fn walk_detailed_in(
+    mem: &ProcMem,
+    bin: &GoBinary,
+    load_bias: u64,
+) -> Result<DetailedSnapshot, Error> {
     let layout = &bin.layout;
     if layout.allp_vaddr == 0 {
         return Err(Error::Malformed("runtime.allp was not located".into()));
     }
-    let mem = ProcMem::new(pid);
     let header = mem.read_vec(layout.allp_vaddr.wrapping_add(load_bias), 16)?;
     let allp = word(&header, 0);
     let nps = word(&header, 8);
@@ -151,7 +160,7 @@ pub fn walk_detailed(pid: u32, bin: &GoBinary, load_bias: u64) -> Result<Detaile
     }
     let ps = mem.read_vec(allp, nps as usize * 8)?;
     let mut walker = Walker {
-        mem: &mem,
+        mem,
         layout,
         runtime: &bin.runtime,
         load_bias,
@@ -251,6 +260,8 @@ impl Walker<'_> {
                 .map(|e| word(e, 0))
                 .collect();
             let read_len = self.runtime.timer_read_len(l);
+            // `len` is the target's word: the buffer below is sized by it only within budget.
+            self.mem.afford(ptrs.len() * read_len)?;
             let mut raws = vec![0u8; ptrs.len() * read_len];
             let mut reqs: Vec<(u64, &mut [u8])> = ptrs
                 .iter()

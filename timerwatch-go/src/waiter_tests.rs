@@ -269,3 +269,70 @@ fn goroutine_walk_of_wrong_process_is_an_error() {
     let got = waiters(&mem, &bin, 0, &WalkLimits::default());
     assert!(got.is_err() || got.unwrap().is_empty());
 }
+
+/// The heap and goroutine walks stay within a budget shared between them: with bytes enough
+/// they find what an unbudgeted walk finds; with fewer than one whole walk needs they stop
+/// with the budget saying `bytes`, having read no more than it allowed; out of time they stop
+/// at their first read.
+#[test]
+fn walks_stop_within_their_budget_and_say_why() {
+    use timerwatch_proc::budget::{Budget, Cut};
+    let Some(all) = waiter_builds() else { return };
+    let b = all.last().unwrap();
+    let bin = analyze(&b.plain).unwrap();
+    let running = Running::start(&b.plain, &[]);
+    let pid = running.pid();
+    let limits = WalkLimits::default();
+    let budgeted = |time: Duration, bytes: u64| {
+        let budget = std::sync::Arc::new(Budget::new(time, bytes));
+        (ProcMem::with_budget(pid, budget.clone()), budget)
+    };
+    let minute = Duration::from_secs(60);
+
+    // A whole walk of both, and what it cost.
+    let (mem, whole) = budgeted(minute, u64::MAX);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (heap, ws) = loop {
+        let heap = heap::walk_detailed_in(&mem, &bin, 0).unwrap();
+        let ws = waiters(&mem, &bin, 0, &limits).unwrap();
+        let parked: usize = EXPECTED.iter().map(|(_, n, _)| n).sum();
+        if ws.len() >= parked || Instant::now() > deadline {
+            break (heap, ws);
+        }
+    };
+    assert_eq!(whole.cut(), None);
+    assert!(!heap.timers.is_empty() && !ws.is_empty());
+    let (mem, one) = budgeted(minute, u64::MAX);
+    let heap_again = heap::walk_detailed_in(&mem, &bin, 0).unwrap();
+    let ws_again = waiters(&mem, &bin, 0, &limits).unwrap();
+    assert_eq!(heap_again.timers.len(), heap.timers.len());
+    assert_eq!(ws_again.len(), ws.len());
+    let cost = one.spent();
+    assert!(cost > 0);
+
+    // Half of that: the heap walk may fit, the goroutines cannot, and nothing beyond is read.
+    let (mem, half) = budgeted(minute, cost / 2);
+    let heap_half = heap::walk_detailed_in(&mem, &bin, 0);
+    let ws_half = waiters(&mem, &bin, 0, &limits);
+    assert_eq!(half.cut(), Some(Cut::Bytes), "{heap_half:?} {ws_half:?}");
+    assert!(half.spent() <= cost / 2);
+    // Whatever the goroutine walk returned is short of the whole: it was cut.
+    assert!(ws_half.map_or(true, |w| w.len() < ws.len()));
+
+    // A few bytes: the heap walk itself fails, at once.
+    let (mem, tiny) = budgeted(minute, 16);
+    assert!(heap::walk_detailed_in(&mem, &bin, 0).is_err());
+    assert_eq!(tiny.cut(), Some(Cut::Bytes));
+
+    // No time left: both fail at their first read, reading nothing.
+    let late = std::sync::Arc::new(Budget::starting_at(
+        Instant::now() - Duration::from_secs(2),
+        Duration::from_secs(1),
+        u64::MAX,
+    ));
+    let mem = ProcMem::with_budget(pid, late.clone());
+    assert!(heap::walk_detailed_in(&mem, &bin, 0).is_err());
+    assert!(waiters(&mem, &bin, 0, &limits).is_err());
+    assert_eq!(late.cut(), Some(Cut::Time));
+    assert_eq!(late.spent(), 0);
+}

@@ -1,9 +1,10 @@
 //! Everything timerwatch reads about other processes from `/proc`, in one place: names,
 //! existence, thread groups and timers that predate our probes here; address-space layout in
-//! [`maps`]; memory in [`mem`]. Symbolization, the Go analysis and the daemon all read through
-//! this crate, so each file has one parser. Everything a target controls is hostile input:
+//! [`maps`]; memory in [`mem`], within a [`budget`] of time and bytes per walk. Symbolization,
+//! the Go analysis and the daemon all read through this crate, so each file has one parser. Everything a target controls is hostile input:
 //! parsers return `None` for what they cannot read rather than guessing.
 
+pub mod budget;
 pub mod maps;
 pub mod mem;
 

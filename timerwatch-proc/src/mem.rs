@@ -3,17 +3,25 @@
 //!
 //! `process_vm_readv` first (one syscall, no file descriptor); `/proc/PID/mem` when it is
 //! unavailable (seccomp, old kernels). Both need ptrace-read permission on the target. Neither
-//! stops the target, so what is read can be torn; callers validate.
+//! stops the target, so what is read can be torn; callers validate. A reader given a
+//! [`Budget`] stops reading (every read fails) once its time or bytes are spent.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use crate::budget::{Budget, Cut};
 
 /// Opens nothing until the first read that needs `/proc/PID/mem`: most readers never do.
 pub struct ProcMem {
     pid: u32,
     mem: OnceLock<io::Result<File>>,
+    budget: Option<Arc<Budget>>,
+}
+
+fn spent(cut: Cut) -> io::Error {
+    io::Error::other(format!("walk cut short: {} budget spent", cut.as_str()))
 }
 
 impl ProcMem {
@@ -21,10 +29,45 @@ impl ProcMem {
         Self {
             pid,
             mem: OnceLock::new(),
+            budget: None,
+        }
+    }
+
+    /// A reader of `pid` whose reads all charge `budget`.
+    pub fn with_budget(pid: u32, budget: Arc<Budget>) -> Self {
+        Self {
+            budget: Some(budget),
+            ..Self::new(pid)
+        }
+    }
+
+    /// The budget this reader charges, if any: [`Budget::cut`] says why reads stopped.
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_deref()
+    }
+
+    /// Whether `len` more bytes may be read: check before allocating for a batch.
+    pub fn afford(&self, len: usize) -> io::Result<()> {
+        match &self.budget {
+            Some(b) => b.afford(len).map_err(spent),
+            None => Ok(()),
+        }
+    }
+
+    fn spend(&self, len: usize) -> io::Result<()> {
+        match &self.budget {
+            Some(b) => b.spend(len).map_err(spent),
+            None => Ok(()),
         }
     }
 
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.spend(buf.len())?;
+        self.read_spent(addr, buf)
+    }
+
+    /// [`ProcMem::read`] of bytes already charged.
+    fn read_spent(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -42,8 +85,10 @@ impl ProcMem {
     }
 
     pub fn read_vec(&self, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+        // Charged before the allocation: a length the target wrote must not size our heap.
+        self.spend(len)?;
         let mut buf = vec![0u8; len];
-        self.read(addr, &mut buf)?;
+        self.read_spent(addr, &mut buf)?;
         Ok(buf)
     }
 
@@ -55,9 +100,14 @@ impl ProcMem {
 
     /// Reads every `(addr, buf)`, up to `IOV_MAX` of them per system call, and says which
     /// succeeded. Many small reads (the timers of a heap) then cost a few calls, not one each.
+    /// Beyond the budget, none is read.
     pub fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<bool> {
         const IOV_MAX: usize = 1024;
         let mut ok = vec![false; reqs.len()];
+        let total_len = reqs.iter().map(|(_, b)| b.len()).sum();
+        if self.spend(total_len).is_err() {
+            return ok;
+        }
         let (mut i, total) = (0, reqs.len());
         while i < total {
             let chunk = &mut reqs[i..(i + IOV_MAX).min(total)];
@@ -104,7 +154,7 @@ impl ProcMem {
             ok[i..i + done].iter_mut().for_each(|o| *o = true);
             if done < chunk.len() {
                 let (addr, buf) = &mut chunk[done];
-                ok[i + done] = self.read(*addr, buf).is_ok();
+                ok[i + done] = self.read_spent(*addr, buf).is_ok();
                 done += 1;
             }
             i += done;
@@ -187,5 +237,25 @@ mod tests {
             }
         }
         assert!(mem.read_many(&mut []).is_empty());
+    }
+
+    #[test]
+    fn a_budgeted_reader_stops_at_its_bytes_and_allocates_nothing_beyond() {
+        let values = [7u64; 4];
+        let addr = values.as_ptr() as u64;
+        let budget = Arc::new(Budget::new(std::time::Duration::from_secs(60), 24));
+        let mem = ProcMem::with_budget(std::process::id(), budget.clone());
+        assert_eq!(mem.read_u64(addr).unwrap(), 7);
+        assert_eq!(mem.read_vec(addr, 16).unwrap().len(), 16);
+        assert_eq!(budget.spent(), 24);
+        // A target-written length far past the budget fails before any buffer exists.
+        let e = mem.read_vec(addr, usize::MAX / 2).unwrap_err();
+        assert!(e.to_string().contains("bytes budget"), "{e}");
+        assert_eq!(budget.cut(), Some(Cut::Bytes));
+        // Every later read fails too, batched ones included.
+        assert!(mem.read_u64(addr).is_err());
+        let mut b = [0u8; 8];
+        assert_eq!(mem.read_many(&mut [(addr, &mut b[..])]), [false]);
+        assert_eq!(mem.budget().and_then(Budget::cut), Some(Cut::Bytes));
     }
 }

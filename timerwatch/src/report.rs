@@ -48,6 +48,12 @@ pub struct ProcessReport {
     pub go_version: Option<String>,
     /// Pending timers in the Go runtime's heaps at report time; null for non-Go processes.
     pub go_heap_timers: Option<u64>,
+    /// Why the last walk of a Go process's memory was cut short: `time` or `bytes` (its
+    /// budget spent), `torn` (the memory kept changing or was not a runtime's). With no
+    /// `go_heap_timers` the process's census was left out; with them, only its goroutine walk
+    /// was cut. Absent when the walk ran whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go_walk_cut: Option<String>,
     /// Growth verdict of the process's total live count.
     pub verdict: Verdict,
     pub growth_per_s: Option<f64>,
@@ -268,6 +274,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                 pre_existing: ctx.pre_existing.get(&p.tgid).cloned().unwrap_or_default(),
                 go_version: None,
                 go_heap_timers: None,
+                go_walk_cut: None,
                 verdict: Verdict::Unknown,
                 growth_per_s: None,
                 projected_live_1h: None,
@@ -371,6 +378,7 @@ impl ProcessReport {
             pre_existing: PreExisting::default(),
             go_version: None,
             go_heap_timers: None,
+            go_walk_cut: None,
             verdict: Verdict::Unknown,
             growth_per_s: None,
             projected_live_1h: None,

@@ -59,6 +59,9 @@ const DRAIN_PERIOD: Duration = Duration::from_millis(50);
 
 /// Records applied between two chances for other tasks to run (a few ms of work).
 const DRAIN_BATCH: usize = 16_384;
+/// The longest one drain runs before the loop turns to its other work (reports, samples,
+/// stop): under a sustained overload the ring never empties.
+const DRAIN_SLICE: Duration = Duration::from_millis(200);
 
 /// How often live counts are sampled for growth verdicts.
 const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
@@ -259,10 +262,13 @@ impl Tracer {
         while !self.drain_batch() {}
     }
 
-    /// Apply every queued record, letting other tasks on this thread (the daemon's HTTP
-    /// server) run between batches.
+    /// Apply the queued records, letting other tasks on this thread run between batches, for
+    /// at most `DRAIN_SLICE`: records that arrive faster than they are applied must not keep
+    /// the loop here for ever, with no report, no sample and no stop. What is left waits for
+    /// the next drain; the kernel counts what no longer fits (`lost_events`).
     async fn drain_yielding(&mut self) {
-        while !self.drain_batch() {
+        let start = Instant::now();
+        while !self.drain_batch() && start.elapsed() < DRAIN_SLICE {
             tokio::task::yield_now().await;
         }
     }

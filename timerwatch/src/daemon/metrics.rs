@@ -11,7 +11,8 @@
 //! `timerwatch_unattributed_events_total`, `timerwatch_traced_processes` and
 //! `timerwatch_go_binaries_analyzed_total` (analyses are cached per binary: N processes of one
 //! image count one), `timerwatch_go_census_walks_total` and
-//! `timerwatch_go_census_cpu_seconds_total` (the census's own cost).
+//! `timerwatch_go_census_cpu_seconds_total` (the census's own cost), and
+//! `timerwatch_go_walks_cut_total{reason}` (Go memory walks cut short: `time`, `bytes`, `torn`).
 
 use std::fmt;
 
@@ -215,6 +216,16 @@ fn encode(snap: &super::snapshot::Snapshot, enc: &mut DescriptorEncoder) -> fmt:
         MetricType::Counter,
     )?
     .encode_counter::<NoLabelSet, _, f64>(&crate::gotrace::census_cpu_seconds(), None)?;
+    let mut m = enc.encode_descriptor(
+        "timerwatch_go_walks_cut",
+        "Walks of a Go process's runtime memory cut short, by reason: its time or bytes budget spent, or the memory torn (changing, or not a runtime's).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, v) in crate::gotrace::walks_cut() {
+        m.encode_family(&[("reason", reason)])?
+            .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+    }
     Ok(())
 }
 
@@ -318,6 +329,10 @@ mod tests {
             "timerwatch_go_census_walks_total ",
             "# UNIT timerwatch_go_census_cpu_seconds seconds",
             "timerwatch_go_census_cpu_seconds_total ",
+            "# TYPE timerwatch_go_walks_cut counter",
+            "timerwatch_go_walks_cut_total{reason=\"time\"} ",
+            "timerwatch_go_walks_cut_total{reason=\"bytes\"} ",
+            "timerwatch_go_walks_cut_total{reason=\"torn\"} ",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }

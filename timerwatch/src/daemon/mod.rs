@@ -2,8 +2,9 @@
 //! Prometheus metrics, with container and pod labels, on `/metrics`, the last report on
 //! `/report`, and liveness on `/healthz`. Deployment and the label sources: deploy/README.md.
 //!
-//! The tracing loop (`session::Tracer`) and the HTTP server share the current-thread runtime:
-//! each report goes through the `pipeline` into a `snapshot` that the handlers read.
+//! The tracing loop (`session::Tracer`) runs on the current-thread runtime and the HTTP server
+//! on a thread of its own, so a slow report never delays a scrape: each report goes through the
+//! `pipeline` into a `snapshot` that the handlers read.
 
 mod args;
 pub mod cgroup;
@@ -71,6 +72,32 @@ fn read_token(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(token.as_bytes().to_vec())
 }
 
+/// The HTTP endpoints on a thread and runtime of their own: a report that takes long (a backlog
+/// of events after a burst, walks of many Go processes) must not make a scrape wait for it.
+/// They read only the shared snapshot, whose lock each report holds for a moment.
+fn serve_apart(
+    listener: TcpListener,
+    shared: Shared,
+    interval: Duration,
+    token: Option<Vec<u8>>,
+) -> Result<()> {
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("timerwatch-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => server::serve(l, shared, interval, token).await,
+                    Err(e) => eprintln!("timerwatch: error: cannot serve HTTP: {e}"),
+                }
+            })
+        })?;
+    Ok(())
+}
+
 pub async fn run(args: DaemonArgs) -> Result<()> {
     let interval = validate(&args)?;
     let token = args
@@ -92,7 +119,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     }
     let mut tracer = Tracer::start(&trace)?;
     let shared = Shared::default();
-    tokio::spawn(server::serve(listener, shared.clone(), interval, token));
+    serve_apart(listener, shared.clone(), interval, token)?;
 
     let metadata = Metadata::new(std::path::Path::new("/proc"), &args.kubelet_logs);
     if !metadata.kubelet().available() {

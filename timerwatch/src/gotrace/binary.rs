@@ -189,7 +189,13 @@ impl Target {
     pub fn walk(&self) -> Result<Walk, go::Error> {
         // Before reading: a timer armed during the walk may or may not be in it.
         let at_ns = crate::procfs::monotonic_ns();
-        let snap = heap::walk(self.pid, &self.bin, self.bias)?;
+        let budget = super::walk_budget::start();
+        let mem = ProcMem::with_budget(self.pid, budget.clone());
+        let snap = heap::walk_detailed_in(&mem, &self.bin, self.bias);
+        if let Some(why) = super::walk_budget::CutShort::of(&budget) {
+            super::walk_budget::count(why);
+        }
+        let snap = heap::HeapSnapshot::from(snap?);
         Ok(Walk {
             timers: snap.timers.iter().map(|t| t.timer).collect(),
             at_ns,

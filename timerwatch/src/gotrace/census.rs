@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use timerwatch_go::{GoBinary, GoFrame};
+use timerwatch_proc::mem::ProcMem;
 
 use crate::report::{Attribution, Kind};
 
@@ -18,11 +19,12 @@ use crate::report::{Attribution, Kind};
 pub type WaiterFrames = HashMap<u64, Vec<GoFrame>>;
 
 /// The hook through which a walk of the runtime's goroutines names the waiters of channel
-/// timers and sleeps: given the process, its binary and load bias, and the `arg`s wanted,
-/// return the stacks found. `None` (or a missing `arg`) leaves those timers to `signature`.
-/// A torn read of the goroutine list must return `None`, never a guess.
+/// timers and sleeps: given the process's memory (charging the walk's budget), its binary and
+/// load bias, and the `arg`s wanted, return the stacks found. `None` (or a missing `arg`)
+/// leaves those timers to `signature`. A torn read of the goroutine list must return `None`,
+/// never a guess.
 pub type WaiterWalk =
-    fn(pid: u32, bin: &GoBinary, bias: u64, wanted: &HashSet<u64>) -> Option<WaiterFrames>;
+    fn(mem: &ProcMem, bin: &GoBinary, bias: u64, wanted: &HashSet<u64>) -> Option<WaiterFrames>;
 
 /// What the census knows of one pending timer, names resolved.
 #[derive(Clone, Debug)]

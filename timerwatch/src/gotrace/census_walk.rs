@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use timerwatch_go::{heap, GoFrame, GoKind};
+use timerwatch_proc::{budget::Budget, mem::ProcMem};
 
 use crate::report::Kind;
 
@@ -13,6 +14,7 @@ use super::{
     census::{self, Group, Seen, WaiterWalk},
     file_id,
     state::GoState,
+    walk_budget::{self, CutShort},
 };
 
 /// One exec of a process: its binary (device, inode), its auxiliary vector and the 16 random
@@ -63,6 +65,9 @@ pub struct CensusState {
     last: Option<(u64, Census)>,
     /// Callers creation-stack windows taught, by signature (kind, period).
     learned: HashMap<(Kind, i64), String>,
+    /// Why the last walk was cut short: the census left out (heap walk) or named without
+    /// waiters (goroutine walk). `None` when it ran whole.
+    pub cut: Option<CutShort>,
 }
 
 /// A census this recent stands for now: the verdict sample and the report of one tick
@@ -77,11 +82,13 @@ pub struct Census {
 }
 
 /// Census of `target`, which was `found` as that incarnation. `None` when the walk was torn (a
-/// P's heap kept changing, the process exited or exec'd during the walk, a read failed) or the
-/// process runs something `target` does not describe any more: it is left out of this report
-/// rather than misreported. A process that re-exec'd its own fixed-address binary since it was
-/// found is still described by `target` (same layout, same addresses), so it is walked: its
-/// exec record will replace `target` anyway.
+/// P's heap kept changing, the process exited or exec'd during the walk, a read failed), cut
+/// short by its budget ([`walk_budget`]), or the process runs something `target` does not
+/// describe any more: it is left out of this report rather than misreported, and
+/// `state.cut` says why unless it simply left. A goroutine walk cut short leaves the timers
+/// it would have named to their signature, and says so in `state.cut` too. A process that
+/// re-exec'd its own fixed-address binary since it was found is still described by `target`
+/// (same layout, same addresses), so it is walked: its exec record will replace `target` anyway.
 pub fn take(
     target: &Target,
     found: &Incarnation,
@@ -96,19 +103,22 @@ pub fn take(
         }
     }
     let (pid, bin, bias) = (target.pid(), target.binary(), target.bias());
+    state.cut = None;
     let before = Incarnation::of(target)?;
     if before.exe != found.exe || (bin.pie && before != *found) {
         return None;
     }
+    let budget = walk_budget::start();
+    let mem = ProcMem::with_budget(pid, budget.clone());
     if state.incarnation.as_ref() != Some(&before) {
         // Another runtime: its timer pointers say nothing about the last one's.
         state.first_seen.clear();
         state.incarnation = Some(before.clone());
     }
-    let snap = heap::walk_detailed(pid, bin, bias).ok()?;
-    if snap.unstable_ps > 0 {
-        return None;
-    }
+    let snap = match heap::walk_detailed_in(&mem, bin, bias) {
+        Ok(snap) if snap.unstable_ps == 0 => snap,
+        _ => return skip(state, &budget, target, &before),
+    };
     let live: Vec<_> = snap
         .timers
         .into_iter()
@@ -126,22 +136,32 @@ pub fn take(
         .filter(|(t, k)| t.arg != 0 && matches!(k, GoKind::Timer | GoKind::Ticker | GoKind::Sleep))
         .map(|(t, _)| t.arg)
         .collect();
-    let waiter_frames = match waiters {
-        Some(walk) if !waited.is_empty() => walk(pid, bin, bias, &waited),
-        _ => None,
-    };
-    // An AfterFunc's `arg` is the user's function value: its first word is the code.
+    // An AfterFunc's `arg` is the user's function value: its first word is the code. Read
+    // before the goroutines, whose walk may spend what is left of the budget.
     let mut code_of: HashMap<u64, u64> = HashMap::new();
     for (t, k) in live.iter().zip(&kinds) {
         if *k != GoKind::AfterFunc || t.arg == 0 || code_of.contains_key(&t.arg) {
             continue;
         }
-        let pc = target.read_u64(t.arg).ok()?.wrapping_sub(bias);
+        let Ok(code) = mem.read_u64(t.arg) else {
+            return skip(state, &budget, target, &before);
+        };
+        let pc = code.wrapping_sub(bias);
         code_of.insert(t.arg, pc);
         state
             .callbacks
             .entry(pc)
             .or_insert_with(|| bin.symbolize(pc));
+    }
+    let mut waiter_frames = match waiters {
+        Some(walk) if !waited.is_empty() => walk(&mem, bin, bias, &waited),
+        _ => None,
+    };
+    if let Some(why) = CutShort::of(&budget) {
+        // Some goroutines were never read: naming only the others would split one callsite.
+        waiter_frames = None;
+        state.cut = Some(why);
+        walk_budget::count(why);
     }
     // Read last: a process that exec'd (or exited and whose pid was reused) during the walk is
     // another address space now, and what was read may belong to either.
@@ -189,4 +209,22 @@ pub fn take(
     };
     state.last = Some((now_ns, census.clone()));
     Some(census)
+}
+
+/// A walk that produced nothing: counted with its reason, unless the process exited or exec'd
+/// under it (then it is simply not there to report).
+fn skip(
+    state: &mut CensusState,
+    budget: &Budget,
+    target: &Target,
+    before: &Incarnation,
+) -> Option<Census> {
+    let why = match CutShort::of(budget) {
+        Some(why) => why,
+        None if Incarnation::of(target).as_ref() == Some(before) => CutShort::Torn,
+        None => return None,
+    };
+    state.cut = Some(why);
+    walk_budget::count(why);
+    None
 }

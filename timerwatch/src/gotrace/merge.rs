@@ -46,7 +46,8 @@ pub(super) fn merge(procs: &HashMap<u32, GoProcess>, report: &mut Report, now_ns
             continue;
         };
         row.go_version = Some(p.target.version.clone());
-        if p.census.is_some() {
+        if let Some((state, _)) = &p.census {
+            row.go_walk_cut = state.cut.map(|c| c.as_str().into());
             if let Some(c) = &p.census_now {
                 row.go_heap_timers = Some(c.pending);
                 push_census(&c.groups, row, now_ns);

@@ -7,7 +7,8 @@
 //! program on the runtime's timer functions, [`state`] keeps per-callsite counts and [`merge`]
 //! adds Go callsites with live counts from a heap walk. In census mode (unfiltered runs and the
 //! daemon by default) nothing is attached: at every report [`census_walk`] reads the heaps and
-//! [`census`] names each pending timer from its own fields.
+//! [`census`] names each pending timer from its own fields. Every walk of a process's memory,
+//! in either mode, stays within the time and bytes of [`walk_budget`].
 
 mod attach;
 mod binary;
@@ -18,6 +19,7 @@ pub mod discovery;
 mod merge;
 pub mod state;
 mod waiters;
+pub mod walk_budget;
 mod window;
 
 use std::collections::{HashMap, HashSet};
@@ -38,6 +40,7 @@ use crate::{
 
 pub use self::binary::{binaries_analyzed, OpenError};
 pub use self::cost::{cpu_seconds as census_cpu_seconds, walks as census_walks};
+pub use self::walk_budget::walks_cut;
 use self::{
     binary::Target,
     census::WaiterWalk,

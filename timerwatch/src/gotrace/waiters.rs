@@ -13,13 +13,17 @@ use super::census::WaiterFrames;
 
 /// Stacks of the goroutines waiting on `wanted`, symbolized only for the keys asked for.
 /// `None` when the goroutine list could not be read whole: the census then falls back to
-/// kind and period rather than guess.
-pub fn walk(pid: u32, bin: &GoBinary, bias: u64, wanted: &HashSet<u64>) -> Option<WaiterFrames> {
+/// kind and period rather than guess (and drops what a walk cut short by its budget found).
+pub fn walk(
+    mem: &ProcMem,
+    bin: &GoBinary,
+    bias: u64,
+    wanted: &HashSet<u64>,
+) -> Option<WaiterFrames> {
     if wanted.is_empty() {
         return Some(HashMap::new());
     }
-    let mem = ProcMem::new(pid);
-    let found = goroutines::waiters(&mem, bin, bias, &WalkLimits::default()).ok()?;
+    let found = goroutines::waiters(mem, bin, bias, &WalkLimits::default()).ok()?;
     let mut out = WaiterFrames::new();
     for w in &found {
         let sleeping = (w.kind == WaitKind::Sleep).then_some(w.g);

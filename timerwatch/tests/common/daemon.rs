@@ -203,7 +203,7 @@ impl Daemon {
     }
 
     /// Like `get`, retrying for up to a minute: a daemon catching up on a backlog of events
-    /// answers late (the tracing loop and the server share one thread).
+    /// may answer late.
     pub fn get_patiently(&self, path: &str) -> (u16, String) {
         let mut last = None;
         wait_until(Duration::from_secs(60), || {
