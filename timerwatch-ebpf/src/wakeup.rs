@@ -31,7 +31,8 @@ static WOKEN: LruHashMap<u32, Woken> = LruHashMap::with_max_entries(16384, 0);
 /// When (jiffies) a task was last marked in `WOKEN`. A switch looks `WOKEN` up only within
 /// [`WAIT_WINDOW`] of that (0: never; jiffies start far from 0): a plain store, which racing
 /// CPUs cannot get wrong. (A count of the entries could, without the atomic add that Rust's
-/// core lacks on BPF: tried, a 1 kHz timer's wake-ups came out 18% short in a callsite test.)
+/// core lacks on BPF: tried, and a 1 kHz timer's wake-ups came out 18% short in a callsite
+/// test on a loaded machine; not all of that need have been lost updates, but any is too many.)
 #[map]
 static LAST_WOKEN: Array<u64> = Array::with_max_entries(1, 0);
 
