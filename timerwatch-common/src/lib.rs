@@ -215,6 +215,9 @@ pub struct Owner {
     /// one (an on-stack sleeper reused by another function; a freed socket's memory set up again
     /// for a TIME_WAIT timer by the same user context) takes a new stack.
     pub fingerprint: u64,
+    /// The exact user registers of that arm, mixed (`UserRegs::key` in the probes): a re-arm
+    /// with the same key skips computing the fingerprint, which reads user memory.
+    pub regs_key: u64,
     /// When a cancel of this timer happened that was not sent yet (0: none). A start that
     /// finds it set is a re-arm and counts in `rearms`; otherwise the next tracepoint on the
     /// cancelling CPU sends the cancel with this timestamp.
@@ -250,6 +253,7 @@ impl Owner {
             cancel_cur_tgid: 0,
             expires: 0,
             fingerprint: 0,
+            regs_key: 0,
             cancel_ns: 0,
             rearms_sent_ns: 0,
         }
@@ -525,6 +529,6 @@ const _: () = assert!(
     core::mem::size_of::<StackCopyEvent>()
         == core::mem::size_of::<StackEvent>() + 4 * 8 + USER_STACK_COPY
 );
-const _: () = assert!(core::mem::size_of::<Owner>() == 56);
+const _: () = assert!(core::mem::size_of::<Owner>() == 64);
 const _: () = assert!(core::mem::size_of::<GoRecipe>() == 4 * 8 + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GoKey>() == 16);

@@ -130,9 +130,18 @@ unsafe fn fill_stack<C: EbpfContext>(ctx: &C, out: *mut StackEvent, ev: Event, s
     }
 }
 
-/// `(ip, sp, bp)` of the current task's user registers, where the architecture is supported.
+/// The current task's user registers at its syscall (zeros where the architecture is not
+/// supported).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// The current task's user registers.
 #[inline(always)]
-pub(crate) fn user_regs() -> Option<(u64, u64, u64)> {
+pub(crate) fn user_regs() -> UserRegs {
     #[cfg(bpf_target_arch = "x86_64")]
     // SAFETY: the helpers return a BTF-typed pointer that the verifier lets us load from directly;
     // loads through it are fault-checked.
@@ -142,57 +151,86 @@ pub(crate) fn user_regs() -> Option<(u64, u64, u64)> {
         // fields directly (as faulting-safe loads), three helper calls fewer per arm.
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
         if regs.is_null() {
-            return None;
+            return UserRegs::default();
         }
         let read = |off: usize| core::ptr::read_volatile(regs.add(off).cast::<u64>());
-        Some((read(PT_REGS_IP), read(PT_REGS_SP), read(PT_REGS_BP)))
+        UserRegs {
+            ip: read(PT_REGS_IP),
+            sp: read(PT_REGS_SP),
+            bp: read(PT_REGS_BP),
+        }
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
-    None
+    UserRegs::default()
 }
 
 /// How far above the stack pointer a frame pointer may point: the default stack limit. A
 /// frame pointer outside [sp, sp + this) is not one.
 const FRAME_SPAN: u64 = 8 << 20;
 
-/// A cheap identity of the user call path of this syscall (see `Owner::fingerprint`): the user
-/// IP, the stack pointer's offset in its page (the call depth; thread stacks start at the same
-/// page offset, so threads arming from one place agree) and, where rbp is a frame pointer, the
-/// return address of the innermost frame. A frameless libc wrapper leaves rbp at its caller's
-/// frame, so that names the caller's call site. One 16-byte read of user memory (the saved frame
-/// pointer and the return address are adjacent), no stack walk; the words at the stack pointer
-/// are no good here, as wrappers keep changing locals there (clock_nanosleep's deadline).
-///
-/// In a build without frame pointers (plain `-O2`, how distributions build) rbp is an ordinary
-/// register, often a small integer, and a read at it faults: a fault caught by the helper cost
-/// the traced thread about a microsecond on every arm (hrtimer_start ~1270 ns against ~440 with
-/// frame pointers, bpf_stats, same run). So rbp is read only when it points into the stack just
-/// above sp, and its frame used only when the saved rbp does too.
-#[inline(always)]
-pub fn user_fingerprint() -> u64 {
-    let Some((ip, sp, bp)) = user_regs() else {
-        return 0;
-    };
-    let depth = (sp & 0xfff).rotate_left(40);
-    let in_stack = |p: u64, above: u64| p > above && p - above < FRAME_SPAN && p & 7 == 0;
-    if in_stack(bp, sp.wrapping_sub(1)) {
-        // [saved rbp, return address] of the innermost frame.
-        // SAFETY: a fault-checked copy from user memory; a bad address is an error value.
-        let frame = unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }.unwrap_or([0; 2]);
-        if in_stack(frame[0], bp) {
-            return (ip ^ frame[1].rotate_left(21) ^ depth) | 1;
-        }
+impl UserRegs {
+    /// The exact user IP, stack pointer and frame pointer, mixed into one word: the same
+    /// thread arming from the same place again has all three equal, and that is the re-arm
+    /// loop's every iteration. An arm whose key matches the last one's is taken for the same
+    /// call path without [`Self::fingerprint`]'s read of user memory (~125–160 ns on the test
+    /// VM, a third of a re-arm's cost). What that gives up: two call paths of one thread that
+    /// reach the syscall with identical ip, sp and bp — two callers at the same depth with
+    /// frames of the same size, calling through one frameless wrapper — count as one, where
+    /// the fingerprint would tell them apart by the innermost return address (in code with
+    /// frame pointers; without them it cannot either). Threads have their own stacks, so
+    /// another thread never matches: it takes the fingerprint, which threads share.
+    #[inline(always)]
+    pub fn key(&self) -> u64 {
+        // Odd multipliers (from splitmix64): a match of unequal registers is a 2^-64 accident.
+        (self.ip.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ self.sp.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+            ^ self.bp.wrapping_mul(0x94d0_49bb_1331_11eb))
+            | 1
     }
-    (ip ^ depth) | 1
+
+    /// A cheap identity of the user call path of this syscall (see `Owner::fingerprint`): the
+    /// user IP, the stack pointer's offset in its page (the call depth; thread stacks start at
+    /// the same page offset, so threads arming from one place agree) and, where rbp is a frame
+    /// pointer, the return address of the innermost frame. A frameless libc wrapper leaves rbp
+    /// at its caller's frame, so that names the caller's call site. One 16-byte read of user
+    /// memory (the saved frame pointer and the return address are adjacent), no stack walk;
+    /// the words at the stack pointer are no good here, as wrappers keep changing locals there
+    /// (clock_nanosleep's deadline).
+    ///
+    /// In a build without frame pointers (plain `-O2`, how distributions build) rbp is an
+    /// ordinary register, often a small integer, and a read at it faults: a fault caught by
+    /// the helper cost the traced thread about a microsecond on every arm (hrtimer_start ~1270
+    /// ns against ~440 with frame pointers, bpf_stats, same run). So rbp is read only when it
+    /// points into the stack just above sp, and its frame used only when the saved rbp does
+    /// too.
+    #[inline(always)]
+    pub fn fingerprint(&self) -> u64 {
+        let UserRegs { ip, sp, bp } = *self;
+        if ip == 0 && sp == 0 {
+            return 0;
+        }
+        let depth = (sp & 0xfff).rotate_left(40);
+        let in_stack = |p: u64, above: u64| p > above && p - above < FRAME_SPAN && p & 7 == 0;
+        if in_stack(bp, sp.wrapping_sub(1)) {
+            // [saved rbp, return address] of the innermost frame.
+            // SAFETY: a fault-checked copy from user memory; a bad address is an error value.
+            let frame = unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }.unwrap_or([0; 2]);
+            if in_stack(frame[0], bp) {
+                return (ip ^ frame[1].rotate_left(21) ^ depth) | 1;
+            }
+        }
+        (ip ^ depth) | 1
+    }
 }
 
 /// Copy the words at the user stack pointer. A frameless libc wrapper's return address into its
 /// caller lives there and nowhere in the frame-pointer chain.
 #[inline(always)]
 unsafe fn scan_user_stack(sp_out: &mut u64, scan: &mut [u64; STACK_SCAN_WORDS]) {
-    let Some((_, sp, _)) = user_regs() else {
+    let sp = user_regs().sp;
+    if sp == 0 {
         return;
-    };
+    }
     *sp_out = sp;
     // SAFETY: `scan` is a valid, exclusively borrowed array of exactly this many bytes.
     let buf = unsafe {

@@ -31,7 +31,7 @@ use timerwatch_common::{flags, Event, EventKind, IrqRanges, Owner, IRQ_RANGES, I
 
 use crate::{
     filter::{current, current_traced, setting},
-    output::{emit, emit_at, emit_with_stack, user_fingerprint},
+    output::{emit, emit_at, emit_with_stack, user_regs},
 };
 
 /// Counted re-arms are sent at least every this many…
@@ -54,33 +54,42 @@ pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(1 << 18
 /// The timer whose cancel a CPU holds back.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Held {
+pub struct Held {
     /// 0: none.
     addr: u64,
     /// Its owner's process.
     tgid: u32,
-    _pad: u32,
+    /// Non-zero once its owner set it up again (inside `timerfd_settime`/`timer_settime`),
+    /// for the start that follows: kept here rather than in `Owner::set_up`, so that set-up
+    /// costs no `OWNERS` lookup (see `on_init`).
+    set_up: u32,
 }
+
+const NONE_HELD: Held = Held {
+    addr: 0,
+    tgid: 0,
+    set_up: 0,
+};
 
 #[map]
 static HELD_CANCEL: PerCpuArray<Held> = PerCpuArray::with_max_entries(1, 0);
 
 /// Send the cancel this CPU holds back, unless it is `keep`'s (its start may follow); then
-/// return its owner's tgid (else 0). Every program calls this (or [`release_held`]) first, so
-/// records leave in the order things happened on this CPU. Programs of one CPU never nest, so
-/// the slot needs no atomics.
+/// return the slot if it holds `keep`'s (else one holding nothing). Every program calls this
+/// (or [`release_held`]) first, so records leave in the order things happened on this CPU.
+/// Programs of one CPU never nest, so the slot needs no atomics.
 #[inline(always)]
-pub fn release_held_except(keep: u64) -> u32 {
+pub fn release_held_except(keep: u64) -> Held {
     let Some(slot) = HELD_CANCEL.get_ptr_mut(0) else {
-        return 0;
+        return NONE_HELD;
     };
     // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
     let held = unsafe { *slot };
     if held.addr == 0 {
-        return 0;
+        return NONE_HELD;
     }
     if held.addr == keep {
-        return held.tgid;
+        return held;
     }
     // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
     unsafe { (*slot).addr = 0 };
@@ -89,7 +98,7 @@ pub fn release_held_except(keep: u64) -> u32 {
         // each access, so a concurrent remove can at worst alias another entry, not fault.
         send_cancel(held.addr, unsafe { &mut *o });
     }
-    0
+    NONE_HELD
 }
 
 #[inline(always)]
@@ -97,16 +106,21 @@ pub fn release_held() {
     release_held_except(0);
 }
 
-/// The start of `addr` consumed its held cancel: the slot is free.
+/// The start of the held timer consumed the slot: it is free.
 #[inline(always)]
-fn clear_held(addr: u64) {
+fn clear_held() {
     if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
         // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
-        if unsafe { (*slot).addr } == addr {
-            // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest
-            // here.
-            unsafe { (*slot).addr = 0 };
-        }
+        unsafe { *slot = NONE_HELD };
+    }
+}
+
+/// The held timer's owner set it up again.
+#[inline(always)]
+fn mark_held_set_up() {
+    if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
+        unsafe { (*slot).set_up = 1 };
     }
 }
 
@@ -168,34 +182,43 @@ fn send_rearms(addr: u64, o: &mut Owner, now: u64, cur_tgid: u32) {
 }
 
 /// `timer_init` / `hrtimer_setup`: a (re)initialised object. The address may have belonged to
-/// another timer before; whoever sets it up now owns it.
+/// another timer before; whoever sets it up now owns it. Returns whether it may be the
+/// hrtimer of a `timer_create` in flight (see `posix`): set up by a traced task, and not an
+/// armed timer set up again by its owner (its cancel held on this CPU), which is no new object.
 #[inline(always)]
-pub fn on_init(addr: u64, timer_list: bool) {
+pub fn on_init(addr: u64, timer_list: bool) -> bool {
     // timerfd_settime: cancel, set-up, start; the cancel stays held for the start.
-    let held_by = release_held_except(addr);
+    let held = release_held_except(addr);
     let (tgid, tid) = current();
     // Its owner setting it up again (a held cancel: an armed timer re-armed; none: a disarmed
     // timerfd re-armed, a new sleep on a reused stack slot) keeps what is known, and marks the
     // arm that follows as a user call whose fingerprint decides its callsite. Checked before the
-    // filter, as this is the hot case. Memory reused for the other kind of timer is a new
-    // timer: the owner's kind flags every record sent on its behalf.
+    // filter, as this is the hot case; the held case, every re-arm of an armed timerfd or
+    // POSIX timer, without even an `OWNERS` lookup (the cancel found the owner, and the start
+    // follows inside the same locked section on this CPU). Memory reused for the other kind of
+    // timer is a new timer: the owner's kind flags every record sent on its behalf.
+    if held.addr == addr && held.tgid == tgid && tgid != 0 {
+        mark_held_set_up();
+        return false;
+    }
+    let mut known = None;
     if let Some(o) = OWNERS.get_ptr_mut(addr) {
         // SAFETY: a map value pointer is valid for the program's run; a concurrent update can
         // make the fields stale, never the access a fault.
         let o = unsafe { &mut *o };
-        if (held_by == tgid && tgid != 0) || (o.tgid == tgid && o.timer_list == timer_list as u8) {
+        if o.tgid == tgid && o.timer_list == timer_list as u8 {
             o.set_up = 1;
-            return;
+            return true;
         }
+        known = Some(*o);
     }
-    // SAFETY: read at once; a concurrent insert or remove can make it wrong, never a fault.
-    let known = unsafe { OWNERS.get(addr) }.copied();
     if current_traced(tgid) {
         let owner = Owner {
             timer_list: timer_list as u8,
             ..Owner::new(tgid, tid)
         };
         let _ = OWNERS.insert(addr, owner, 0);
+        return true;
     } else if let Some(mut old) = known {
         // Memory a traced process used is now someone else's timer: tell the daemon to forget it
         // (after what it still holds for it).
@@ -208,6 +231,7 @@ pub fn on_init(addr: u64, timer_list: bool) {
         let _ = OWNERS.remove(addr);
         emit(owner_event(addr, &old, tgid, EventKind::Forget));
     }
+    false
 }
 
 /// An arm. Known timers cost one lookup and a small record; a timer's first arm in its owner's
@@ -226,7 +250,13 @@ pub fn on_start<C: EbpfContext>(
     pinned: bool,
     soft_expires: u64,
 ) {
-    release_held_except(addr);
+    let held = release_held_except(addr);
+    // This start consumes the slot: a cancel held for it is counted below (or sent, if the
+    // callsite changed), and so is the set-up noted there.
+    let set_up_here = held.addr == addr && held.set_up != 0;
+    if held.addr == addr {
+        clear_held();
+    }
     let (tgid, tid) = current();
     let mut ev = Event {
         timer: addr,
@@ -245,9 +275,6 @@ pub fn on_start<C: EbpfContext>(
         // A cancel not sent yet: this start re-arms the timer.
         let cancel_ns = o.cancel_ns;
         o.cancel_ns = 0;
-        if cancel_ns != 0 {
-            clear_held(addr);
-        }
         o.expires = soft_expires;
         ev.tgid = o.tgid;
         ev.tid = o.tid;
@@ -255,18 +282,26 @@ pub fn on_start<C: EbpfContext>(
         // signal dequeue), whoever's user code is running; the callsite stays. (An expiry
         // record cannot say this: tracepoint programs that fire while another runs on the same
         // CPU are skipped, so expiries are sometimes missed.)
-        let rearmed_by_kernel = core::mem::replace(&mut o.set_up, 0) == 0;
+        let rearmed_by_kernel = core::mem::replace(&mut o.set_up, 0) == 0 && !set_up_here;
         let same_callsite =
             if o.has_callsite != 0 && (o.fixed != 0 || o.tgid != tgid || rearmed_by_kernel) {
                 true
             } else if o.tgid == tgid {
                 // With the callback: memory set up again for another kind of timer (a freed
                 // socket's slab reused for a TIME_WAIT socket) is another timer, even when the same
-                // user context arms it.
-                let fingerprint = user_fingerprint() ^ function;
-                let same = o.has_callsite != 0 && o.fingerprint == fingerprint;
-                o.fingerprint = fingerprint;
-                same
+                // user context arms it. The exact registers first: equal ones are taken for the
+                // same call path without reading user memory (see `UserRegs::key`).
+                let regs = user_regs();
+                let key = regs.key() ^ function;
+                if o.has_callsite != 0 && o.regs_key == key {
+                    true
+                } else {
+                    let fingerprint = regs.fingerprint() ^ function;
+                    let same = o.has_callsite != 0 && o.fingerprint == fingerprint;
+                    o.fingerprint = fingerprint;
+                    o.regs_key = key;
+                    same
+                }
             } else {
                 false
             };
@@ -304,11 +339,13 @@ pub fn on_start<C: EbpfContext>(
     if pinned || !current_traced(tgid) || in_interrupt(ctx) {
         return;
     }
+    let regs = user_regs();
     let owner = Owner {
         has_callsite: 1,
         timer_list: timer_list as u8,
         expires: soft_expires,
-        fingerprint: user_fingerprint() ^ function,
+        fingerprint: regs.fingerprint() ^ function,
+        regs_key: regs.key() ^ function,
         ..Owner::new(tgid, tid)
     };
     let _ = OWNERS.insert(addr, owner, 0);
@@ -391,7 +428,7 @@ pub fn on_cancel(addr: u64) {
             *slot = Held {
                 addr,
                 tgid: o.tgid,
-                _pad: 0,
+                set_up: 0,
             }
         };
     }

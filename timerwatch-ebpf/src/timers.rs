@@ -16,7 +16,7 @@ use timerwatch_common::{
 
 use crate::{
     filter::{current, current_traced, setting, tgid_traced},
-    kernel::{arg, read},
+    kernel::{arg, field as kfield, read},
     output::{emit, emit_with_stack},
     owner::{on_cancel, on_expire, on_init, on_start, release_held, OWNERS},
     posix,
@@ -34,8 +34,11 @@ where
 
 #[inline(always)]
 fn hrtimer_init_at(addr: u64) {
-    on_init(addr, false);
-    posix::note_hrtimer_setup(addr);
+    // Only a traced task's new timer can be the hrtimer of a `timer_create` in flight: that
+    // `PENDING` lookup is skipped for re-arms and for everyone else's timers.
+    if on_init(addr, false) {
+        posix::note_hrtimer_setup(addr);
+    }
 }
 
 /// Attached to `timer:hrtimer_setup` (6.15+) or `timer:hrtimer_init` (older kernels).
@@ -96,9 +99,9 @@ pub fn hrtimer_start_btf(ctx: BtfTracePointContext) -> u32 {
     hrtimer_start_at(
         &ctx,
         addr,
-        read(addr, setting!(kernel.hrtimer_function)),
-        read(addr, setting!(kernel.hrtimer_expires)),
-        read(addr, setting!(kernel.hrtimer_softexpires)),
+        kfield(addr, setting!(kernel.hrtimer_function)),
+        kfield(addr, setting!(kernel.hrtimer_expires)),
+        kfield(addr, setting!(kernel.hrtimer_softexpires)),
         arg(&ctx, 1) as u32,
     );
     0
@@ -130,7 +133,7 @@ pub fn hrtimer_expire_entry(ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "hrtimer_expire_entry")]
 pub fn hrtimer_expire_entry_btf(ctx: BtfTracePointContext) -> u32 {
     let addr = arg(&ctx, 0);
-    let function: u64 = read(addr, setting!(kernel.hrtimer_function));
+    let function: u64 = kfield(addr, setting!(kernel.hrtimer_function));
     let now: u64 = read(arg(&ctx, 1), 0);
     on_expire(addr, function, Some(now));
     0
@@ -156,14 +159,14 @@ pub fn hrtimer_expire_exit_btf(_ctx: BtfTracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn timer_init(ctx: TracePointContext) -> u32 {
-    on_init(field(&ctx, setting!(offsets.timer_init_timer)), true);
+    let _ = on_init(field(&ctx, setting!(offsets.timer_init_timer)), true);
     0
 }
 
 /// `timer_init(struct timer_list *)`.
 #[btf_tracepoint(function = "timer_init")]
 pub fn timer_init_btf(ctx: BtfTracePointContext) -> u32 {
-    on_init(arg(&ctx, 0), true);
+    let _ = on_init(arg(&ctx, 0), true);
     0
 }
 
@@ -208,9 +211,9 @@ pub fn timer_start_btf(ctx: BtfTracePointContext) -> u32 {
     timer_start_at(
         &ctx,
         addr,
-        read(addr, setting!(kernel.timer_list_function)),
-        read(addr, setting!(kernel.timer_list_expires)),
-        read(addr, setting!(kernel.timer_list_flags)),
+        kfield(addr, setting!(kernel.timer_list_function)),
+        kfield(addr, setting!(kernel.timer_list_expires)),
+        kfield(addr, setting!(kernel.timer_list_flags)),
     );
     0
 }
@@ -240,7 +243,11 @@ pub fn timer_expire_entry(ctx: TracePointContext) -> u32 {
 #[btf_tracepoint(function = "timer_expire_entry")]
 pub fn timer_expire_entry_btf(ctx: BtfTracePointContext) -> u32 {
     let addr = arg(&ctx, 0);
-    on_expire(addr, read(addr, setting!(kernel.timer_list_function)), None);
+    on_expire(
+        addr,
+        kfield(addr, setting!(kernel.timer_list_function)),
+        None,
+    );
     0
 }
 

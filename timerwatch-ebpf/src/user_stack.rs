@@ -19,9 +19,10 @@ pub unsafe fn copy_user_stack(out: *mut StackCopyEvent) {
     // SAFETY: `out` is valid and exclusive (the caller's contract).
     let out = unsafe { &mut *out };
     out.len = 0;
-    let Some((ip, sp, bp)) = user_regs() else {
+    let crate::output::UserRegs { ip, sp, bp } = user_regs();
+    if sp == 0 {
         return;
-    };
+    }
     out.ip = ip;
     out.sp = sp;
     out.bp = bp;
