@@ -135,7 +135,12 @@ pub struct Process {
     pub comm: String,
     pub exe: Option<String>,
     callsites: Vec<u64>,
+    /// Its entries in [`Table::index`], so an exit or exec drops them without a scan.
+    index_keys: Vec<IndexKey>,
 }
+
+/// (tgid, kind, hash of the raw stack, kernel callback of kernel timers).
+type IndexKey = (u32, Kind, u64, u64);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exited {
@@ -154,8 +159,13 @@ pub struct CallsiteView<'a> {
 #[derive(Default)]
 pub struct Table {
     timers: HashMap<TimerKey, Timer>,
+    /// Each process's keys in `timers`: a host that starts and ends a thousand processes a second
+    /// would otherwise pay a scan of every timer for each exit and exec.
+    timers_of: HashMap<u32, HashSet<TimerKey>>,
     /// A POSIX timer's hrtimer address → the POSIX timer, so its arms and expiries count for it.
     posix_by_hrtimer: HashMap<u64, TimerKey>,
+    /// The reverse of `posix_by_hrtimer` (a `k_itimer` has one hrtimer).
+    hrtimer_of_posix: HashMap<TimerKey, u64>,
     /// A process's ITIMER_REAL hrtimer → its interval timer, for the wake-ups it causes (its
     /// arms and expiries come from the itimer tracepoints instead).
     itimer_by_hrtimer: HashMap<u64, TimerKey>,
@@ -166,7 +176,7 @@ pub struct Table {
     /// addresses symbolize the same way for the life of an address space, so a stack seen before
     /// costs no symbolization. Kernel timers armed under one user stack (a socket's retransmit,
     /// delayed-ACK and TIME_WAIT timers) are told apart by their callback.
-    index: HashMap<(u32, Kind, u64, u64), u64>,
+    index: HashMap<IndexKey, u64>,
     processes: HashMap<u32, Process>,
     /// The most recent exits only: a long-running daemon on a host that forks constantly would
     /// otherwise keep every exit it ever saw.
@@ -234,6 +244,7 @@ impl Table {
                 comm: comm.map(str::to_string).or(pcomm).unwrap_or_default(),
                 exe,
                 callsites: Vec::new(),
+                index_keys: Vec::new(),
             }
         })
     }
@@ -295,10 +306,11 @@ impl Table {
                 life_ns_total: 0,
             },
         );
-        self.index.insert((tgid, kind, hash, callback), id);
-        self.process_mut(tgid, stack.map(|s| s.comm.as_str()), res)
-            .callsites
-            .push(id);
+        let key = (tgid, kind, hash, callback);
+        self.index.insert(key, id);
+        let p = self.process_mut(tgid, stack.map(|s| s.comm.as_str()), res);
+        p.callsites.push(id);
+        p.index_keys.push(key);
         id
     }
 
@@ -314,8 +326,54 @@ impl Table {
             interval: 0,
             life_end: None,
         };
-        self.timers.insert(key, timer);
+        if let Some(old) = self.timers.insert(key, timer) {
+            self.unlist(old.tgid, key);
+        }
+        self.timers_of.entry(tgid).or_default().insert(key);
         self.bump(key, |c| c.created_total += 1);
+    }
+
+    fn unlist(&mut self, tgid: u32, key: TimerKey) {
+        if let Some(keys) = self.timers_of.get_mut(&tgid) {
+            keys.remove(&key);
+            if keys.is_empty() {
+                self.timers_of.remove(&tgid);
+            }
+        }
+    }
+
+    /// Count `addr`'s arms and expiries for the POSIX timer `key` from now on.
+    fn link_posix(&mut self, addr: u64, key: TimerKey) {
+        if let Some(old) = self.posix_by_hrtimer.insert(addr, key) {
+            if old != key && self.hrtimer_of_posix.get(&old) == Some(&addr) {
+                self.hrtimer_of_posix.remove(&old);
+            }
+        }
+        if let Some(old) = self.hrtimer_of_posix.insert(key, addr) {
+            if old != addr && self.posix_by_hrtimer.get(&old) == Some(&key) {
+                self.posix_by_hrtimer.remove(&old);
+            }
+        }
+    }
+
+    /// Drop the link of hrtimer `addr`, returning whether there was one.
+    fn unlink_hrtimer(&mut self, addr: u64) -> bool {
+        let Some(key) = self.posix_by_hrtimer.remove(&addr) else {
+            return false;
+        };
+        if self.hrtimer_of_posix.get(&key) == Some(&addr) {
+            self.hrtimer_of_posix.remove(&key);
+        }
+        true
+    }
+
+    /// Drop the link of POSIX timer `key`, returning its hrtimer.
+    fn unlink_posix(&mut self, key: TimerKey) -> Option<u64> {
+        let addr = self.hrtimer_of_posix.remove(&key)?;
+        if self.posix_by_hrtimer.get(&addr) == Some(&key) {
+            self.posix_by_hrtimer.remove(&addr);
+        }
+        Some(addr)
     }
 
     fn set_live(&mut self, key: TimerKey, live: bool, now: u64) {
@@ -338,7 +396,9 @@ impl Table {
 
     fn remove_timer(&mut self, key: TimerKey) {
         self.set_live(key, false, 0);
-        self.timers.remove(&key);
+        if let Some(t) = self.timers.remove(&key) {
+            self.unlist(t.tgid, key);
+        }
     }
 
     fn bump(&mut self, key: TimerKey, f: impl FnOnce(&mut Callsite)) {
@@ -390,7 +450,7 @@ impl Table {
             }
             EventKind::Forget => {
                 // A POSIX timer object keeps living; only its link to the reused hrtimer goes.
-                if self.posix_by_hrtimer.remove(&r.timer).is_none() {
+                if !self.unlink_hrtimer(r.timer) {
                     self.remove_timer(TimerKey::Addr(r.timer));
                 }
             }
@@ -419,7 +479,7 @@ impl Table {
                 self.set_live(key, true, r.ts_ns);
                 if r.arg != 0 {
                     self.remove_timer(TimerKey::Addr(r.arg));
-                    self.posix_by_hrtimer.insert(r.arg, key);
+                    self.link_posix(r.arg, key);
                 }
             }
             EventKind::PosixDelete => {
@@ -434,14 +494,7 @@ impl Table {
                 if armed {
                     self.bump(key, |c| c.cancelled_total += 1);
                 }
-                let mut hrtimers = Vec::new();
-                self.posix_by_hrtimer.retain(|a, k| {
-                    let mine = *k == key;
-                    if mine {
-                        hrtimers.push(*a);
-                    }
-                    !mine
-                });
+                let hrtimers = self.unlink_posix(key);
                 // The syscall-entry record comes before the hrtimer cancel that the deletion
                 // causes; that cancel is expected, not unattributed.
                 if armed {
@@ -676,30 +729,22 @@ impl Table {
     }
 
     fn drop_process_state(&mut self, tgid: u32) -> Vec<u64> {
-        let keys: Vec<TimerKey> = self
-            .timers
-            .iter()
-            .filter(|(_, t)| t.tgid == tgid)
-            .map(|(k, _)| *k)
-            .collect();
         let mut addrs = Vec::new();
-        for k in keys {
-            if let TimerKey::Addr(a) = k {
-                addrs.push(a);
+        for k in self.timers_of.remove(&tgid).unwrap_or_default() {
+            match k {
+                TimerKey::Addr(a) => addrs.push(a),
+                TimerKey::Posix { .. } => addrs.extend(self.unlink_posix(k)),
+                TimerKey::Itimer { .. } => {}
             }
             self.timers.remove(&k);
         }
-        self.posix_by_hrtimer.retain(|a, k| {
-            let mine = matches!(k, TimerKey::Posix { tgid: t, .. } if *t == tgid);
-            if mine {
-                addrs.push(*a);
-            }
-            !mine
-        });
-        self.index.retain(|(t, ..), _| *t != tgid);
+        // One entry per process that ever armed ITIMER_REAL: small, unlike the maps above.
         self.itimer_by_hrtimer
             .retain(|_, k| !matches!(k, TimerKey::Itimer { tgid: t, .. } if *t == tgid));
         if let Some(p) = self.processes.remove(&tgid) {
+            for k in p.index_keys {
+                self.index.remove(&k);
+            }
             for id in p.callsites {
                 self.callsites.remove(&id);
             }
@@ -727,16 +772,22 @@ impl Table {
         // exec destroys POSIX timers (exit_itimers) and replaces the address space: stacks seen
         // before mean something else now.
         let posix: Vec<TimerKey> = self
-            .timers
-            .iter()
-            .filter(|(k, t)| t.tgid == tgid && matches!(k, TimerKey::Posix { .. }))
-            .map(|(k, _)| *k)
+            .timers_of
+            .get(&tgid)
+            .into_iter()
+            .flatten()
+            .filter(|k| matches!(k, TimerKey::Posix { .. }))
+            .copied()
             .collect();
         for k in posix {
-            self.posix_by_hrtimer.retain(|_, v| *v != k);
+            self.unlink_posix(k);
             self.remove_timer(k);
         }
-        self.index.retain(|(t, ..), _| *t != tgid);
+        if let Some(p) = self.processes.get_mut(&tgid) {
+            for k in std::mem::take(&mut p.index_keys) {
+                self.index.remove(&k);
+            }
+        }
         let (comm, exe) = res.process(tgid);
         if let Some(p) = self.processes.get_mut(&tgid) {
             if let Some(comm) = comm {
@@ -791,7 +842,13 @@ impl Table {
 
     /// The callsites of a process, with the oldest live timer's start.
     pub fn callsites(&self, tgid: u32) -> impl Iterator<Item = CallsiteView<'_>> {
-        let oldest = oldest_live(self.timers.values().filter(|t| t.tgid == tgid));
+        let oldest = oldest_live(
+            self.timers_of
+                .get(&tgid)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| self.timers.get(k)),
+        );
         self.views(tgid, &oldest).into_iter()
     }
 
@@ -1191,10 +1248,18 @@ mod tests {
             ..rec(EventKind::PosixCreate, 10, 3, 0, 1)
         };
         t.apply(&create, &mut n);
+        // Another process's state is not touched by 10's exit.
+        t.apply(&first_start(11, 0xc, TIMERFD_FN, 1, &[1, 2]), &mut n);
         let mut addrs = t.apply(&rec(EventKind::ProcessExit, 10, 0, 0, 5), &mut n);
         addrs.sort();
         assert_eq!(addrs, vec![0xa, 0xb0]);
         assert!(t.process(10).is_none());
+        // The per-process indexes went with it, without a scan of the others.
+        assert!(!t.timers_of.contains_key(&10));
+        assert!(t.posix_by_hrtimer.is_empty() && t.hrtimer_of_posix.is_empty());
+        assert!(t.index.keys().all(|k| k.0 == 11), "{:?}", t.index);
+        assert_eq!(t.timers.len(), 1);
+        assert_eq!(t.timers_of[&11].len(), 1);
         assert_eq!(t.exited().len(), 1);
         assert_eq!(t.exited()[0].comm, "target");
         assert_eq!(n.forgotten, vec![10]);
@@ -1244,6 +1309,7 @@ mod tests {
         t.apply(&create, &mut n);
         t.apply(&rec(EventKind::ProcessExec, 10, 0, 0, 2), &mut n);
         assert_eq!(only_callsite(&t, 10).live, 0);
+        assert!(t.timers.is_empty() && t.timers_of.is_empty() && t.index.is_empty());
         assert_eq!(n.forgotten, vec![10]);
         assert_eq!(t.process(10).unwrap().comm, "proc10");
     }
