@@ -5,7 +5,13 @@
 use aya_ebpf::helpers::bpf_probe_read_user_buf;
 use timerwatch_common::{flags, StackCopyEvent, USER_STACK_COPY};
 
-use crate::output::user_regs;
+/// `offsetof(struct pt_regs, sp)` on x86_64, the one architecture the stack scan supports.
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_SP: usize = timerwatch_common::pt_regs::RSP as usize * 8;
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_IP: usize = timerwatch_common::pt_regs::RIP as usize * 8;
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_BP: usize = timerwatch_common::pt_regs::RBP as usize * 8;
 
 /// Fill `out`'s registers and as many stack bytes from the user stack pointer as are mapped:
 /// the stack's mapping may end within `USER_STACK_COPY` bytes (a thread started with a small
@@ -44,4 +50,25 @@ fn try_copy(out: &mut StackCopyEvent, sp: u64, len: usize) -> bool {
     out.len = len as u64;
     out.base.event.flags |= flags::HAS_STACK_COPY;
     true
+}
+
+/// `(ip, sp, bp)` of the current task's user registers, where the architecture is supported.
+#[inline(always)]
+pub(crate) fn user_regs() -> Option<(u64, u64, u64)> {
+    #[cfg(bpf_target_arch = "x86_64")]
+    // SAFETY: the helpers return a BTF-typed pointer that the verifier lets us load from directly;
+    // loads through it are fault-checked.
+    unsafe {
+        use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
+        // The helper returns a BTF-typed `struct pt_regs *`: the verifier lets us load its
+        // fields directly (as faulting-safe loads), three helper calls fewer per arm.
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        if regs.is_null() {
+            return None;
+        }
+        let read = |off: usize| core::ptr::read_volatile(regs.add(off).cast::<u64>());
+        Some((read(PT_REGS_IP), read(PT_REGS_SP), read(PT_REGS_BP)))
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    None
 }
