@@ -14,7 +14,10 @@ use timerwatch_common::{
     flags, Event, StackCopyEvent, StackEvent, MAX_STACK_DEPTH, STACK_SCAN_WORDS,
 };
 
-use crate::filter::setting;
+use crate::{
+    filter::setting,
+    user_stack::{user_regs, UserRegs},
+};
 
 /// 8 MiB by default; the loader may resize it (`--ring-buffer-size`).
 #[map]
@@ -23,14 +26,6 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Records dropped because the ring buffer was full, per CPU.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-/// `offsetof(struct pt_regs, sp)` on x86_64, the one architecture the stack scan supports.
-#[cfg(bpf_target_arch = "x86_64")]
-const PT_REGS_SP: usize = timerwatch_common::pt_regs::RSP as usize * 8;
-#[cfg(bpf_target_arch = "x86_64")]
-const PT_REGS_IP: usize = timerwatch_common::pt_regs::RIP as usize * 8;
-#[cfg(bpf_target_arch = "x86_64")]
-const PT_REGS_BP: usize = timerwatch_common::pt_regs::RBP as usize * 8;
 
 #[inline(always)]
 fn count_lost() {
@@ -128,40 +123,6 @@ unsafe fn fill_stack<C: EbpfContext>(ctx: &C, out: *mut StackEvent, ev: Event, s
             scan_user_stack(&mut (*out).user_sp, &mut (*out).scan);
         }
     }
-}
-
-/// The current task's user registers at its syscall (zeros where the architecture is not
-/// supported).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct UserRegs {
-    pub ip: u64,
-    pub sp: u64,
-    pub bp: u64,
-}
-
-/// The current task's user registers.
-#[inline(always)]
-pub(crate) fn user_regs() -> UserRegs {
-    #[cfg(bpf_target_arch = "x86_64")]
-    // SAFETY: the helpers return a BTF-typed pointer that the verifier lets us load from directly;
-    // loads through it are fault-checked.
-    unsafe {
-        use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
-        // The helper returns a BTF-typed `struct pt_regs *`: the verifier lets us load its
-        // fields directly (as faulting-safe loads), three helper calls fewer per arm.
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
-        if regs.is_null() {
-            return UserRegs::default();
-        }
-        let read = |off: usize| core::ptr::read_volatile(regs.add(off).cast::<u64>());
-        UserRegs {
-            ip: read(PT_REGS_IP),
-            sp: read(PT_REGS_SP),
-            bp: read(PT_REGS_BP),
-        }
-    }
-    #[cfg(not(bpf_target_arch = "x86_64"))]
-    UserRegs::default()
 }
 
 /// How far above the stack pointer a frame pointer may point: the default stack limit. A

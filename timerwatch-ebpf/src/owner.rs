@@ -31,7 +31,8 @@ use timerwatch_common::{flags, Event, EventKind, IrqRanges, Owner, IRQ_RANGES, I
 
 use crate::{
     filter::{current, current_traced, setting},
-    output::{emit, emit_at, emit_with_stack, user_regs},
+    output::{emit, emit_at, emit_with_stack},
+    user_stack::user_regs,
 };
 
 /// Counted re-arms are sent at least every this many…

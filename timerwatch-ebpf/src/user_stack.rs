@@ -5,7 +5,13 @@
 use aya_ebpf::helpers::bpf_probe_read_user_buf;
 use timerwatch_common::{flags, StackCopyEvent, USER_STACK_COPY};
 
-use crate::output::user_regs;
+/// `offsetof(struct pt_regs, sp)` on x86_64, the one architecture the stack scan supports.
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_SP: usize = timerwatch_common::pt_regs::RSP as usize * 8;
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_IP: usize = timerwatch_common::pt_regs::RIP as usize * 8;
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_BP: usize = timerwatch_common::pt_regs::RBP as usize * 8;
 
 /// Fill `out`'s registers and as many stack bytes from the user stack pointer as are mapped:
 /// the stack's mapping may end within `USER_STACK_COPY` bytes (a thread started with a small
@@ -19,7 +25,7 @@ pub unsafe fn copy_user_stack(out: *mut StackCopyEvent) {
     // SAFETY: `out` is valid and exclusive (the caller's contract).
     let out = unsafe { &mut *out };
     out.len = 0;
-    let crate::output::UserRegs { ip, sp, bp } = user_regs();
+    let UserRegs { ip, sp, bp } = user_regs();
     if sp == 0 {
         return;
     }
@@ -45,4 +51,38 @@ fn try_copy(out: &mut StackCopyEvent, sp: u64, len: usize) -> bool {
     out.len = len as u64;
     out.base.event.flags |= flags::HAS_STACK_COPY;
     true
+}
+
+/// The current task's user registers at its syscall (zeros where the architecture is not
+/// supported).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// The current task's user registers.
+#[inline(always)]
+pub(crate) fn user_regs() -> UserRegs {
+    #[cfg(bpf_target_arch = "x86_64")]
+    // SAFETY: the helpers return a BTF-typed pointer that the verifier lets us load from directly;
+    // loads through it are fault-checked.
+    unsafe {
+        use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
+        // The helper returns a BTF-typed `struct pt_regs *`: the verifier lets us load its
+        // fields directly (as faulting-safe loads), three helper calls fewer per arm.
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        if regs.is_null() {
+            return UserRegs::default();
+        }
+        let read = |off: usize| core::ptr::read_volatile(regs.add(off).cast::<u64>());
+        UserRegs {
+            ip: read(PT_REGS_IP),
+            sp: read(PT_REGS_SP),
+            bp: read(PT_REGS_BP),
+        }
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    UserRegs::default()
 }

@@ -222,10 +222,54 @@ pub struct Context<'a> {
     pub missing_tracepoints: &'a [String],
 }
 
-pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
+/// What sets a process row's growth verdicts (`verdict::Verdicts`): a trait, so that the
+/// report, which the trend test reads, does not depend on it in turn.
+pub trait Judge {
+    fn judge(&self, p: &mut ProcessReport);
+}
+
+/// What the kernel source yields at a report: its rows (one per process it saw, callsites
+/// unsorted) and the counts only it keeps.
+pub struct KernelRows {
+    pub processes: Vec<ProcessReport>,
+    pub unattributed_events: u64,
+    pub exited: Vec<ExitedReport>,
+}
+
+/// A non-kernel source's row for one process (today the Go runtime's): its callsites and the
+/// per-process facts only it knows, for [`assemble`] to put beside the kernel's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceRow {
+    pub pid: u32,
+    pub go_version: Option<String>,
+    /// Pending timers in the Go runtime's heaps; None before a walk succeeded.
+    pub go_heap_timers: Option<u64>,
+    /// Heap timers no probe saw created; None where the source cannot tell (census mode).
+    pub pre_existing_go_timers: Option<u64>,
+    /// Why the last walk was cut short (see [`ProcessReport::go_walk_cut`]).
+    pub go_walk_cut: Option<String>,
+    pub callsites: Vec<CallsiteReport>,
+}
+
+impl SourceRow {
+    /// A Go process of release `version` with nothing walked yet.
+    pub fn go(pid: u32, version: String) -> SourceRow {
+        SourceRow {
+            pid,
+            go_version: Some(version),
+            go_heap_timers: None,
+            pre_existing_go_timers: None,
+            go_walk_cut: None,
+            callsites: Vec::new(),
+        }
+    }
+}
+
+/// The kernel source's rows, from the table.
+pub fn kernel_rows(table: &Table, ctx: &Context<'_>) -> KernelRows {
     let duration_s = secs(ctx.now_ns.saturating_sub(ctx.start_ns));
     let mut views = table.callsites_by_process();
-    let mut processes: Vec<ProcessReport> = table
+    let processes: Vec<ProcessReport> = table
         .processes()
         .map(|p| {
             let views = views.remove(&p.tgid).unwrap_or_default();
@@ -234,7 +278,7 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                 latency.merge(&v.callsite.wakeup_latency);
                 slack.merge(&v.callsite.slack);
             }
-            let mut callsites: Vec<CallsiteReport> = views
+            let callsites: Vec<CallsiteReport> = views
                 .iter()
                 .map(|v| {
                     let c = v.callsite;
@@ -265,7 +309,6 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                     }
                 })
                 .collect();
-            callsites.sort_by(|a, b| b.live.cmp(&a.live).then(b.armed_total.cmp(&a.armed_total)));
             ProcessReport {
                 pid: p.tgid,
                 comm: p.comm.clone(),
@@ -283,13 +326,9 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
             }
         })
         .collect();
-    processes.sort_by(|a, b| b.live.cmp(&a.live).then(a.pid.cmp(&b.pid)));
-    Report {
-        schema: SCHEMA,
-        duration_s,
-        lost_events: ctx.lost_events,
-        unattributed_events: table.unmatched,
+    KernelRows {
         processes,
+        unattributed_events: table.unmatched,
         exited: table
             .exited()
             .iter()
@@ -299,8 +338,110 @@ pub fn build(table: &Table, ctx: &Context<'_>) -> Report {
                 exited_after_s: secs(e.at_ns.saturating_sub(ctx.start_ns)),
             })
             .collect(),
+    }
+}
+
+/// The report: the only place sources' rows and verdicts are combined, so every other stage
+/// only produces. A process either source saw gets one row (a Go process the kernel did not
+/// report is named from /proc); callsites and processes are ordered once here, by live count.
+/// `verdicts` None leaves every verdict `unknown` (the rows the trend test itself samples).
+pub fn assemble(
+    ctx: &Context<'_>,
+    kernel: KernelRows,
+    other: Vec<SourceRow>,
+    verdicts: Option<&dyn Judge>,
+) -> Report {
+    let mut processes = kernel.processes;
+    if !other.is_empty() {
+        let at: HashMap<u32, usize> = processes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.pid, i))
+            .collect();
+        for row in other {
+            match at.get(&row.pid) {
+                Some(&i) => add(&mut processes[i], row),
+                None => {
+                    let mut p = ProcessReport::empty(row.pid);
+                    add(&mut p, row);
+                    processes.push(p);
+                }
+            }
+        }
+    }
+    for p in &mut processes {
+        sort_callsites(&mut p.callsites);
+        if let Some(v) = verdicts {
+            v.judge(p);
+        }
+    }
+    processes.sort_by(|a, b| b.live.cmp(&a.live).then(a.pid.cmp(&b.pid)));
+    Report {
+        schema: SCHEMA,
+        duration_s: secs(ctx.now_ns.saturating_sub(ctx.start_ns)),
+        lost_events: ctx.lost_events,
+        unattributed_events: kernel.unattributed_events,
+        processes,
+        exited: kernel.exited,
         missing_tracepoints: ctx.missing_tracepoints.to_vec(),
     }
+}
+
+/// `report` with `verdicts` applied: for a report assembled without them before the trend
+/// test took its sample.
+pub fn judged(mut report: Report, verdicts: &dyn Judge) -> Report {
+    for p in &mut report.processes {
+        verdicts.judge(p);
+    }
+    report
+}
+
+/// A process's row as it exits: its kernel row (if the kernel saw it) judged, then the other
+/// sources' callsites still pending at exit, which the trend test never sampled and so are
+/// not judged.
+pub fn assemble_exit(
+    pid: u32,
+    kernel: Option<ProcessReport>,
+    other: Option<SourceRow>,
+    verdicts: &dyn Judge,
+) -> ProcessReport {
+    let mut p = match kernel {
+        Some(mut p) => {
+            sort_callsites(&mut p.callsites);
+            verdicts.judge(&mut p);
+            p
+        }
+        None => ProcessReport::empty(pid),
+    };
+    if let Some(row) = other {
+        add(&mut p, row);
+        sort_callsites(&mut p.callsites);
+    }
+    p
+}
+
+/// `row`'s callsites and facts into `p`, the same process's row so far.
+fn add(p: &mut ProcessReport, row: SourceRow) {
+    if row.go_version.is_some() {
+        p.go_version = row.go_version;
+    }
+    if row.go_heap_timers.is_some() {
+        p.go_heap_timers = row.go_heap_timers;
+    }
+    if let Some(n) = row.pre_existing_go_timers {
+        p.pre_existing.go_timers = n;
+    }
+    if row.go_walk_cut.is_some() {
+        p.go_walk_cut = row.go_walk_cut;
+    }
+    p.live += row.callsites.iter().map(|c| c.live).sum::<u64>();
+    p.callsites.extend(row.callsites);
+}
+
+/// Most live first, then most armed; stable, so equal callsites keep their source's order
+/// (the kernel's before the others').
+fn sort_callsites(callsites: &mut [CallsiteReport]) {
+    callsites.sort_by(|a, b| b.live.cmp(&a.live).then(b.armed_total.cmp(&a.armed_total)));
 }
 
 /// A callsite's identity across reports: what the user sees of it (process, source, kind,
@@ -425,5 +566,105 @@ pub(crate) mod fixtures {
             exited: vec![],
             missing_tracepoints: vec![],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{callsite, process};
+    use super::*;
+
+    struct Growing;
+    impl Judge for Growing {
+        fn judge(&self, p: &mut ProcessReport) {
+            p.verdict = Verdict::Growing;
+            for c in &mut p.callsites {
+                c.verdict = Verdict::Growing;
+            }
+        }
+    }
+
+    fn go(pid: u32, callsites: Vec<CallsiteReport>) -> SourceRow {
+        SourceRow {
+            go_heap_timers: Some(9),
+            pre_existing_go_timers: Some(2),
+            callsites,
+            ..SourceRow::go(pid, "go1.22.10".into())
+        }
+    }
+
+    fn go_callsite(caller: &str, live: u64) -> CallsiteReport {
+        CallsiteReport {
+            caller: Some(caller.into()),
+            live,
+            armed_total: live,
+            ..CallsiteReport::empty(Source::Go, Kind::GoTimer)
+        }
+    }
+
+    fn ctx() -> Context<'static> {
+        Context {
+            start_ns: 0,
+            now_ns: 1_000_000_000,
+            lost_events: 0,
+            pre_existing: Box::leak(Box::default()),
+            missing_tracepoints: &[],
+        }
+    }
+
+    fn kernel(processes: Vec<ProcessReport>) -> KernelRows {
+        KernelRows {
+            processes,
+            unattributed_events: 0,
+            exited: vec![],
+        }
+    }
+
+    #[test]
+    fn sources_share_one_row_per_process_ordered_by_live_with_ties_kernel_first() {
+        let k = kernel(vec![
+            process(1, "small", vec![callsite("k1", 1)]),
+            process(2, "mixed", vec![callsite("a", 3), callsite("b", 5)]),
+        ]);
+        let r = assemble(
+            &ctx(),
+            k,
+            vec![go(2, vec![go_callsite("g3", 3), go_callsite("g9", 9)])],
+            Some(&Growing),
+        );
+        let pids: Vec<u32> = r.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [2, 1]);
+        let p = &r.processes[0];
+        assert_eq!(p.live, 20);
+        assert_eq!(p.go_version.as_deref(), Some("go1.22.10"));
+        assert_eq!((p.go_heap_timers, p.pre_existing.go_timers), (Some(9), 2));
+        let order: Vec<_> = p
+            .callsites
+            .iter()
+            .map(|c| c.caller.clone().unwrap())
+            .collect();
+        assert_eq!(order, ["g9", "b", "a", "g3"]);
+        assert!(p.callsites.iter().all(|c| c.verdict == Verdict::Growing));
+        assert_eq!(r.processes[1].go_version, None);
+    }
+
+    #[test]
+    fn without_verdicts_everything_stays_unknown_until_judged() {
+        let k = kernel(vec![process(1, "p", vec![callsite("k", 1)])]);
+        let r = assemble(&ctx(), k, vec![], None);
+        assert_eq!(r.processes[0].verdict, Verdict::Unknown);
+        assert_eq!(r.processes[0].callsites[0].verdict, Verdict::Unknown);
+        let r = judged(r, &Growing);
+        assert_eq!(r.processes[0].callsites[0].verdict, Verdict::Growing);
+    }
+
+    #[test]
+    fn at_exit_only_the_kernel_row_is_judged_and_pending_go_timers_are_added() {
+        let k = process(4, "p", vec![callsite("k", 1)]);
+        let p = assemble_exit(4, Some(k), Some(go(4, vec![go_callsite("g", 2)])), &Growing);
+        assert_eq!(p.live, 3);
+        assert_eq!(p.verdict, Verdict::Growing);
+        let v: Vec<_> = p.callsites.iter().map(|c| (c.live, c.verdict)).collect();
+        assert_eq!(v, [(2, Verdict::Unknown), (1, Verdict::Growing)]);
     }
 }

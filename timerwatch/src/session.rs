@@ -314,9 +314,7 @@ impl Tracer {
     /// The report with growth verdicts from the samples taken so far; reads the Go processes'
     /// memory first.
     pub fn report(&mut self) -> Report {
-        let mut report = self.raw_report();
-        self.verdicts.annotate(&mut report);
-        report
+        self.assemble(true)
     }
 
     /// Feed the trend test one sample of every callsite's live count.
@@ -325,32 +323,32 @@ impl Tracer {
         // At most once a second, and only after new stacks were named: a burst of new
         // callsites in one binary reads its file once.
         self.env.sym.release_files();
-        let report = self.raw_report();
+        let report = self.assemble(false);
         let t = procfs::monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9;
         self.verdicts.observe(&report, t);
         // Growing census callsites that only a signature names may earn a creation-stack window.
         if self.go.samples_windows() {
-            let mut judged = report;
-            self.verdicts.annotate(&mut judged);
+            let judged = report::judged(report, &self.verdicts);
             self.go.open_windows(self.probes.ebpf_mut(), &judged);
         }
     }
 
-    fn raw_report(&mut self) -> Report {
+    /// Walk the Go heaps (the I/O), then project every source's rows into the report, with
+    /// the verdicts so far if `judge`.
+    fn assemble(&mut self, judge: bool) -> Report {
         let now_ns = procfs::monotonic_ns();
         self.go.walk(now_ns);
-        let mut report = report::build(
-            &self.table,
-            &report::Context {
-                start_ns: self.start_ns,
-                now_ns,
-                lost_events: self.probes.lost_events().unwrap_or(0),
-                pre_existing: &self.pre_existing,
-                missing_tracepoints: &self.probes.missing,
-            },
-        );
-        self.go.merge(&mut report, now_ns);
-        report
+        let ctx = report::Context {
+            start_ns: self.start_ns,
+            now_ns,
+            lost_events: self.probes.lost_events().unwrap_or(0),
+            pre_existing: &self.pre_existing,
+            missing_tracepoints: &self.probes.missing,
+        };
+        let kernel = report::kernel_rows(&self.table, &ctx);
+        let go = self.go.rows(now_ns);
+        let verdicts: Option<&dyn report::Judge> = judge.then_some(&self.verdicts);
+        report::assemble(&ctx, kernel, go, verdicts)
     }
 
     /// Drain until `deadline` or SIGINT/SIGTERM, calling `on_tick` with a fresh report every
@@ -472,7 +470,7 @@ fn exit_row(
     tgid: u32,
 ) -> ProcessReport {
     let now_ns = procfs::monotonic_ns();
-    let mut report = report::build(
+    let kernel = report::kernel_rows(
         table,
         &report::Context {
             start_ns,
@@ -482,12 +480,6 @@ fn exit_row(
             missing_tracepoints: &[],
         },
     );
-    verdicts.annotate(&mut report);
-    let i = report.processes.iter().position(|p| p.pid == tgid);
-    let mut row = match i {
-        Some(i) => report.processes.swap_remove(i),
-        None => ProcessReport::empty(tgid),
-    };
-    go.merge_exit(&mut row, now_ns);
-    row
+    let row = kernel.processes.into_iter().find(|p| p.pid == tgid);
+    report::assemble_exit(tgid, row, go.exit_row(tgid, now_ns), verdicts)
 }

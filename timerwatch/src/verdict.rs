@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 use crate::{
-    report::{self, CallsiteId, Report, VerdictReason},
+    report::{self, CallsiteId, ProcessReport, Report, VerdictReason},
     trend::{assess_after, Assessment, Params, Series, Verdict},
 };
 
@@ -298,39 +298,40 @@ impl Verdicts {
         self.processes.retain(|_, t| fresh(t));
     }
 
-    /// Fill the verdict fields of `report` from the samples seen so far.
-    pub fn annotate(&self, report: &mut Report) {
-        for p in &mut report.processes {
-            if let Some(j) = self.processes.get(&p.pid).and_then(|t| t.judged.as_ref()) {
-                let a = &j.assessment;
-                p.verdict = a.verdict.into();
-                p.growth_per_s = trending(a).then_some(round(a.growth_per_s));
-                p.projected_live_1h = Some(a.projected_1h.round());
-            }
-            let pid = p.pid;
-            for c in &mut p.callsites {
-                let key = c.id(pid);
-                let Some(j) = self.callsites.get(&key).and_then(|t| t.judged.as_ref()) else {
-                    continue;
-                };
-                let a = &j.assessment;
-                c.verdict = a.verdict.into();
-                c.growth_per_s = trending(a).then_some(round(a.growth_per_s));
-                c.confidence = (a.verdict != Verdict::Unknown).then_some(round(a.confidence));
-                c.projected_live_1h = Some(a.projected_1h.round());
-                c.plateau = a.plateau.map(f64::round);
-                c.verdict_reason = j.reason;
-                if let Some(l) = c.lifetime.as_mut() {
-                    l.arrivals_per_s = j.arrivals_per_s.map(round);
-                    l.plateau_in_s = j.plateau_in_s.map(round);
-                }
-            }
-        }
-    }
-
     /// Series currently held (bounded by the callsites and processes of the last two minutes).
     pub fn tracked(&self) -> usize {
         self.callsites.len() + self.processes.len()
+    }
+}
+
+impl report::Judge for Verdicts {
+    /// Set `p`'s and its callsites' verdicts from the samples so far. Only `report::assemble`
+    /// (and `report::judged`) call it: verdicts enter the report in one place.
+    fn judge(&self, p: &mut ProcessReport) {
+        if let Some(j) = self.processes.get(&p.pid).and_then(|t| t.judged.as_ref()) {
+            let a = &j.assessment;
+            p.verdict = a.verdict.into();
+            p.growth_per_s = trending(a).then_some(round(a.growth_per_s));
+            p.projected_live_1h = Some(a.projected_1h.round());
+        }
+        let pid = p.pid;
+        for c in &mut p.callsites {
+            let key = c.id(pid);
+            let Some(j) = self.callsites.get(&key).and_then(|t| t.judged.as_ref()) else {
+                continue;
+            };
+            let a = &j.assessment;
+            c.verdict = a.verdict.into();
+            c.growth_per_s = trending(a).then_some(round(a.growth_per_s));
+            c.confidence = (a.verdict != Verdict::Unknown).then_some(round(a.confidence));
+            c.projected_live_1h = Some(a.projected_1h.round());
+            c.plateau = a.plateau.map(f64::round);
+            c.verdict_reason = j.reason;
+            if let Some(l) = c.lifetime.as_mut() {
+                l.arrivals_per_s = j.arrivals_per_s.map(round);
+                l.plateau_in_s = j.plateau_in_s.map(round);
+            }
+        }
     }
 }
 
@@ -369,7 +370,7 @@ mod tests {
             last = report(7, 20 * t, 62 + (t * 7) % 5);
             v.observe(&last, t as f64);
         }
-        v.annotate(&mut last);
+        let last = report::judged(last, &v);
         let by = |name: &str| {
             last.processes[0]
                 .callsites
@@ -468,9 +469,9 @@ mod tests {
     #[test]
     fn too_few_samples_stay_unknown_and_gone_callsites_are_forgotten() {
         let mut v = Verdicts::default();
-        let mut r = report(7, 10, 64);
+        let r = report(7, 10, 64);
         v.observe(&r, 0.0);
-        v.annotate(&mut r);
+        let r = report::judged(r, &v);
         assert!(r.processes[0]
             .callsites
             .iter()

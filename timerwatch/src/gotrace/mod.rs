@@ -16,7 +16,7 @@ pub mod census;
 mod census_walk;
 mod cost;
 pub mod discovery;
-mod merge;
+mod rows;
 pub mod state;
 mod waiters;
 pub mod walk_budget;
@@ -35,7 +35,7 @@ use timerwatch_go::GoBinary;
 
 use crate::{
     event::Record,
-    report::{ProcessReport, Report},
+    report::{Report, SourceRow},
 };
 
 pub use self::binary::{binaries_analyzed, OpenError};
@@ -181,7 +181,7 @@ impl GoTracer {
         self.window_ns > 0
     }
 
-    /// Open a window on each census process of `report` (annotated with verdicts) that wants
+    /// Open a window on each census process of `report` (judged: `report::judged`) that wants
     /// creation stacks and may have one now.
     pub fn open_windows(&mut self, ebpf: &mut Ebpf, report: &Report) {
         if self.window_ns == 0 {
@@ -447,23 +447,22 @@ impl GoTracer {
     }
 
     /// Read every traced Go process's runtime memory (timer heaps, and in census mode its
-    /// goroutines): the I/O behind the next [`GoTracer::merge`], kept apart from it so that
+    /// goroutines): the I/O behind the next [`GoTracer::rows`], kept apart from it so that
     /// building a report reads nothing.
     pub fn walk(&mut self, now_ns: u64) {
-        merge::walk(&mut self.procs, now_ns, self.waiters);
+        rows::walk(&mut self.procs, now_ns, self.waiters);
     }
 
-    /// Add Go callsites, `go_version` and `go_heap_timers` to `report`'s processes, from the
-    /// last [`GoTracer::walk`].
-    pub fn merge(&self, report: &mut Report, now_ns: u64) {
-        merge::merge(&self.procs, report, now_ns);
+    /// Every traced process's Go row from the last [`GoTracer::walk`], for
+    /// `report::assemble`.
+    pub fn rows(&self, now_ns: u64) -> Vec<SourceRow> {
+        rows::rows(&self.procs, now_ns)
     }
 
-    /// Add the Go callsites of `row`'s process as it exits, with `live` the timers still
-    /// pending (see [`GoState::pending_at_exit`]). Call before its exit record is applied.
-    pub fn merge_exit(&self, row: &mut ProcessReport, now_ns: u64) {
-        if let Some(p) = self.procs.get(&row.pid) {
-            merge::merge_exit(p, row, now_ns);
-        }
+    /// `pid`'s Go row as it exits, with `live` the timers still pending (see
+    /// [`GoState::pending_at_exit`]); None for a process not traced as Go. Call before its
+    /// exit record is applied.
+    pub fn exit_row(&self, pid: u32, now_ns: u64) -> Option<SourceRow> {
+        self.procs.get(&pid).map(|p| rows::exit_row(pid, p, now_ns))
     }
 }

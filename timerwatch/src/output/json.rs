@@ -14,7 +14,7 @@ mod tests {
 
     use super::*;
     use crate::report::fixtures::{callsite, process, report as report_of};
-    use crate::report::{build, CallsiteReport, Context, SCHEMA};
+    use crate::report::{assemble, kernel_rows, CallsiteReport, Context, SCHEMA};
     use crate::table::Table;
 
     #[test]
@@ -28,8 +28,13 @@ mod tests {
             pre_existing: &pre,
             missing_tracepoints: &missing,
         };
-        let v: serde_json::Value =
-            serde_json::from_str(&render(&build(&Table::new(), &ctx))).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&render(&assemble(
+            &ctx,
+            kernel_rows(&Table::new(), &ctx),
+            vec![],
+            None,
+        )))
+        .unwrap();
         assert_eq!(v["schema"], SCHEMA);
         assert_eq!(v["duration_s"], 2.5);
         assert_eq!(v["lost_events"], 4);
