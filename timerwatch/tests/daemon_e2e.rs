@@ -594,7 +594,7 @@ fn memory_stays_bounded_under_a_fork_storm() {
             scrapes += 1;
         }
     }
-    let forked = storm.stop();
+    let (forked, _) = storm.stop();
     let (status, health) = daemon.get_patiently("/healthz");
     let (_, metrics) = daemon.get_patiently("/metrics");
     let lost = common::daemon::parse_metrics(&metrics)

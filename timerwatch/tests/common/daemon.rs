@@ -431,9 +431,9 @@ pub fn child_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// Forks `rate` children a second until SIGTERM; each child arms a
-/// timerfd (so it enters the daemon's table, with a stack) and exits at once. Prints how many
-/// children it forked when it ends.
+/// Forks `rate` children a second until SIGTERM; each child arms a timerfd (so it enters the
+/// daemon's table, with a stack) and exits at once, except that with `GO_EVERY PROGRAM` every
+/// GO_EVERY-th child execs PROGRAM instead. Prints "forked execed" counts when it ends.
 const FORKER_C: &str = r#"
 #include <signal.h>
 #include <stdio.h>
@@ -457,18 +457,27 @@ __attribute__((noinline)) static void arm_and_exit(void)
 int main(int argc, char **argv)
 {
 	long rate = argc > 1 ? atol(argv[1]) : 1000;
-	long long period = 1000000000LL / rate, forked = 0;
+	long every = argc > 3 ? atol(argv[2]) : 0;
+	long long period = 1000000000LL / rate, forked = 0, execed = 0;
 	struct timespec now, next;
 
 	signal(SIGCHLD, SIG_IGN); /* children are reaped by the kernel */
 	signal(SIGTERM, on_term);
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	while (!stop) {
+		int exec_it = every > 0 && forked % every == 0;
 		pid_t pid = fork();
-		if (pid == 0)
+		if (pid == 0) {
+			if (exec_it) {
+				execl(argv[3], argv[3], (char *)NULL);
+				_exit(127);
+			}
 			arm_and_exit();
-		if (pid > 0)
+		}
+		if (pid > 0) {
 			forked++;
+			execed += exec_it;
+		}
 		next.tv_nsec += period;
 		while (next.tv_nsec >= 1000000000L) {
 			next.tv_nsec -= 1000000000L;
@@ -480,7 +489,7 @@ int main(int argc, char **argv)
 			next = now;
 		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
 	}
-	printf("%lld\n", forked);
+	printf("%lld %lld\n", forked, execed);
 	return 0;
 }
 "#;
@@ -492,16 +501,29 @@ pub struct Forker {
 
 impl Forker {
     pub fn start(bin: &Path, rate: u32) -> Forker {
-        let child = Command::new(bin)
-            .arg(rate.to_string())
+        Self::spawn(Command::new(bin).arg(rate.to_string()))
+    }
+
+    /// Every `every`-th child execs `program` instead of arming a timerfd.
+    pub fn start_execing(bin: &Path, rate: u32, every: u32, program: &Path) -> Forker {
+        Self::spawn(
+            Command::new(bin)
+                .arg(rate.to_string())
+                .arg(every.to_string())
+                .arg(program),
+        )
+    }
+
+    fn spawn(cmd: &mut Command) -> Forker {
+        let child = cmd
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the forker");
         Forker { child }
     }
 
-    /// Stops it and returns how many processes it forked.
-    pub fn stop(mut self) -> u64 {
+    /// Stops it and returns how many processes it forked, and how many of them exec'd.
+    pub fn stop(mut self) -> (u64, u64) {
         // SAFETY: plain kill(2) on our unreaped child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
@@ -509,7 +531,10 @@ impl Forker {
         if let Some(mut stdout) = self.child.stdout.take() {
             let _ = stdout.read_to_string(&mut out);
         }
-        out.trim().parse().expect("the forker's count")
+        let mut n = out
+            .split_whitespace()
+            .map(|v| v.parse().expect("the forker's counts"));
+        (n.next().expect("forked"), n.next().expect("exec'd"))
     }
 }
 

@@ -31,6 +31,16 @@ pub fn toolchains() -> Vec<Toolchain> {
         .collect()
 }
 
+/// The newest installed toolchain. None means skip; in CI a missing toolchain fails instead.
+pub fn newest() -> Option<Toolchain> {
+    let newest = toolchains().pop();
+    assert!(
+        newest.is_some() || std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but no Go toolchain is installed"
+    );
+    newest
+}
+
 /// The toolchain for Go 1.`minor`. Missing means skip, with a note; in CI every version the
 /// tests name must be there, since a green run must mean they all ran.
 pub fn toolchain_for(minor: u32) -> Option<Toolchain> {
