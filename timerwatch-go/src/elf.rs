@@ -7,6 +7,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Duration;
+
+use timerwatch_proc::budget::Budget;
 
 use super::Error;
 
@@ -47,6 +50,9 @@ pub struct Elf {
     file: File,
     /// Bounds every read: sizes in headers are the file's word, not ours to allocate.
     len: u64,
+    /// Bounds all reads of one open file together: a binary the target chose (a huge one, or
+    /// one on a stalled filesystem) costs one analysis at most this, then fails it with a line.
+    budget: Budget,
     pub file_type: u16,
     pub machine: u16,
     pub sections: Vec<Section>,
@@ -62,6 +68,11 @@ impl std::fmt::Debug for Elf {
             .finish()
     }
 }
+
+/// What one analysis of a binary may spend reading it. The largest Go servers (kubelet,
+/// Prometheus: 100–200 MB, pclntab tens of MB) need a fraction of either.
+pub const ANALYSIS_TIME: Duration = Duration::from_secs(10);
+pub const ANALYSIS_BYTES: u64 = 1 << 30;
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes(b[off..off + 2].try_into().unwrap())
@@ -90,6 +101,11 @@ impl Elf {
     /// Anything that is not a 64-bit little-endian ELF file is "not Go" as far as timerwatch is
     /// concerned: there is nothing it could attach to.
     pub fn open(path: &Path) -> Result<Elf, Error> {
+        Elf::open_within(path, Budget::new(ANALYSIS_TIME, ANALYSIS_BYTES))
+    }
+
+    /// [`Elf::open`] with its reads bounded by `budget`.
+    pub fn open_within(path: &Path, budget: Budget) -> Result<Elf, Error> {
         let file = File::open(path)?;
         let mut header = [0u8; 64];
         match file.read_exact_at(&mut header, 0) {
@@ -114,6 +130,7 @@ impl Elf {
         let mut elf = Elf {
             file,
             len,
+            budget,
             file_type,
             machine,
             sections: Vec::new(),
@@ -180,6 +197,14 @@ impl Elf {
                 format!("{len} bytes at {offset:#x} run past the end of the file"),
             ));
         }
+        self.budget.spend(len).map_err(|cut| {
+            io::Error::other(format!(
+                "reading the binary took over its analysis budget ({}: {} s, {} MiB)",
+                cut.as_str(),
+                ANALYSIS_TIME.as_secs(),
+                ANALYSIS_BYTES >> 20
+            ))
+        })?;
         let mut buf = vec![0u8; len];
         self.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
@@ -288,6 +313,19 @@ mod tests {
         assert!(elf.read(0, usize::MAX / 2).is_err());
         assert!(elf.read(u64::MAX, 1).is_err());
         assert_eq!(elf.read(0, 4).unwrap(), b"\x7fELF");
+    }
+
+    #[test]
+    fn reads_stop_at_the_analysis_budget() {
+        // This test's own executable: megabytes, more than the budget.
+        let exe = std::env::current_exe().unwrap();
+        let elf = Elf::open_within(&exe, Budget::new(Duration::from_secs(60), 1 << 20)).unwrap();
+        assert!(elf.read(0, 512 << 10).is_ok());
+        let e = elf.read(0, 768 << 10).unwrap_err();
+        assert!(e.to_string().contains("analysis budget (bytes"), "{e}");
+        let late = Elf::open_within(&exe, Budget::new(Duration::ZERO, 1 << 20));
+        // Opening reads the section headers through the budget: a spent one fails it.
+        assert!(late.is_err(), "a spent time budget still read");
     }
 
     #[test]
