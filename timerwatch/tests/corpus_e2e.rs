@@ -106,10 +106,22 @@ fn run(dir: &Path) -> BTreeMap<&'static str, Seen> {
             .collect(),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let mut args: Vec<String> = ["top", "--json", "-i", "1", "-n", &RUN_SECS.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    // A 64 MiB ring: this test judges verdicts, which any loss would falsify, and the shapes'
+    // first arms (5 KiB records with their stack copies) arrive in a burst while a fresh host
+    // parses their debug info for the first time; loss and its counting are the flood test's.
+    let mut args: Vec<String> = [
+        "top",
+        "--json",
+        "-i",
+        "1",
+        "-n",
+        &RUN_SECS.to_string(),
+        "--ring-buffer-size",
+        "67108864",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for (comm, _, _) in &shapes {
         args.extend(["--comm".to_string(), comm.to_string()]);
     }
