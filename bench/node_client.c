@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "stop_on_stdin.h"
+
 static int connect_to(int port)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
@@ -58,13 +60,6 @@ static void ask(int fd, const char *req, const char *end, const char *who)
 			exit(1);
 		}
 	}
-}
-
-static int told_to_stop(void)
-{
-	struct pollfd p = { .fd = 0, .events = POLLIN };
-
-	return poll(&p, 1, 0) > 0;
 }
 
 int main(int argc, char **argv)

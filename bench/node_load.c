@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "stop_on_stdin.h"
+
 #define CALLSITES 16
 
 static int fds[CALLSITES];
@@ -44,14 +46,6 @@ static void (*const sites[CALLSITES])(void) = {
 	site_0, site_1, site_2, site_3, site_4, site_5, site_6, site_7,
 	site_8, site_9, site_10, site_11, site_12, site_13, site_14, site_15,
 };
-
-/* True once stdin is closed or has a line: the bench wants us gone. */
-static int told_to_stop(void)
-{
-	struct pollfd p = { .fd = 0, .events = POLLIN };
-
-	return poll(&p, 1, 0) > 0;
-}
 
 int main(int argc, char **argv)
 {
