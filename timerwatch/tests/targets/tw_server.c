@@ -1,7 +1,13 @@
 /* A TCP server on loopback that accepts and closes connections, and its client, 20 times a
  * second: the server closes first, so each connection leaves one TIME_WAIT socket, whose 60 s
  * timer (tw_timer_handler) the kernel arms in this process's context. The population fills to
- * 20/s × 60 s = 1200 and stays there. Runs for at most 10 minutes. */
+ * 20/s × 60 s = 1200 and stays there. Runs for at most 10 minutes.
+ *
+ * The client binds its own ports, in turn from a block outside the ephemeral range: a SYN from a
+ * port whose server-side TIME_WAIT is still live kills that socket early (RFC 1122's reuse), and
+ * the kernel's ephemeral choice can come back to recent ports in bursts (seen after a test that
+ * made thousands of connections), which shortened lives and pulled the plateau below 1200. A
+ * port comes back here after CLIENT_PORTS / RATE = 200 s, long after its TIME_WAIT ended. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -13,6 +19,8 @@
 #include "pace.h"
 
 #define RATE 20
+#define CLIENT_PORT_BASE 20000
+#define CLIENT_PORTS 4000
 
 static int listener;
 
@@ -30,10 +38,22 @@ static void *serve(void *arg)
 
 __attribute__((noinline, noclone)) static void connect_once(const struct sockaddr_in *addr)
 {
+	static unsigned next_port;
 	char buf[1];
 	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in local = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int tries = 0;
 
-	if (s < 0 || connect(s, (const struct sockaddr *)addr, sizeof(*addr)) != 0)
+	if (s < 0)
+		abort();
+	/* A port someone else holds is skipped; a whole block held is a broken host. */
+	do {
+		local.sin_port = htons(CLIENT_PORT_BASE + next_port);
+		next_port = (next_port + 1) % CLIENT_PORTS;
+		if (++tries > CLIENT_PORTS)
+			abort();
+	} while (bind(s, (const struct sockaddr *)&local, sizeof(local)) != 0);
+	if (connect(s, (const struct sockaddr *)addr, sizeof(*addr)) != 0)
 		abort();
 	/* Wait for the server's close, so it is the server's side that goes to TIME_WAIT. */
 	while (read(s, buf, sizeof(buf)) > 0)
