@@ -18,6 +18,7 @@ pub mod output;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod sample;
 pub mod session;
 pub mod symbolize;
 pub mod table;

@@ -19,6 +19,7 @@ use crate::{
     event::{Callstack, Record},
     histogram::Histogram,
     kind::{classify, Kind},
+    report::{CallsiteId, Source},
     symbolize::{Naming, UserStack},
 };
 
@@ -94,9 +95,28 @@ pub struct Callsite {
     /// The expected lifetimes of those lives, summed (ns): the armed durations, shortened when a
     /// life ended early (cancel) and lengthened or shortened when it was re-armed while live.
     pub life_ns_total: i128,
+    /// `report::CallsiteId` of its names, computed when they are given (creation, rename):
+    /// the trend test samples every callsite every second.
+    identity: CallsiteId,
 }
 
 impl Callsite {
+    /// Its identity across reports (`report::CallsiteReport::id` of its row).
+    pub fn identity(&self) -> CallsiteId {
+        self.identity
+    }
+
+    fn identify(&mut self) {
+        self.identity = CallsiteId::of(
+            self.tgid,
+            Source::Kernel,
+            self.kind.into(),
+            self.caller.as_deref(),
+            &self.frames,
+            self.timer_function.as_deref(),
+        );
+    }
+
     /// Expected lifetime of one of its timers, seconds: (mean, longest), where every life begun
     /// had a known duration (at most a tenth unknown). None for timers that live until deleted.
     pub fn lifetime_s(&self) -> Option<(f64, f64)> {
@@ -220,6 +240,7 @@ impl Table {
                 callsite.caller = renamed.caller.clone();
                 callsite.frames = renamed.frames.iter().map(|f| f.display()).collect();
                 callsite.naming = renamed.frames.iter().map(|f| f.naming).collect();
+                callsite.identify();
                 *stack = renamed;
             }
             stack.awaits_names()
@@ -284,28 +305,28 @@ impl Table {
             None => (None, Vec::new(), Vec::new()),
         };
         self.next_id += 1;
-        self.callsites.insert(
-            id,
-            Callsite {
-                tgid,
-                kind,
-                timer_function,
-                caller,
-                frames,
-                naming,
-                live: 0,
-                created_total: 0,
-                armed_total: 0,
-                cancelled_total: 0,
-                expired_total: 0,
-                wakeup_latency: Histogram::default(),
-                slack: Histogram::default(),
-                lives_total: 0,
-                lives_unknown: 0,
-                armed_for: Histogram::default(),
-                life_ns_total: 0,
-            },
-        );
+        let mut callsite = Callsite {
+            tgid,
+            kind,
+            timer_function,
+            caller,
+            frames,
+            naming,
+            live: 0,
+            created_total: 0,
+            armed_total: 0,
+            cancelled_total: 0,
+            expired_total: 0,
+            wakeup_latency: Histogram::default(),
+            slack: Histogram::default(),
+            lives_total: 0,
+            lives_unknown: 0,
+            armed_for: Histogram::default(),
+            life_ns_total: 0,
+            identity: CallsiteId::default(),
+        };
+        callsite.identify();
+        self.callsites.insert(id, callsite);
         let key = (tgid, kind, hash, callback);
         self.index.insert(key, id);
         let p = self.process_mut(tgid, stack.map(|s| s.comm.as_str()), res);
@@ -852,6 +873,14 @@ impl Table {
         self.views(tgid, &oldest).into_iter()
     }
 
+    /// The callsites of a process, without ages (what the trend test samples).
+    pub fn callsites_of(&self, tgid: u32) -> impl Iterator<Item = &Callsite> {
+        self.processes
+            .get(&tgid)
+            .into_iter()
+            .flat_map(|p| p.callsites.iter().filter_map(|id| self.callsites.get(id)))
+    }
+
     /// [`Table::callsites`] of every process, from one pass over the timers: a report over a
     /// node's processes would otherwise take processes × timers.
     pub fn callsites_by_process(&self) -> HashMap<u32, Vec<CallsiteView<'_>>> {
@@ -1026,6 +1055,41 @@ mod tests {
         // Same callsite: its timers keep counting there.
         t.apply(&rec(EventKind::Expire, 10, 0xa, TIMERFD_FN, 2), &mut n);
         assert_eq!(only_callsite(&t, 10).expired_total, 1);
+    }
+
+    /// The trend test's samples, taken from the table, are the report's rows reduced: same
+    /// identities, counts, lifetimes and order, before and after names arrive.
+    #[test]
+    fn samples_from_the_table_are_the_reports_rows() {
+        let (mut t, mut n) = (Table::new(), LateNames::default());
+        let check = |t: &Table| {
+            let ctx = crate::report::Context {
+                start_ns: 0,
+                now_ns: 10,
+                lost_events: 0,
+                pre_existing: &HashMap::new(),
+                missing_tracepoints: &[],
+            };
+            let rows = crate::report::kernel_rows(t, &ctx);
+            let report = crate::report::assemble(&ctx, rows, vec![], None);
+            let mut want = crate::sample::of_report(&report);
+            let mut got = crate::sample::combine(crate::sample::kernel(t), vec![]);
+            want.sort_by_key(|p| p.pid);
+            got.sort_by_key(|p| p.pid);
+            assert_eq!(got, want);
+            assert!(got.iter().map(|p| p.callsites.len()).sum::<usize>() >= 4);
+        };
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.apply(&first_start(10, 0xb, TIMERFD_FN, 1, &[1, 3]), &mut n);
+        t.apply(&first_start(10, 0xc, WAKEUP_FN, 1, &[4]), &mut n);
+        t.apply(&rec(EventKind::Expire, 10, 0xc, WAKEUP_FN, 2), &mut n);
+        t.apply(&rec(EventKind::Start, 10, 0xc, WAKEUP_FN, 3), &mut n);
+        t.apply(&first_start(20, 0xd, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.apply(&first_start(20, 0xe, TCP_FN, 1, &[5]), &mut n);
+        check(&t);
+        n.arrived = true;
+        t.rename(&mut n);
+        check(&t);
     }
 
     #[test]

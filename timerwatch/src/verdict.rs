@@ -9,6 +9,7 @@ use std::hash::Hash;
 
 use crate::{
     report::{self, CallsiteId, ProcessReport, Report, VerdictReason},
+    sample::{self, ProcessSample},
     trend::{assess_after, Assessment, Params, Series, Verdict},
 };
 
@@ -242,11 +243,17 @@ impl Verdicts {
     /// Record one sample per callsite and process of `report`, taken at `t_s` seconds, and
     /// judge each (a verdict depends on the previous one, so judging happens once per sample).
     pub fn observe(&mut self, report: &Report, t_s: f64) {
+        self.observe_samples(&sample::of_report(report), t_s);
+    }
+
+    /// [`Verdicts::observe`] of the samples the sources gave (`crate::sample`), which are
+    /// the report's rows reduced to what is judged.
+    pub fn observe_samples(&mut self, processes: &[ProcessSample], t_s: f64) {
         let window = self.params.window.max(1);
-        for p in &report.processes {
+        for p in processes {
             let mut settling = false;
             for c in &p.callsites {
-                let t = tracked(&mut self.callsites, c.id(p.pid), window, t_s);
+                let t = tracked(&mut self.callsites, c.id, window, t_s);
                 t.series.push(t_s, c.live as f64);
                 let lifetime = c.lifetime.as_ref().and_then(|l| {
                     t.arrivals.push(t_s, l.arrivals_total as f64);
@@ -270,6 +277,9 @@ impl Verdicts {
                 );
                 t.judged = Some(judged);
             }
+            // A total that rises only because some callsites are still filling up (or just
+            // filled) is not a leak the callsites would not show on their own.
+            let growing_site = p.callsites.iter().any(|c| self.is_growing(c.id));
             let t = tracked(&mut self.processes, p.pid, window, t_s);
             t.series.push(t_s, p.live as f64);
             let mut judged = judge(
@@ -280,14 +290,6 @@ impl Verdicts {
                 &self.params,
                 0.0,
             );
-            // A total that rises only because some callsites are still filling up (or just
-            // filled) is not a leak the callsites would not show on their own.
-            let growing_site = p.callsites.iter().any(|c| {
-                self.callsites
-                    .get(&c.id(p.pid))
-                    .and_then(|t| t.judged.as_ref())
-                    .is_some_and(|j| j.assessment.verdict == Verdict::Growing)
-            });
             if settling && !growing_site && judged.assessment.verdict == Verdict::Growing {
                 judged.assessment = unknown(judged.assessment);
             }
@@ -296,6 +298,14 @@ impl Verdicts {
         let fresh = |t: &Tracked| t_s - t.last_seen_s <= FORGET_AFTER_S;
         self.callsites.retain(|_, t| fresh(t));
         self.processes.retain(|_, t| fresh(t));
+    }
+
+    /// Whether callsite `id`'s last verdict is `growing`.
+    pub fn is_growing(&self, id: CallsiteId) -> bool {
+        self.callsites
+            .get(&id)
+            .and_then(|t| t.judged.as_ref())
+            .is_some_and(|j| j.assessment.verdict == Verdict::Growing)
     }
 
     /// Series currently held (bounded by the callsites and processes of the last two minutes).
