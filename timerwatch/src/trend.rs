@@ -342,6 +342,27 @@ fn flat(x: &[f64], n: usize, params: &Params) -> Option<Assessment> {
     })
 }
 
+/// Whether [`assess`] must find `series` `stable` (and [`assess_after`] too, after any verdict
+/// but `growing`), from its range alone: it holds enough samples, and they span less than
+/// `min_rise`, by which the floor of every trend must move (guard 4), on either stretch and in
+/// either direction. A callsite whose few timers come and go (0, 1, 2 live) is such a series for
+/// as long as it lives, and needs none of the O(n²) statistics to be judged.
+pub fn surely_stable(series: &Series, params: &Params) -> bool {
+    let min_samples = params.min_samples.max(MIN_SAMPLES);
+    let n = series.len().min(params.window.max(min_samples));
+    if n < min_samples || params.min_rise.is_nan() || params.min_rise <= 0.0 {
+        return false;
+    }
+    let (lo, hi) = series
+        .samples
+        .iter()
+        .skip(series.len() - n)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, v)| {
+            (lo.min(v), hi.max(v))
+        });
+    hi - lo < params.min_rise
+}
+
 /// [`assess`] with memory: `previous` is the verdict the same series got at its previous sample.
 /// A `growing` series stays `growing` while its recent samples still rise (module docs,
 /// "Hysteresis"); every other verdict is judged afresh.
@@ -787,6 +808,47 @@ mod tests {
             ..Params::default()
         };
         assert!(flat(&[1.0; 20], 20, &zero_floor).is_none());
+    }
+
+    /// Series within less than `min_rise` are `stable` as judged in full, however steeply and
+    /// steadily they rise within that range; wider ones are never taken for sure.
+    #[test]
+    fn a_range_below_the_floor_rise_is_surely_stable() {
+        let params = Params::default();
+        let mut rng = Rng::new(18);
+        let mut checked = 0;
+        for case in 0..400u64 {
+            let mut series = Series::new(params.window);
+            let (amp, step) = ((case % 4) + 1, [1.0, 0.1, 0.02][(case % 3) as usize]);
+            for i in 0..(case % 90) {
+                // Noise, or a steady climb of 4.9 over the window (slope up to 245/s).
+                let v = if case % 5 == 0 {
+                    4.9 * i as f64 / 90.0
+                } else {
+                    (amp as f64 + rng.noise(amp)).max(0.0)
+                };
+                series.push(i as f64 * step, v);
+            }
+            let sure = surely_stable(&series, &params);
+            let (lo, hi) = series
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| {
+                    (lo.min(v), hi.max(v))
+                });
+            assert_eq!(
+                sure,
+                series.len() >= params.min_samples && hi - lo < params.min_rise,
+                "{case}"
+            );
+            if sure {
+                checked += 1;
+                for previous in [Verdict::Stable, Verdict::Draining, Verdict::Unknown] {
+                    let full = assess_after(&series, &params, previous, None);
+                    assert_eq!(full.verdict, Verdict::Stable, "{case} {series:?}");
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
     }
 
     /// xorshift64*: deterministic noise so every run sees the same series.
