@@ -12,6 +12,7 @@ pub mod export;
 pub mod failure;
 pub mod gate;
 pub mod gotrace;
+pub mod heap;
 pub mod histogram;
 pub mod kind;
 pub mod output;

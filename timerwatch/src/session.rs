@@ -19,6 +19,7 @@ use crate::{
     event::{decode, Callstack},
     failure::Failure,
     gotrace::{self, discovery::Discovery, GoTracer},
+    heap,
     probe::{privileges, startup_checks, Filter, Probes},
     procfs,
     report::{self, PreExisting, ProcessReport, Report},
@@ -335,7 +336,10 @@ impl Tracer {
         self.table.rename(&mut self.env);
         // At most once a second, and only after new stacks were named: a burst of new
         // callsites in one binary reads its file once.
-        self.env.sym.release_files();
+        if self.env.sym.release_files() {
+            // What the files' parsing freed stays resident unless handed back.
+            heap::trim();
+        }
         let now_ns = procfs::monotonic_ns();
         self.go.walk(now_ns);
         let samples = sample::combine(sample::kernel(&self.table), self.go.samples());

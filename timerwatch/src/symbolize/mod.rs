@@ -352,9 +352,9 @@ impl Symbolizer {
 
     /// Drop everything known about `pid`: after exec or exit its addresses mean something else.
     /// Let go of the files read to name stacks since the last call (see
-    /// `UserSymbolizer::release`); names found stay.
-    pub fn release_files(&mut self) {
-        self.user.release();
+    /// `UserSymbolizer::release`); names found stay. True if any were.
+    pub fn release_files(&mut self) -> bool {
+        self.user.release()
     }
 
     pub fn forget(&mut self, pid: u32) {
