@@ -35,7 +35,7 @@ use timerwatch_go::GoBinary;
 
 use crate::{event::Record, report::SourceRow, sample::CallsiteSample};
 
-pub use self::binary::{binaries_analyzed, OpenError};
+pub use self::binary::{analyze as analyze_binary, binaries_analyzed, OpenError};
 pub use self::cost::{cpu_seconds as census_cpu_seconds, walks as census_walks};
 pub use self::walk_budget::walks_cut;
 pub use self::window::wants_stacks;
