@@ -1,8 +1,9 @@
-//! Growth verdicts: the live count of every callsite and process, sampled once a second from the
-//! reports themselves, judged by the trend test in [`crate::trend`].
+//! Growth verdicts: the live count of every callsite and process, sampled once a second as the
+//! report would show it (`crate::sample`), judged by the trend test in [`crate::trend`].
 //!
-//! Working from reports rather than the table means every source (kernel timers, Go timers) gets
-//! a verdict the same way, keyed by what the user sees: process, source, kind and callsite.
+//! Working from the report's rows rather than the table means every source (kernel timers, Go
+//! timers) gets a verdict the same way, keyed by what the user sees: process, source, kind and
+//! callsite (`report::CallsiteId`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
