@@ -206,6 +206,9 @@ pub struct Table {
     /// Recently exited processes → when (ns).
     dead: HashMap<u32, u64>,
     next_id: u64,
+    /// Kind by kernel callback address: every arm needs it, and its name (a lookup and a copy)
+    /// only the first time. Callbacks are kernel functions, a few dozen on a node.
+    kinds: HashMap<u64, Kind>,
     /// The kernel's tick rate, learnt from timer_list arms (see [`tick_rate`]).
     hz: Option<u64>,
     /// Records that could not be attributed (a timer we never saw start, an unknown id).
@@ -543,8 +546,15 @@ impl Table {
             self.bump(pk, |c| c.armed_total += 1);
             return;
         }
-        let function = (r.function != 0).then(|| res.kernel(r.function)).flatten();
-        let kind = classify(function.as_deref());
+        let kind = match self.kinds.get(&r.function) {
+            Some(&kind) => kind,
+            None => {
+                let function = (r.function != 0).then(|| res.kernel(r.function)).flatten();
+                let kind = classify(function.as_deref());
+                self.kinds.insert(r.function, kind);
+                kind
+            }
+        };
         if kind == Kind::Itimer {
             // signal->real_timer is set up by the parent at fork; `itimer_state` attributes it,
             // and the wake-ups of this hrtimer count for it.
