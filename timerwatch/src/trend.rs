@@ -292,6 +292,9 @@ fn assess_with(
         return flat;
     }
     let full = Scale::new(&t, &x);
+    if shortcut && within_min_rise(x.iter().copied(), params) {
+        return stable_of(&full, &x, n);
+    }
     let recent_len = (params.recent >= min_samples && params.recent < n).then_some(params.recent);
     let recent_cell = OnceCell::new();
     let recent = || {
@@ -307,6 +310,12 @@ fn assess_with(
         }
     }
 
+    stable_of(&full, &x, n)
+}
+
+/// `stable`, with the whole stretch's slope and two-sided confidence, at the median of the last
+/// third of its `n` samples `x`.
+fn stable_of(full: &Scale<'_>, x: &[f64], n: usize) -> Assessment {
     let level = median(&mut x[2 * n / 3..].to_vec()).unwrap_or(0.0);
     Assessment {
         verdict: Verdict::Stable,
@@ -317,6 +326,18 @@ fn assess_with(
         plateau: None,
         samples: n,
     }
+}
+
+/// Whether samples `x` span less than `min_rise`, by which the floor of every trend must move
+/// (guard 4): then no stretch of them trends, in either direction.
+fn within_min_rise(x: impl Iterator<Item = f64>, params: &Params) -> bool {
+    if params.min_rise.is_nan() || params.min_rise <= 0.0 {
+        return false;
+    }
+    let (lo, hi) = x.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    hi - lo < params.min_rise
 }
 
 /// What [`assess`] finds in `n` (at least `min_samples`) equal samples, without its O(n²)
@@ -350,17 +371,12 @@ fn flat(x: &[f64], n: usize, params: &Params) -> Option<Assessment> {
 pub fn surely_stable(series: &Series, params: &Params) -> bool {
     let min_samples = params.min_samples.max(MIN_SAMPLES);
     let n = series.len().min(params.window.max(min_samples));
-    if n < min_samples || params.min_rise.is_nan() || params.min_rise <= 0.0 {
-        return false;
-    }
-    let (lo, hi) = series
+    let x = series
         .samples
         .iter()
         .skip(series.len() - n)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, v)| {
-            (lo.min(v), hi.max(v))
-        });
-    hi - lo < params.min_rise
+        .map(|&(_, v)| v);
+    n >= min_samples && within_min_rise(x, params)
 }
 
 /// [`assess`] with memory: `previous` is the verdict the same series got at its previous sample.
@@ -843,9 +859,15 @@ mod tests {
             if sure {
                 checked += 1;
                 for previous in [Verdict::Stable, Verdict::Draining, Verdict::Unknown] {
-                    let full = assess_after(&series, &params, previous, None);
-                    assert_eq!(full.verdict, Verdict::Stable, "{case} {series:?}");
+                    let fast = assess_after(&series, &params, previous, None);
+                    assert_eq!(fast.verdict, Verdict::Stable, "{case} {series:?}");
                 }
+                // Skipping the trend tests changes nothing of the assessment.
+                assert_eq!(
+                    assess(&series, &params, Some(10.0)),
+                    assess_with(&series, &params, Some(10.0), false),
+                    "{case}"
+                );
             }
         }
         assert!(checked > 100, "{checked}");
