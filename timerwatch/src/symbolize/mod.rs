@@ -171,7 +171,7 @@ const FP_CHAIN_TRUSTED: usize = 3;
 ///
 /// Not `Send`: blazesym's symbolizer keeps its caches in `Rc`/`RefCell`.
 pub struct Symbolizer {
-    /// Loaded on a kernel lookup that `kernel_names` misses, until `release_files`.
+    /// Loaded on the first kernel lookup.
     kallsyms: Option<Kallsyms>,
     kernel_names: HashMap<u64, Option<String>>,
     user: UserSymbolizer,
@@ -352,19 +352,17 @@ impl Symbolizer {
 
     /// Drop everything known about `pid`: after exec or exit its addresses mean something else.
     /// Let go of the files read to name stacks since the last call (see
-    /// `UserSymbolizer::release`), of kallsyms (~8 MiB parsed) and of the processes' CFI
-    /// (copies of every mapped file's `.eh_frame`, hundreds of KiB per process); names found
-    /// stay (`kernel_names`, `objects`). A new callback or stack reads them again: on a node
-    /// whose callsites have settled, that is rare, while holding them costs every second.
-    /// True if anything was let go.
+    /// `UserSymbolizer::release`) and of the processes' CFI (copies of every mapped file's
+    /// `.eh_frame`, hundreds of KiB per process); names found stay (`objects`). A new stack
+    /// reads them again: on a node whose callsites have settled, that is rare, while holding
+    /// them costs memory every second. True if anything was let go.
     pub fn release_files(&mut self) -> bool {
         let files = self.user.release();
-        let kallsyms = self.kallsyms.take().is_some();
         let mut cfi = false;
         for p in self.processes.values_mut() {
             cfi |= p.cfi.take().is_some();
         }
-        files || kallsyms || cfi
+        files || cfi
     }
 
     pub fn forget(&mut self, pid: u32) {
