@@ -205,7 +205,7 @@ pub struct ExitedReport {
     pub exited_after_s: f64,
 }
 
-fn round_ms(s: f64) -> f64 {
+pub(crate) fn round_ms(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }
 
@@ -447,23 +447,37 @@ fn sort_callsites(callsites: &mut [CallsiteReport]) {
 /// A callsite's identity across reports: what the user sees of it (process, source, kind,
 /// caller, frames, timer function), hashed. Verdicts follow a callsite by it, and the daemon
 /// its counters, so the two never disagree about which callsite is which.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CallsiteId(u64);
+
+impl CallsiteId {
+    /// The identity of a callsite named so, in process `pid`: what [`CallsiteReport::id`]
+    /// gives its row, for sources that sample without building one (`crate::sample`).
+    pub fn of(
+        pid: u32,
+        source: Source,
+        kind: Kind,
+        caller: Option<&str>,
+        frames: &[String],
+        timer_function: Option<&str>,
+    ) -> CallsiteId {
+        let mut h = std::hash::DefaultHasher::new();
+        (pid, source, kind, caller, frames, timer_function).hash(&mut h);
+        CallsiteId(h.finish())
+    }
+}
 
 impl CallsiteReport {
     /// This callsite's identity, in process `pid`.
     pub fn id(&self, pid: u32) -> CallsiteId {
-        let mut h = std::hash::DefaultHasher::new();
-        (
+        CallsiteId::of(
             pid,
             self.source,
             self.kind,
-            &self.caller,
+            self.caller.as_deref(),
             &self.frames,
-            &self.timer_function,
+            self.timer_function.as_deref(),
         )
-            .hash(&mut h);
-        CallsiteId(h.finish())
     }
 
     /// A callsite of `source` and `kind` with nothing counted, named or judged yet: each

@@ -19,9 +19,11 @@ use crate::{
     event::{decode, Callstack},
     failure::Failure,
     gotrace::{self, discovery::Discovery, GoTracer},
+    heap,
     probe::{privileges, startup_checks, Filter, Probes},
     procfs,
     report::{self, PreExisting, ProcessReport, Report},
+    sample,
     symbolize::{Symbolizer, UserStack},
     table::{Resolver, Table},
     trace_args::{GoMode, TraceArgs},
@@ -314,28 +316,6 @@ impl Tracer {
     /// The report with growth verdicts from the samples taken so far; reads the Go processes'
     /// memory first.
     pub fn report(&mut self) -> Report {
-        self.assemble(true)
-    }
-
-    /// Feed the trend test one sample of every callsite's live count.
-    fn sample(&mut self) {
-        self.table.rename(&mut self.env);
-        // At most once a second, and only after new stacks were named: a burst of new
-        // callsites in one binary reads its file once.
-        self.env.sym.release_files();
-        let report = self.assemble(false);
-        let t = procfs::monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9;
-        self.verdicts.observe(&report, t);
-        // Growing census callsites that only a signature names may earn a creation-stack window.
-        if self.go.samples_windows() {
-            let judged = report::judged(report, &self.verdicts);
-            self.go.open_windows(self.probes.ebpf_mut(), &judged);
-        }
-    }
-
-    /// Walk the Go heaps (the I/O), then project every source's rows into the report, with
-    /// the verdicts so far if `judge`.
-    fn assemble(&mut self, judge: bool) -> Report {
         let now_ns = procfs::monotonic_ns();
         self.go.walk(now_ns);
         let ctx = report::Context {
@@ -347,8 +327,33 @@ impl Tracer {
         };
         let kernel = report::kernel_rows(&self.table, &ctx);
         let go = self.go.rows(now_ns);
-        let verdicts: Option<&dyn report::Judge> = judge.then_some(&self.verdicts);
-        report::assemble(&ctx, kernel, go, verdicts)
+        report::assemble(&ctx, kernel, go, Some(&self.verdicts))
+    }
+
+    /// Feed the trend test one sample of every callsite's live count, taken from the sources
+    /// (`sample`): a report would copy every callsite's names once a second for it.
+    fn sample(&mut self) {
+        self.table.rename(&mut self.env);
+        // At most once a second, and only after new stacks were named: a burst of new
+        // callsites in one binary reads its file once.
+        if self.env.sym.release_files() {
+            // What the files' parsing freed stays resident unless handed back.
+            heap::trim();
+        }
+        let now_ns = procfs::monotonic_ns();
+        self.go.walk(now_ns);
+        let samples = sample::combine(sample::kernel(&self.table), self.go.samples());
+        let t = procfs::monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9;
+        self.verdicts.observe_samples(&samples, t);
+        // Growing census callsites that only a signature names may earn a creation-stack window.
+        if self.go.samples_windows() {
+            let wanting: Vec<u32> = samples
+                .iter()
+                .filter(|p| gotrace::wants_stacks(p, |id| self.verdicts.is_growing(id)))
+                .map(|p| p.pid)
+                .collect();
+            self.go.open_windows(self.probes.ebpf_mut(), &wanting);
+        }
     }
 
     /// Drain until `deadline` or SIGINT/SIGTERM, calling `on_tick` with a fresh report every

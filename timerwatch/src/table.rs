@@ -10,7 +10,6 @@
 //! This module does no I/O: names come from a [`Resolver`], so the state machine is testable
 //! without a kernel.
 
-use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use timerwatch_common::EventKind;
@@ -19,8 +18,15 @@ use crate::{
     event::{Callstack, Record},
     histogram::Histogram,
     kind::{classify, Kind},
+    report::{CallsiteId, Source},
     symbolize::{Naming, UserStack},
 };
+
+/// The table's maps hash with foldhash (seeded per process) rather than SipHash: every record
+/// costs several lookups, and SipHash was about a fifth of a node agent's CPU time. Their keys are
+/// kernel addresses, pids and the table's own ids, which no target chooses.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// Lookups the table needs from the outside world.
 pub trait Resolver {
@@ -94,9 +100,28 @@ pub struct Callsite {
     /// The expected lifetimes of those lives, summed (ns): the armed durations, shortened when a
     /// life ended early (cancel) and lengthened or shortened when it was re-armed while live.
     pub life_ns_total: i128,
+    /// `report::CallsiteId` of its names, computed when they are given (creation, rename):
+    /// the trend test samples every callsite every second.
+    identity: CallsiteId,
 }
 
 impl Callsite {
+    /// Its identity across reports (`report::CallsiteReport::id` of its row).
+    pub fn identity(&self) -> CallsiteId {
+        self.identity
+    }
+
+    fn identify(&mut self) {
+        self.identity = CallsiteId::of(
+            self.tgid,
+            Source::Kernel,
+            self.kind.into(),
+            self.caller.as_deref(),
+            &self.frames,
+            self.timer_function.as_deref(),
+        );
+    }
+
     /// Expected lifetime of one of its timers, seconds: (mean, longest), where every life begun
     /// had a known duration (at most a tenth unknown). None for timers that live until deleted.
     pub fn lifetime_s(&self) -> Option<(f64, f64)> {
@@ -186,6 +211,9 @@ pub struct Table {
     /// Recently exited processes → when (ns).
     dead: HashMap<u32, u64>,
     next_id: u64,
+    /// Kind by kernel callback address: every arm needs it, and its name (a lookup and a copy)
+    /// only the first time. Callbacks are kernel functions, a few dozen on a node.
+    kinds: HashMap<u64, Kind>,
     /// The kernel's tick rate, learnt from timer_list arms (see [`tick_rate`]).
     hz: Option<u64>,
     /// Records that could not be attributed (a timer we never saw start, an unknown id).
@@ -220,6 +248,7 @@ impl Table {
                 callsite.caller = renamed.caller.clone();
                 callsite.frames = renamed.frames.iter().map(|f| f.display()).collect();
                 callsite.naming = renamed.frames.iter().map(|f| f.naming).collect();
+                callsite.identify();
                 *stack = renamed;
             }
             stack.awaits_names()
@@ -284,28 +313,28 @@ impl Table {
             None => (None, Vec::new(), Vec::new()),
         };
         self.next_id += 1;
-        self.callsites.insert(
-            id,
-            Callsite {
-                tgid,
-                kind,
-                timer_function,
-                caller,
-                frames,
-                naming,
-                live: 0,
-                created_total: 0,
-                armed_total: 0,
-                cancelled_total: 0,
-                expired_total: 0,
-                wakeup_latency: Histogram::default(),
-                slack: Histogram::default(),
-                lives_total: 0,
-                lives_unknown: 0,
-                armed_for: Histogram::default(),
-                life_ns_total: 0,
-            },
-        );
+        let mut callsite = Callsite {
+            tgid,
+            kind,
+            timer_function,
+            caller,
+            frames,
+            naming,
+            live: 0,
+            created_total: 0,
+            armed_total: 0,
+            cancelled_total: 0,
+            expired_total: 0,
+            wakeup_latency: Histogram::default(),
+            slack: Histogram::default(),
+            lives_total: 0,
+            lives_unknown: 0,
+            armed_for: Histogram::default(),
+            life_ns_total: 0,
+            identity: CallsiteId::default(),
+        };
+        callsite.identify();
+        self.callsites.insert(id, callsite);
         let key = (tgid, kind, hash, callback);
         self.index.insert(key, id);
         let p = self.process_mut(tgid, stack.map(|s| s.comm.as_str()), res);
@@ -522,8 +551,15 @@ impl Table {
             self.bump(pk, |c| c.armed_total += 1);
             return;
         }
-        let function = (r.function != 0).then(|| res.kernel(r.function)).flatten();
-        let kind = classify(function.as_deref());
+        let kind = match self.kinds.get(&r.function) {
+            Some(&kind) => kind,
+            None => {
+                let function = (r.function != 0).then(|| res.kernel(r.function)).flatten();
+                let kind = classify(function.as_deref());
+                self.kinds.insert(r.function, kind);
+                kind
+            }
+        };
         if kind == Kind::Itimer {
             // signal->real_timer is set up by the parent at fork; `itimer_state` attributes it,
             // and the wake-ups of this hrtimer count for it.
@@ -852,6 +888,14 @@ impl Table {
         self.views(tgid, &oldest).into_iter()
     }
 
+    /// The callsites of a process, without ages (what the trend test samples).
+    pub fn callsites_of(&self, tgid: u32) -> impl Iterator<Item = &Callsite> {
+        self.processes
+            .get(&tgid)
+            .into_iter()
+            .flat_map(|p| p.callsites.iter().filter_map(|id| self.callsites.get(id)))
+    }
+
     /// [`Table::callsites`] of every process, from one pass over the timers: a report over a
     /// node's processes would otherwise take processes × timers.
     pub fn callsites_by_process(&self) -> HashMap<u32, Vec<CallsiteView<'_>>> {
@@ -885,7 +929,7 @@ impl Table {
 
 /// The earliest start of a live timer, per (process, callsite), among `timers`.
 fn oldest_live<'a>(timers: impl Iterator<Item = &'a Timer>) -> HashMap<(u32, u64), u64> {
-    let mut oldest: HashMap<(u32, u64), u64> = HashMap::new();
+    let mut oldest: HashMap<(u32, u64), u64> = HashMap::default();
     for t in timers {
         if let Some(since) = t.live_since {
             oldest
@@ -1026,6 +1070,41 @@ mod tests {
         // Same callsite: its timers keep counting there.
         t.apply(&rec(EventKind::Expire, 10, 0xa, TIMERFD_FN, 2), &mut n);
         assert_eq!(only_callsite(&t, 10).expired_total, 1);
+    }
+
+    /// The trend test's samples, taken from the table, are the report's rows reduced: same
+    /// identities, counts, lifetimes and order, before and after names arrive.
+    #[test]
+    fn samples_from_the_table_are_the_reports_rows() {
+        let (mut t, mut n) = (Table::new(), LateNames::default());
+        let check = |t: &Table| {
+            let ctx = crate::report::Context {
+                start_ns: 0,
+                now_ns: 10,
+                lost_events: 0,
+                pre_existing: &std::collections::HashMap::new(),
+                missing_tracepoints: &[],
+            };
+            let rows = crate::report::kernel_rows(t, &ctx);
+            let report = crate::report::assemble(&ctx, rows, vec![], None);
+            let mut want = crate::sample::of_report(&report);
+            let mut got = crate::sample::combine(crate::sample::kernel(t), vec![]);
+            want.sort_by_key(|p| p.pid);
+            got.sort_by_key(|p| p.pid);
+            assert_eq!(got, want);
+            assert!(got.iter().map(|p| p.callsites.len()).sum::<usize>() >= 4);
+        };
+        t.apply(&first_start(10, 0xa, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.apply(&first_start(10, 0xb, TIMERFD_FN, 1, &[1, 3]), &mut n);
+        t.apply(&first_start(10, 0xc, WAKEUP_FN, 1, &[4]), &mut n);
+        t.apply(&rec(EventKind::Expire, 10, 0xc, WAKEUP_FN, 2), &mut n);
+        t.apply(&rec(EventKind::Start, 10, 0xc, WAKEUP_FN, 3), &mut n);
+        t.apply(&first_start(20, 0xd, TIMERFD_FN, 1, &[1, 2]), &mut n);
+        t.apply(&first_start(20, 0xe, TCP_FN, 1, &[5]), &mut n);
+        check(&t);
+        n.arrived = true;
+        t.rename(&mut n);
+        check(&t);
     }
 
     #[test]

@@ -292,6 +292,9 @@ fn assess_with(
         return flat;
     }
     let full = Scale::new(&t, &x);
+    if shortcut && within_min_rise(x.iter().copied(), params) {
+        return stable_of(&full, &x, n);
+    }
     let recent_len = (params.recent >= min_samples && params.recent < n).then_some(params.recent);
     let recent_cell = OnceCell::new();
     let recent = || {
@@ -307,6 +310,12 @@ fn assess_with(
         }
     }
 
+    stable_of(&full, &x, n)
+}
+
+/// `stable`, with the whole stretch's slope and two-sided confidence, at the median of the last
+/// third of its `n` samples `x`.
+fn stable_of(full: &Scale<'_>, x: &[f64], n: usize) -> Assessment {
     let level = median(&mut x[2 * n / 3..].to_vec()).unwrap_or(0.0);
     Assessment {
         verdict: Verdict::Stable,
@@ -317,6 +326,18 @@ fn assess_with(
         plateau: None,
         samples: n,
     }
+}
+
+/// Whether samples `x` span less than `min_rise`, by which the floor of every trend must move
+/// (guard 4): then no stretch of them trends, in either direction.
+fn within_min_rise(x: impl Iterator<Item = f64>, params: &Params) -> bool {
+    if params.min_rise.is_nan() || params.min_rise <= 0.0 {
+        return false;
+    }
+    let (lo, hi) = x.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    hi - lo < params.min_rise
 }
 
 /// What [`assess`] finds in `n` (at least `min_samples`) equal samples, without its O(n²)
@@ -340,6 +361,22 @@ fn flat(x: &[f64], n: usize, params: &Params) -> Option<Assessment> {
         plateau: None,
         samples: n,
     })
+}
+
+/// Whether [`assess`] must find `series` `stable` (and [`assess_after`] too, after any verdict
+/// but `growing`), from its range alone: it holds enough samples, and they span less than
+/// `min_rise`, by which the floor of every trend must move (guard 4), on either stretch and in
+/// either direction. A callsite whose few timers come and go (0, 1, 2 live) is such a series for
+/// as long as it lives, and needs none of the O(n²) statistics to be judged.
+pub fn surely_stable(series: &Series, params: &Params) -> bool {
+    let min_samples = params.min_samples.max(MIN_SAMPLES);
+    let n = series.len().min(params.window.max(min_samples));
+    let x = series
+        .samples
+        .iter()
+        .skip(series.len() - n)
+        .map(|&(_, v)| v);
+    n >= min_samples && within_min_rise(x, params)
 }
 
 /// [`assess`] with memory: `previous` is the verdict the same series got at its previous sample.
@@ -787,6 +824,53 @@ mod tests {
             ..Params::default()
         };
         assert!(flat(&[1.0; 20], 20, &zero_floor).is_none());
+    }
+
+    /// Series within less than `min_rise` are `stable` as judged in full, however steeply and
+    /// steadily they rise within that range; wider ones are never taken for sure.
+    #[test]
+    fn a_range_below_the_floor_rise_is_surely_stable() {
+        let params = Params::default();
+        let mut rng = Rng::new(18);
+        let mut checked = 0;
+        for case in 0..400u64 {
+            let mut series = Series::new(params.window);
+            let (amp, step) = ((case % 4) + 1, [1.0, 0.1, 0.02][(case % 3) as usize]);
+            for i in 0..(case % 90) {
+                // Noise, or a steady climb of 4.9 over the window (slope up to 245/s).
+                let v = if case % 5 == 0 {
+                    4.9 * i as f64 / 90.0
+                } else {
+                    (amp as f64 + rng.noise(amp)).max(0.0)
+                };
+                series.push(i as f64 * step, v);
+            }
+            let sure = surely_stable(&series, &params);
+            let (lo, hi) = series
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), (_, v)| {
+                    (lo.min(v), hi.max(v))
+                });
+            assert_eq!(
+                sure,
+                series.len() >= params.min_samples && hi - lo < params.min_rise,
+                "{case}"
+            );
+            if sure {
+                checked += 1;
+                for previous in [Verdict::Stable, Verdict::Draining, Verdict::Unknown] {
+                    let fast = assess_after(&series, &params, previous, None);
+                    assert_eq!(fast.verdict, Verdict::Stable, "{case} {series:?}");
+                }
+                // Skipping the trend tests changes nothing of the assessment.
+                assert_eq!(
+                    assess(&series, &params, Some(10.0)),
+                    assess_with(&series, &params, Some(10.0), false),
+                    "{case}"
+                );
+            }
+        }
+        assert!(checked > 100, "{checked}");
     }
 
     /// xorshift64*: deterministic noise so every run sees the same series.

@@ -1,14 +1,17 @@
-//! Growth verdicts: the live count of every callsite and process, sampled once a second from the
-//! reports themselves, judged by the trend test in [`crate::trend`].
+//! Growth verdicts: the live count of every callsite and process, sampled once a second as the
+//! report would show it (`crate::sample`), judged by the trend test in [`crate::trend`].
 //!
-//! Working from reports rather than the table means every source (kernel timers, Go timers) gets
-//! a verdict the same way, keyed by what the user sees: process, source, kind and callsite.
+//! Working from the report's rows rather than the table means every source (kernel timers, Go
+//! timers) gets a verdict the same way, keyed by what the user sees: process, source, kind and
+//! callsite (`report::CallsiteId`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use crate::{
     report::{self, CallsiteId, ProcessReport, Report, VerdictReason},
+    sample::{self, ProcessSample},
     trend::{assess_after, Assessment, Params, Series, Verdict},
 };
 
@@ -175,20 +178,79 @@ fn unknown(a: Assessment) -> Assessment {
     }
 }
 
+/// A series' verdict at its last sample.
+#[derive(Clone, Debug)]
+enum Judgement {
+    Full(Judged),
+    /// `stable` for certain without the statistics (`trend::surely_stable`): [`judge`]'s other
+    /// inputs at that sample, for the rest of the verdict (confidence, level) to be computed
+    /// only when a report shows it. Most callsites of a node hold a few timers that come and
+    /// go, and a report comes every few samples.
+    Stable {
+        previous: Verdict,
+        lifetime: Option<(Life, f64)>,
+    },
+}
+
 struct Tracked {
     series: Series,
     /// Lives begun at each sample (callsites whose timers expire by themselves).
     arrivals: Series,
     first_seen_s: f64,
     last_seen_s: f64,
-    judged: Option<Judged>,
+    judged: Option<Judgement>,
 }
 
 impl Tracked {
     fn previous(&self) -> Verdict {
-        self.judged
-            .as_ref()
-            .map_or(Verdict::Unknown, |j| j.assessment.verdict)
+        match &self.judged {
+            None => Verdict::Unknown,
+            Some(Judgement::Full(j)) => j.assessment.verdict,
+            Some(Judgement::Stable { .. }) => Verdict::Stable,
+        }
+    }
+
+    /// Judge the series at its last sample, given `lifetime` (see [`judge`]); the statistics
+    /// are left for later where the verdict is surely `stable`.
+    fn judge(
+        &mut self,
+        lifetime: Option<(Life, f64)>,
+        params: &Params,
+        plateau_threshold: f64,
+        shortcut: bool,
+    ) -> &Judgement {
+        let previous = self.previous();
+        let judgement = if shortcut
+            && previous != Verdict::Growing
+            && crate::trend::surely_stable(&self.series, params)
+        {
+            Judgement::Stable { previous, lifetime }
+        } else {
+            Judgement::Full(judge(
+                &self.series,
+                previous,
+                self.first_seen_s,
+                lifetime,
+                params,
+                plateau_threshold,
+            ))
+        };
+        self.judged.insert(judgement)
+    }
+
+    /// The whole verdict at the last sample.
+    fn judged(&self, params: &Params, plateau_threshold: f64) -> Option<Cow<'_, Judged>> {
+        Some(match self.judged.as_ref()? {
+            Judgement::Full(j) => Cow::Borrowed(j),
+            Judgement::Stable { previous, lifetime } => Cow::Owned(judge(
+                &self.series,
+                *previous,
+                self.first_seen_s,
+                *lifetime,
+                params,
+                plateau_threshold,
+            )),
+        })
     }
 
     /// Arrivals per second over the samples held.
@@ -204,6 +266,9 @@ pub struct Verdicts {
     plateau_threshold: f64,
     callsites: HashMap<CallsiteId, Tracked>,
     processes: HashMap<u32, Tracked>,
+    /// Leave surely `stable` series' statistics until a report asks (off only to test that
+    /// verdicts are the same either way).
+    shortcut: bool,
 }
 
 impl Default for Verdicts {
@@ -236,17 +301,24 @@ impl Verdicts {
             plateau_threshold,
             callsites: HashMap::new(),
             processes: HashMap::new(),
+            shortcut: true,
         }
     }
 
     /// Record one sample per callsite and process of `report`, taken at `t_s` seconds, and
     /// judge each (a verdict depends on the previous one, so judging happens once per sample).
     pub fn observe(&mut self, report: &Report, t_s: f64) {
+        self.observe_samples(&sample::of_report(report), t_s);
+    }
+
+    /// [`Verdicts::observe`] of the samples the sources gave (`crate::sample`), which are
+    /// the report's rows reduced to what is judged.
+    pub fn observe_samples(&mut self, processes: &[ProcessSample], t_s: f64) {
         let window = self.params.window.max(1);
-        for p in &report.processes {
+        for p in processes {
             let mut settling = false;
             for c in &p.callsites {
-                let t = tracked(&mut self.callsites, c.id(p.pid), window, t_s);
+                let t = tracked(&mut self.callsites, c.id, window, t_s);
                 t.series.push(t_s, c.live as f64);
                 let lifetime = c.lifetime.as_ref().and_then(|l| {
                     t.arrivals.push(t_s, l.arrivals_total as f64);
@@ -256,46 +328,43 @@ impl Verdicts {
                     };
                     Some((life, t.arrival_rate()?))
                 });
-                let judged = judge(
-                    &t.series,
-                    t.previous(),
-                    t.first_seen_s,
+                let judged = t.judge(
                     lifetime,
                     &self.params,
                     self.plateau_threshold,
+                    self.shortcut,
                 );
                 settling |= matches!(
-                    judged.reason,
-                    Some(VerdictReason::Filling | VerdictReason::AtPlateau)
+                    judged,
+                    Judgement::Full(Judged {
+                        reason: Some(VerdictReason::Filling | VerdictReason::AtPlateau),
+                        ..
+                    })
                 );
-                t.judged = Some(judged);
             }
-            let t = tracked(&mut self.processes, p.pid, window, t_s);
-            t.series.push(t_s, p.live as f64);
-            let mut judged = judge(
-                &t.series,
-                t.previous(),
-                t.first_seen_s,
-                None,
-                &self.params,
-                0.0,
-            );
             // A total that rises only because some callsites are still filling up (or just
             // filled) is not a leak the callsites would not show on their own.
-            let growing_site = p.callsites.iter().any(|c| {
-                self.callsites
-                    .get(&c.id(p.pid))
-                    .and_then(|t| t.judged.as_ref())
-                    .is_some_and(|j| j.assessment.verdict == Verdict::Growing)
-            });
-            if settling && !growing_site && judged.assessment.verdict == Verdict::Growing {
-                judged.assessment = unknown(judged.assessment);
+            let growing_site = p.callsites.iter().any(|c| self.is_growing(c.id));
+            let t = tracked(&mut self.processes, p.pid, window, t_s);
+            t.series.push(t_s, p.live as f64);
+            if let Judgement::Full(judged) = t.judge(None, &self.params, 0.0, self.shortcut) {
+                if settling && !growing_site && judged.assessment.verdict == Verdict::Growing {
+                    let mut judged = judged.clone();
+                    judged.assessment = unknown(judged.assessment);
+                    t.judged = Some(Judgement::Full(judged));
+                }
             }
-            t.judged = Some(judged);
         }
         let fresh = |t: &Tracked| t_s - t.last_seen_s <= FORGET_AFTER_S;
         self.callsites.retain(|_, t| fresh(t));
         self.processes.retain(|_, t| fresh(t));
+    }
+
+    /// Whether callsite `id`'s last verdict is `growing`.
+    pub fn is_growing(&self, id: CallsiteId) -> bool {
+        self.callsites
+            .get(&id)
+            .is_some_and(|t| t.previous() == Verdict::Growing)
     }
 
     /// Series currently held (bounded by the callsites and processes of the last two minutes).
@@ -308,7 +377,8 @@ impl report::Judge for Verdicts {
     /// Set `p`'s and its callsites' verdicts from the samples so far. Only `report::assemble`
     /// (and `report::judged`) call it: verdicts enter the report in one place.
     fn judge(&self, p: &mut ProcessReport) {
-        if let Some(j) = self.processes.get(&p.pid).and_then(|t| t.judged.as_ref()) {
+        let process = self.processes.get(&p.pid);
+        if let Some(j) = process.and_then(|t| t.judged(&self.params, 0.0)) {
             let a = &j.assessment;
             p.verdict = a.verdict.into();
             p.growth_per_s = trending(a).then_some(round(a.growth_per_s));
@@ -317,7 +387,9 @@ impl report::Judge for Verdicts {
         let pid = p.pid;
         for c in &mut p.callsites {
             let key = c.id(pid);
-            let Some(j) = self.callsites.get(&key).and_then(|t| t.judged.as_ref()) else {
+            let tracked = self.callsites.get(&key);
+            let Some(j) = tracked.and_then(|t| t.judged(&self.params, self.plateau_threshold))
+            else {
                 continue;
             };
             let a = &j.assessment;
@@ -356,6 +428,8 @@ pub fn any_growing(report: &Report) -> bool {
 mod tests {
     use super::*;
     use crate::report::fixtures::{callsite, process, report as report_of};
+    use crate::report::LifetimeReport;
+    use std::collections::HashSet;
 
     fn report(pid: u32, leak: u64, pool: u64) -> Report {
         let callsites = vec![callsite("leak", leak), callsite("pool", pool)];
@@ -464,6 +538,64 @@ mod tests {
         let last = v.last().unwrap();
         assert_eq!(last.assessment.verdict, Verdict::Growing, "{last:?}");
         assert_eq!(last.reason, None);
+    }
+
+    /// Leaving surely stable series' statistics for the report changes no verdict, reason,
+    /// confidence or level, in any report, for callsites that wander, leak, fill up, drain,
+    /// come and go.
+    #[test]
+    fn verdicts_are_the_same_with_the_statistics_left_for_the_report() {
+        let (mut lazy, mut full) = (Verdicts::default(), Verdicts::default());
+        full.shortcut = false;
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut noise = |amp: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % (amp + 1)
+        };
+        let (mut stable_left, mut seen) = (0, HashSet::new());
+        for t in 0..240u64 {
+            let mut callsites = vec![
+                callsite("few", noise(3)),
+                callsite("wide", 40 + noise(12)),
+                callsite("leak", t / 2 + noise(2)),
+                callsite("drain", 400u64.saturating_sub(3 * t) + noise(1)),
+                callsite("steps", if (t / 30) % 2 == 0 { 1 } else { 9 }),
+            ];
+            // Timers that live 20 s, arriving at 2/s: fills up to 40, then stays.
+            let mut filling = callsite("filling", (2 * t).min(40) + noise(2));
+            filling.lifetime = Some(LifetimeReport {
+                mean_s: 20.0,
+                max_s: 20.0,
+                arrivals_total: 2 * t,
+                arrivals_per_s: None,
+                plateau_in_s: None,
+            });
+            callsites.push(filling);
+            if (t / 50) % 2 == 0 {
+                callsites.push(callsite("comes_and_goes", noise(1)));
+            }
+            let r = report_of(vec![process(7, "t", callsites), process(9, "u", vec![])]);
+            lazy.observe(&r, t as f64);
+            full.observe(&r, t as f64);
+            stable_left += lazy
+                .callsites
+                .values()
+                .filter(|t| matches!(t.judged, Some(Judgement::Stable { .. })))
+                .count();
+            let judged = report::judged(r.clone(), &lazy);
+            assert_eq!(judged, report::judged(r, &full), "at {t}");
+            for c in &judged.processes[0].callsites {
+                seen.insert((c.verdict, c.verdict_reason));
+            }
+        }
+        assert!(stable_left > 300, "{stable_left}");
+        // The cases judged in full as well.
+        for v in [report::Verdict::Growing, report::Verdict::Draining] {
+            assert!(seen.contains(&(v, None)), "{v:?}: {seen:?}");
+        }
+        assert!(seen.contains(&(report::Verdict::Unknown, Some(VerdictReason::Filling))));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The adapter between binary analysis (`timerwatch_go`) and tracing: a traced Go process's probe
 //! points as kernel recipes, its heap walk, and names for its stacks and callbacks.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use timerwatch_common::{pt_regs, EventKind, GoArg, GoRecipe};
 use timerwatch_go::{self as go, heap, GoBinary, ProbeRole, Reg, RoleRegs};
@@ -76,16 +78,34 @@ pub fn binaries_analyzed() -> u64 {
     ANALYZED.load(Ordering::Relaxed)
 }
 
-/// Analyse the binary at `path` (a file, or `/proc/PID/exe`).
+thread_local! {
+    /// Every analysis alive on this thread, by file (device, inode): the census and the
+    /// symbolizer (which names the kernel-timer stacks of the same Go processes) share one
+    /// rather than each holding its own pclntab (14 MiB for Prometheus). Weak: an analysis
+    /// lives as long as one of its users holds it.
+    static LIVE: RefCell<HashMap<(u64, u64), Weak<GoBinary>>> = RefCell::new(HashMap::new());
+}
+
+/// Analyse the binary at `path` (a file, `/proc/PID/exe`, a `map_files` link), or share the
+/// analysis of the same file that is still in use.
 pub fn analyze(path: &Path) -> Result<Arc<GoBinary>, OpenError> {
-    if std::fs::metadata(path).is_err() {
+    let Ok(meta) = std::fs::metadata(path) else {
         return Err(OpenError::Gone);
+    };
+    let id = (meta.dev(), meta.ino());
+    if let Some(bin) = LIVE.with_borrow(|live| live.get(&id).and_then(Weak::upgrade)) {
+        return Ok(bin);
     }
     ANALYZED.fetch_add(1, Ordering::Relaxed);
-    go::analyze(path).map(Arc::new).map_err(|e| match e {
+    let bin = go::analyze(path).map(Arc::new).map_err(|e| match e {
         go::Error::NotGo => OpenError::NotGo,
         other => OpenError::Unsupported(other.to_string()),
-    })
+    })?;
+    LIVE.with_borrow_mut(|live| {
+        live.retain(|_, b| b.strong_count() > 0);
+        live.insert(id, Arc::downgrade(&bin));
+    });
+    Ok(bin)
 }
 
 impl Target {

@@ -33,14 +33,12 @@ use timerwatch_common::EventKind;
 
 use timerwatch_go::GoBinary;
 
-use crate::{
-    event::Record,
-    report::{Report, SourceRow},
-};
+use crate::{event::Record, report::SourceRow, sample::CallsiteSample};
 
-pub use self::binary::{binaries_analyzed, OpenError};
+pub use self::binary::{analyze as analyze_binary, binaries_analyzed, OpenError};
 pub use self::cost::{cpu_seconds as census_cpu_seconds, walks as census_walks};
 pub use self::walk_budget::walks_cut;
+pub use self::window::wants_stacks;
 use self::{
     binary::Target,
     census::WaiterWalk,
@@ -181,15 +179,15 @@ impl GoTracer {
         self.window_ns > 0
     }
 
-    /// Open a window on each census process of `report` (judged: `report::judged`) that wants
-    /// creation stacks and may have one now.
-    pub fn open_windows(&mut self, ebpf: &mut Ebpf, report: &Report) {
+    /// Open a window on each census process of `wanting` (see `window::wants_stacks`) that
+    /// may have one now.
+    pub fn open_windows(&mut self, ebpf: &mut Ebpf, wanting: &[u32]) {
         if self.window_ns == 0 {
             return;
         }
         let now = crate::procfs::monotonic_ns();
-        for row in report.processes.iter().filter(|r| window::wants_stacks(r)) {
-            let Some(p) = self.procs.get_mut(&row.pid) else {
+        for &pid in wanting {
+            let Some(p) = self.procs.get_mut(&pid) else {
                 continue;
             };
             if p.census.is_none()
@@ -199,17 +197,17 @@ impl GoTracer {
                 continue;
             }
             p.last_window_ns = Some(now);
-            let exe = format!("/proc/{}/exe", row.pid);
+            let exe = format!("/proc/{}/exe", pid);
             let key = file_id(exe.as_ref()).map(|(dev, ino)| (dev, ino, p.target.bias()));
             match self
                 .attacher
-                .attach(ebpf, row.pid, &exe, &p.target.points(), key)
+                .attach(ebpf, pid, &exe, &p.target.points(), key)
             {
                 Ok(links) => {
                     if self.verbose {
                         eprintln!(
                             "timerwatch: pid {}: Go creation-stack window opened for {:.1} s",
-                            row.pid,
+                            pid,
                             self.window_ns as f64 / 1e9
                         );
                     }
@@ -222,7 +220,7 @@ impl GoTracer {
                 Err(e) if self.verbose => {
                     eprintln!(
                         "timerwatch: pid {}: no Go creation-stack window: {e:#}",
-                        row.pid
+                        pid
                     )
                 }
                 Err(_) => {}
@@ -457,6 +455,12 @@ impl GoTracer {
     /// `report::assemble`.
     pub fn rows(&self, now_ns: u64) -> Vec<SourceRow> {
         rows::rows(&self.procs, now_ns)
+    }
+
+    /// Every traced process's Go callsites from the last [`GoTracer::walk`], for the trend
+    /// test (`crate::sample`).
+    pub fn samples(&self) -> Vec<(u32, Vec<CallsiteSample>)> {
+        rows::samples(&self.procs)
     }
 
     /// `pid`'s Go row as it exits, with `live` the timers still pending (see

@@ -4,7 +4,12 @@
 
 use std::collections::HashMap;
 
-use crate::report::{Attribution, CallsiteReport, LifetimeReport, Source, SourceRow};
+use crate::{
+    report::{
+        round_ms, Attribution, CallsiteId, CallsiteReport, LifetimeReport, Source, SourceRow,
+    },
+    sample::{CallsiteSample, LifetimeSample},
+};
 
 use super::{
     census::{Group, WaiterWalk},
@@ -53,6 +58,65 @@ pub(super) fn rows(procs: &HashMap<u32, GoProcess>, now_ns: u64) -> Vec<SourceRo
                 row.callsites = callsites(p, &live, now_ns);
             }
             row
+        })
+        .collect()
+}
+
+/// Each traced process's Go callsites from the last [`walk`] as the trend test samples them:
+/// [`rows`] reduced to identities and counts, with no names copied.
+pub(super) fn samples(procs: &HashMap<u32, GoProcess>) -> Vec<(u32, Vec<CallsiteSample>)> {
+    procs
+        .iter()
+        .map(|(&pid, p)| {
+            let callsites = if p.census.is_some() {
+                p.census_now.as_ref().map_or_else(Vec::new, |c| {
+                    c.groups
+                        .iter()
+                        .map(|g| CallsiteSample {
+                            id: CallsiteId::of(
+                                pid,
+                                Source::Go,
+                                g.key.kind,
+                                Some(&g.key.caller),
+                                &g.key.frames,
+                                None,
+                            ),
+                            live: g.live,
+                            armed_total: 0,
+                            lifetime: None,
+                            signature_only: g.key.attribution == Attribution::Signature,
+                        })
+                        .collect()
+                })
+            } else if let Some(walk) = &p.last_walk {
+                let live = p.state.live(&walk.timers);
+                p.state
+                    .callsites()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| CallsiteSample {
+                        id: CallsiteId::of(
+                            pid,
+                            Source::Go,
+                            c.kind,
+                            c.caller.as_deref(),
+                            &c.frames,
+                            None,
+                        ),
+                        live: live.by_callsite.get(&i).map_or(0, |&(n, _)| n),
+                        armed_total: c.armed_total,
+                        lifetime: c.lifetime_s().map(|(mean, max)| LifetimeSample {
+                            mean_s: round_ms(mean),
+                            max_s: round_ms(max),
+                            arrivals_total: c.lives_total,
+                        }),
+                        signature_only: false,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (pid, callsites)
         })
         .collect()
 }

@@ -9,7 +9,7 @@
 
 use aya::programs::uprobe::UProbeLinkId;
 
-use crate::report::{Attribution, ProcessReport, Source, Verdict};
+use crate::{report::CallsiteId, sample::ProcessSample};
 
 /// Probe hits (records) one window may cost before it closes early.
 pub const MAX_HITS: u64 = 5_000;
@@ -30,13 +30,12 @@ impl Open {
     }
 }
 
-/// Whether `row`, with verdicts, has a growing Go callsite only a signature names.
-pub fn wants_stacks(row: &ProcessReport) -> bool {
-    row.callsites.iter().any(|c| {
-        c.source == Source::Go
-            && c.attribution == Some(Attribution::Signature)
-            && c.verdict == Verdict::Growing
-    })
+/// Whether `p` has a Go callsite only a signature names that `growing` (its verdict) says
+/// grows.
+pub fn wants_stacks(p: &ProcessSample, growing: impl Fn(CallsiteId) -> bool) -> bool {
+    p.callsites
+        .iter()
+        .any(|c| c.signature_only && growing(c.id))
 }
 
 /// Whether a process whose last window opened at `last_ns` may get another now.
@@ -47,24 +46,33 @@ pub fn may_open(last_ns: Option<u64>, now_ns: u64, window_ns: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures;
+    use crate::report::{fixtures, Attribution, Source};
 
     #[test]
     fn only_growing_signature_callsites_want_stacks_and_windows_are_rationed() {
-        let mut row = fixtures::process(1, "x", vec![]);
-        let mut c = fixtures::callsite("<go_timer>", 100);
-        c.source = Source::Go;
-        c.attribution = Some(Attribution::Signature);
-        c.verdict = Verdict::Stable;
-        row.callsites.push(c.clone());
-        assert!(!wants_stacks(&row));
-        c.verdict = Verdict::Growing;
-        c.attribution = Some(Attribution::Callback);
-        row.callsites.push(c.clone());
-        assert!(!wants_stacks(&row), "a callback already names it");
-        c.attribution = Some(Attribution::Signature);
-        row.callsites.push(c);
-        assert!(wants_stacks(&row));
+        let go = |caller: &str, attribution| {
+            let mut c = fixtures::callsite(caller, 100);
+            c.source = Source::Go;
+            c.attribution = Some(attribution);
+            c
+        };
+        let row = fixtures::process(
+            1,
+            "x",
+            vec![
+                go("stable", Attribution::Signature),
+                go("named", Attribution::Callback),
+                go("grows", Attribution::Signature),
+            ],
+        );
+        let sample = ProcessSample::of(&row);
+        let id = |i: usize| row.callsites[i].id(1);
+        assert!(!wants_stacks(&sample, |_| false));
+        assert!(
+            !wants_stacks(&sample, |c| c == id(1)),
+            "a callback already names it"
+        );
+        assert!(wants_stacks(&sample, |c| c == id(2)));
         let w = 2_000_000_000;
         assert!(may_open(None, 5, w));
         assert!(!may_open(Some(0), DUTY * w - 1, w));

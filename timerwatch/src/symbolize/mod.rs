@@ -184,7 +184,7 @@ pub struct Symbolizer {
 struct ProcessCache {
     maps: Maps,
     paths: Option<Paths>,
-    /// CFI unwind modules for `maps`, built on the first stack that needs them.
+    /// CFI unwind modules for `maps`, built on a stack that needs them, until `release_files`.
     cfi: Option<unwind::Cfi>,
 }
 
@@ -352,9 +352,17 @@ impl Symbolizer {
 
     /// Drop everything known about `pid`: after exec or exit its addresses mean something else.
     /// Let go of the files read to name stacks since the last call (see
-    /// `UserSymbolizer::release`); names found stay.
-    pub fn release_files(&mut self) {
-        self.user.release();
+    /// `UserSymbolizer::release`) and of the processes' CFI (copies of every mapped file's
+    /// `.eh_frame`, hundreds of KiB per process); names found stay (`objects`). A new stack
+    /// reads them again: on a node whose callsites have settled, that is rare, while holding
+    /// them costs memory every second. True if anything was let go.
+    pub fn release_files(&mut self) -> bool {
+        let files = self.user.release();
+        let mut cfi = false;
+        for p in self.processes.values_mut() {
+            cfi |= p.cfi.take().is_some();
+        }
+        files || cfi
     }
 
     pub fn forget(&mut self, pid: u32) {

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use timerwatch_go::GoBinary;
 use timerwatch_proc::maps::MapEntry;
@@ -31,7 +32,8 @@ pub(crate) type FileKey = (String, u64);
 
 struct Object {
     facts: ElfFacts,
-    go: Option<GoBinary>,
+    /// Shared with the census of the same binary (`gotrace::analyze_binary`).
+    go: Option<Arc<GoBinary>>,
     /// Separate debug file and where it came from.
     debug: Option<(PathBuf, Naming)>,
     /// Build ID whose debug file a debuginfod server is being asked for.
@@ -167,7 +169,7 @@ impl Object {
         // (libc, every library) would be wasted work.
         let go = facts
             .go
-            .then(|| timerwatch_go::analyze(path).ok())
+            .then(|| crate::gotrace::analyze_binary(path).ok())
             .flatten();
         // The path the target knows the binary by: where its debug link is relative to.
         let target_path = Path::new(entry.path.as_deref().unwrap_or_default());

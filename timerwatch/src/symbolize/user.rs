@@ -72,11 +72,13 @@ impl UserSymbolizer {
     /// the last call. Names already found are kept per file offset by `objects`; only an
     /// address never named before pays for reading its file again, so a node whose callsites
     /// settle stops paying, while the files of every long-lived process would otherwise stay
-    /// resident for as long as the daemon runs.
-    pub fn release(&mut self) {
-        if std::mem::take(&mut self.used) {
+    /// resident for as long as the daemon runs. True if it had read any.
+    pub fn release(&mut self) -> bool {
+        let used = std::mem::take(&mut self.used);
+        if used {
             self.inner = build();
         }
+        used
     }
 
     /// One result per address, in order. Addresses are absolute in `pid`; callers adjust return
