@@ -218,9 +218,9 @@ pub struct Owner {
     /// The exact user registers of that arm, mixed (`UserRegs::key` in the probes): a re-arm
     /// with the same key skips computing the fingerprint, which reads user memory.
     pub regs_key: u64,
-    /// When a cancel of this timer happened that was not sent yet (0: none). A start that
-    /// finds it set is a re-arm and counts in `rearms`; otherwise the next tracepoint on the
-    /// cancelling CPU sends the cancel with this timestamp.
+    /// Non-zero while a cancel of this timer is held back (not sent yet): its coarse time
+    /// (the last tick's). A start that finds it set is a re-arm and counts in `rearms`;
+    /// otherwise the next tracepoint on the cancelling CPU sends the cancel, stamped then.
     pub cancel_ns: u64,
     /// When the last `Rearms` record was sent.
     pub rearms_sent_ns: u64,

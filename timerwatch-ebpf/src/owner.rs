@@ -9,7 +9,8 @@
 //! records is most of what a busy re-arming timer costs, and neither changes what is live. So a
 //! cancel is held back, on its owner (`cancel_ns`) and in a per-CPU slot: a start that finds it
 //! from the same callsite counts one re-arm in the owner and sends nothing; otherwise the next
-//! tracepoint on that CPU, whatever it is, sends the cancel with its own timestamp first.
+//! tracepoint on that CPU, whatever it is, sends the cancel first, stamped when it is sent (see
+//! [`held_cancel_mark`]).
 //! Counted re-arms go out as one `Rearms` record per [`REARMS_BATCH`] or [`REARMS_DELAY_NS`],
 //! and before the timer's next cancel, expiry or change of owner.
 //!
@@ -22,7 +23,7 @@
 //! a cancel is never sent twice.
 
 use aya_ebpf::{
-    helpers::{bpf_get_stack, bpf_ktime_get_ns},
+    helpers::{bpf_get_stack, bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
     EbpfContext,
@@ -134,14 +135,31 @@ fn list_flag(o: &Owner) -> u8 {
     }
 }
 
+/// What a held cancel leaves in `Owner::cancel_ns`: non-zero, and the coarse clock (the last
+/// tick's time). Not `bpf_ktime_get_ns`: on the test VM a fine clock read (a TSC read in a VM
+/// behind a retpolined clocksource call) was about a quarter of the cancel program's time, and
+/// most held cancels are re-arms, for which the time only says when the re-arms were counted
+/// (`REARMS_DELAY_NS`, the `Rearms` record's time: a tick is fine there). A cancel that is
+/// sent takes the fine clock then (`send_cancel`), so it is stamped late by the time until the
+/// next program on its CPU (at most a tick on a running CPU, where the tick's own hrtimer
+/// expiry runs one), never early: its record never precedes the arm before it, and a life it
+/// ends is never shorter than it was.
+#[inline(always)]
+fn held_cancel_mark() -> u64 {
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    now | 1
+}
+
 /// Send `o`'s held-back cancel, if no start took it meanwhile (on another CPU).
 #[inline(always)]
 fn send_cancel(addr: u64, o: &mut Owner) {
-    let ts = o.cancel_ns;
-    if ts == 0 {
+    if o.cancel_ns == 0 {
         return;
     }
     o.cancel_ns = 0;
+    // SAFETY: the helper has no preconditions.
+    let ts = unsafe { bpf_ktime_get_ns() };
     send_rearms(addr, o, ts, 0);
     emit_at(
         owner_event(addr, o, o.cancel_cur_tgid, EventKind::Cancel),
@@ -312,8 +330,10 @@ pub fn on_start<C: EbpfContext>(
                 return;
             }
             o.rearms = o.rearms.wrapping_add(1);
+            // Signed: the last send may have had the fine clock, a little ahead of the coarse
+            // mark.
             if o.rearms.wrapping_sub(o.rearms_sent) >= REARMS_BATCH
-                || cancel_ns.wrapping_sub(o.rearms_sent_ns) >= REARMS_DELAY_NS
+                || (cancel_ns.wrapping_sub(o.rearms_sent_ns) as i64) >= REARMS_DELAY_NS as i64
             {
                 send_rearms(addr, o, cancel_ns, tgid);
             }
@@ -419,9 +439,7 @@ pub fn on_cancel(addr: u64) {
         emit(owner_event(addr, o, cur_tgid, EventKind::Cancel));
         return;
     }
-    // Never 0: 0 means "no cancel held".
-    // SAFETY: the helper has no preconditions.
-    o.cancel_ns = unsafe { bpf_ktime_get_ns() } | 1;
+    o.cancel_ns = held_cancel_mark();
     o.cancel_cur_tgid = cur_tgid;
     if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
         // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
