@@ -349,6 +349,9 @@ pub struct KernelOffsets {
     pub timer_list_flags: u32,
     /// `task_struct.pid`.
     pub task_pid: u32,
+    /// `task_struct.tgid`: with `task_pid`, what `bpf_get_current_pid_tgid` returns, read as
+    /// two plain loads from the current task instead of a helper call on every event.
+    pub task_tgid: u32,
     /// `itimerspec64.it_value.tv_sec` and `.tv_nsec`.
     pub itimerspec_value_sec: u32,
     pub itimerspec_value_nsec: u32,
@@ -357,6 +360,8 @@ pub struct KernelOffsets {
     pub itimerspec_interval_nsec: u32,
     /// `pid.numbers[0].nr`: the pid in the initial namespace, as `pid_nr()` reads it.
     pub pid_nr: u32,
+    /// Keeps the size a multiple of 8 (no padding bytes in a `Pod`).
+    pub _pad: u32,
 }
 
 /// Loader-set configuration (an eBPF global, fixed for the program's lifetime).
