@@ -218,12 +218,12 @@ pub struct Owner {
     /// The exact user registers of that arm, mixed (`UserRegs::key` in the probes): a re-arm
     /// with the same key skips computing the fingerprint, which reads user memory.
     pub regs_key: u64,
-    /// Non-zero while a cancel of this timer is held back (not sent yet): its coarse time
-    /// (the last tick's). A start that finds it set is a re-arm and counts in `rearms`;
-    /// otherwise the next tracepoint on the cancelling CPU sends the cancel, stamped then.
-    pub cancel_ns: u64,
-    /// When the last `Rearms` record was sent.
-    pub rearms_sent_ns: u64,
+    /// Non-zero while a cancel of this timer is held back (not sent yet): the jiffies of the
+    /// cancel, | 1. A start that finds it set is a re-arm and counts in `rearms`; otherwise the
+    /// next tracepoint on the cancelling CPU sends the cancel, stamped then.
+    pub cancel_held: u64,
+    /// When (jiffies) the last `Rearms` record was sent.
+    pub rearms_sent_jiffies: u64,
 }
 
 impl Owner {
@@ -254,8 +254,8 @@ impl Owner {
             expires: 0,
             fingerprint: 0,
             regs_key: 0,
-            cancel_ns: 0,
-            rearms_sent_ns: 0,
+            cancel_held: 0,
+            rearms_sent_jiffies: 0,
         }
     }
 }
