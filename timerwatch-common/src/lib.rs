@@ -218,12 +218,12 @@ pub struct Owner {
     /// The exact user registers of that arm, mixed (`UserRegs::key` in the probes): a re-arm
     /// with the same key skips computing the fingerprint, which reads user memory.
     pub regs_key: u64,
-    /// When a cancel of this timer happened that was not sent yet (0: none). A start that
-    /// finds it set is a re-arm and counts in `rearms`; otherwise the next tracepoint on the
-    /// cancelling CPU sends the cancel with this timestamp.
-    pub cancel_ns: u64,
-    /// When the last `Rearms` record was sent.
-    pub rearms_sent_ns: u64,
+    /// Non-zero while a cancel of this timer is held back (not sent yet): the jiffies of the
+    /// cancel, | 1. A start that finds it set is a re-arm and counts in `rearms`; otherwise the
+    /// next tracepoint on the cancelling CPU sends the cancel, stamped then.
+    pub cancel_held: u64,
+    /// When (jiffies) the last `Rearms` record was sent.
+    pub rearms_sent_jiffies: u64,
 }
 
 impl Owner {
@@ -254,8 +254,8 @@ impl Owner {
             expires: 0,
             fingerprint: 0,
             regs_key: 0,
-            cancel_ns: 0,
-            rearms_sent_ns: 0,
+            cancel_held: 0,
+            rearms_sent_jiffies: 0,
         }
     }
 }
@@ -349,6 +349,9 @@ pub struct KernelOffsets {
     pub timer_list_flags: u32,
     /// `task_struct.pid`.
     pub task_pid: u32,
+    /// `task_struct.tgid`: with `task_pid`, what `bpf_get_current_pid_tgid` returns, read as
+    /// two plain loads from the current task instead of a helper call on every event.
+    pub task_tgid: u32,
     /// `itimerspec64.it_value.tv_sec` and `.tv_nsec`.
     pub itimerspec_value_sec: u32,
     pub itimerspec_value_nsec: u32,
@@ -357,6 +360,8 @@ pub struct KernelOffsets {
     pub itimerspec_interval_nsec: u32,
     /// `pid.numbers[0].nr`: the pid in the initial namespace, as `pid_nr()` reads it.
     pub pid_nr: u32,
+    /// Keeps the size a multiple of 8 (no padding bytes in a `Pod`).
+    pub _pad: u32,
 }
 
 /// Loader-set configuration (an eBPF global, fixed for the program's lifetime).

@@ -1,7 +1,9 @@
 //! Which tasks we trace: everything but ourselves and the idle task, narrowed by `-p`/`--comm`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_task_btf,
+    },
     macros::map,
     maps::HashMap,
     Global,
@@ -43,9 +45,21 @@ pub fn volatile<T: Copy>(field: &T) -> T {
     unsafe { core::ptr::read_volatile(field) }
 }
 
-/// (tgid, tid) of `current`.
+/// (tgid, tid) of `current`. Where the loader has the kernel's BTF, two plain loads from the
+/// current task (the verifier inlines `bpf_get_current_task_btf` to a per-CPU read), not the
+/// `bpf_get_current_pid_tgid` helper call: every program asks, several per re-arm. `CONFIG`
+/// is frozen, so the verifier sees which branch runs and checks only that one.
 #[inline(always)]
 pub fn current() -> (u32, u32) {
+    let tgid_at = setting!(kernel.task_tgid);
+    if tgid_at != 0 {
+        // SAFETY: the helper has no preconditions; it returns a BTF-typed, trusted pointer to
+        // the current task.
+        let task = unsafe { bpf_get_current_task_btf() } as u64;
+        let tgid: i32 = crate::kernel::field(task, tgid_at);
+        let pid: i32 = crate::kernel::field(task, setting!(kernel.task_pid));
+        return (tgid as u32, pid as u32);
+    }
     let id = bpf_get_current_pid_tgid();
     ((id >> 32) as u32, id as u32)
 }

@@ -7,10 +7,11 @@
 //! A re-arm of an armed timer is a cancel followed by a start (`timerfd_settime`, `mod_timer`,
 //! `hrtimer_start` on a queued timer, all inside one locked section on one CPU). Sending both as
 //! records is most of what a busy re-arming timer costs, and neither changes what is live. So a
-//! cancel is held back, on its owner (`cancel_ns`) and in a per-CPU slot: a start that finds it
+//! cancel is held back, on its owner (`cancel_held`) and in a per-CPU slot: a start that finds it
 //! from the same callsite counts one re-arm in the owner and sends nothing; otherwise the next
-//! tracepoint on that CPU, whatever it is, sends the cancel with its own timestamp first.
-//! Counted re-arms go out as one `Rearms` record per [`REARMS_BATCH`] or [`REARMS_DELAY_NS`],
+//! tracepoint on that CPU, whatever it is, sends the cancel first, stamped when it is sent (see
+//! [`held_cancel_mark`]).
+//! Counted re-arms go out as one `Rearms` record per [`REARMS_BATCH`] or [`REARMS_DELAY_JIFFIES`],
 //! and before the timer's next cancel, expiry or change of owner.
 //!
 //! Nesting: classic tracepoint programs never nest on a CPU (one busy flag per CPU), but BTF raw
@@ -18,11 +19,11 @@
 //! run inside a process-context program. The arm and cancel programs run with interrupts off
 //! (under the timer base lock), so nothing interleaves with them; elsewhere (set-up, sched
 //! events) an interrupting program can at worst send a held cancel early, which the start then
-//! finds gone and records as a plain start: `send_cancel` clears `cancel_ns` before it sends, so
+//! finds gone and records as a plain start: `send_cancel` clears `cancel_held` before it sends, so
 //! a cancel is never sent twice.
 
 use aya_ebpf::{
-    helpers::{bpf_get_stack, bpf_ktime_get_ns},
+    helpers::{bpf_get_stack, bpf_jiffies64, bpf_ktime_get_ns},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
     EbpfContext,
@@ -37,8 +38,10 @@ use crate::{
 
 /// Counted re-arms are sent at least every this many…
 const REARMS_BATCH: u32 = 64;
-/// …and at least this often while they keep coming, so totals lag by little.
-const REARMS_DELAY_NS: u64 = 100_000_000;
+/// …and at least every this many ticks while they keep coming, so totals lag by little: 10 ms
+/// at HZ=1000, 100 ms at HZ=100. Ticks, not ns: a re-arm reads no clock (see
+/// [`held_cancel_mark`]).
+const REARMS_DELAY_JIFFIES: u64 = 10;
 
 /// Set by the loader (see `timerwatch_common::IrqRanges`).
 #[unsafe(export_name = "IRQ_RANGES")]
@@ -107,12 +110,14 @@ pub fn release_held() {
     release_held_except(0);
 }
 
-/// The start of the held timer consumed the slot: it is free.
+/// The start of the held timer consumed the slot: it is free. Only `addr` is cleared (0 says
+/// the rest is stale): a whole-struct store of zeros compiles to a call of the BPF build's
+/// `memset`, a byte loop, which cost every re-arm ~16 iterations of it.
 #[inline(always)]
 fn clear_held() {
     if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
         // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
-        unsafe { *slot = NONE_HELD };
+        unsafe { (*slot).addr = 0 };
     }
 }
 
@@ -134,14 +139,32 @@ fn list_flag(o: &Owner) -> u8 {
     }
 }
 
+/// What a held cancel leaves in `Owner::cancel_held`: non-zero, and the jiffies (the verifier
+/// inlines `bpf_jiffies64` to a load; tracing programs may not read the coarse clock). Not
+/// `bpf_ktime_get_ns`: on the test VM a fine clock read (a TSC read in a VM behind a
+/// retpolined clocksource call) was about a quarter of the cancel program's time, and most
+/// held cancels are re-arms, for which the time only paces the `Rearms` records
+/// ([`REARMS_DELAY_JIFFIES`]). A cancel that is sent takes the fine clock then
+/// (`send_cancel`), so it is stamped late by the time until the next program on its CPU (at
+/// most a tick on a running CPU, where the tick's own hrtimer expiry runs one), never early:
+/// its record never precedes the arm before it, and a life it ends is never shorter than it
+/// was.
+#[inline(always)]
+fn held_cancel_mark() -> u64 {
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_jiffies64() };
+    now | 1
+}
+
 /// Send `o`'s held-back cancel, if no start took it meanwhile (on another CPU).
 #[inline(always)]
 fn send_cancel(addr: u64, o: &mut Owner) {
-    let ts = o.cancel_ns;
-    if ts == 0 {
+    if o.cancel_held == 0 {
         return;
     }
-    o.cancel_ns = 0;
+    o.cancel_held = 0;
+    // SAFETY: the helper has no preconditions.
+    let ts = unsafe { bpf_ktime_get_ns() };
     send_rearms(addr, o, ts, 0);
     emit_at(
         owner_event(addr, o, o.cancel_cur_tgid, EventKind::Cancel),
@@ -171,7 +194,8 @@ fn send_rearms(addr: u64, o: &mut Owner, now: u64, cur_tgid: u32) {
         return;
     }
     o.rearms_sent = o.rearms;
-    o.rearms_sent_ns = now;
+    // SAFETY: the helper has no preconditions.
+    o.rearms_sent_jiffies = unsafe { bpf_jiffies64() };
     emit_at(
         Event {
             expires: o.expires,
@@ -223,7 +247,7 @@ pub fn on_init(addr: u64, timer_list: bool) -> bool {
     } else if let Some(mut old) = known {
         // Memory a traced process used is now someone else's timer: tell the daemon to forget it
         // (after what it still holds for it).
-        if old.cancel_ns != 0 {
+        if old.cancel_held != 0 {
             send_cancel(addr, &mut old);
         } else {
             // SAFETY: the helper has no preconditions.
@@ -274,8 +298,8 @@ pub fn on_start<C: EbpfContext>(
         // each access, so a concurrent remove can at worst alias another entry, not fault.
         let o = unsafe { &mut *owner };
         // A cancel not sent yet: this start re-arms the timer.
-        let cancel_ns = o.cancel_ns;
-        o.cancel_ns = 0;
+        let cancel_held = o.cancel_held;
+        o.cancel_held = 0;
         o.expires = soft_expires;
         ev.tgid = o.tgid;
         ev.tid = o.tid;
@@ -307,21 +331,24 @@ pub fn on_start<C: EbpfContext>(
                 false
             };
         if same_callsite {
-            if cancel_ns == 0 {
+            if cancel_held == 0 {
                 emit(ev);
                 return;
             }
             o.rearms = o.rearms.wrapping_add(1);
+            // Signed: the mark's `| 1` may put it a tick "before" the last send.
             if o.rearms.wrapping_sub(o.rearms_sent) >= REARMS_BATCH
-                || cancel_ns.wrapping_sub(o.rearms_sent_ns) >= REARMS_DELAY_NS
+                || (cancel_held.wrapping_sub(o.rearms_sent_jiffies) as i64)
+                    >= REARMS_DELAY_JIFFIES as i64
             {
-                send_rearms(addr, o, cancel_ns, tgid);
+                // SAFETY: the helper has no preconditions.
+                send_rearms(addr, o, unsafe { bpf_ktime_get_ns() }, tgid);
             }
             return;
         }
         // Another callsite: what the old one holds goes first, then the counts start over.
-        if cancel_ns != 0 {
-            o.cancel_ns = cancel_ns;
+        if cancel_held != 0 {
+            o.cancel_held = cancel_held;
             send_cancel(addr, o);
         }
         o.rearms = 0;
@@ -419,9 +446,7 @@ pub fn on_cancel(addr: u64) {
         emit(owner_event(addr, o, cur_tgid, EventKind::Cancel));
         return;
     }
-    // Never 0: 0 means "no cancel held".
-    // SAFETY: the helper has no preconditions.
-    o.cancel_ns = unsafe { bpf_ktime_get_ns() } | 1;
+    o.cancel_held = held_cancel_mark();
     o.cancel_cur_tgid = cur_tgid;
     if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
         // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.

@@ -107,11 +107,13 @@ impl KernelBtf {
             timer_list_function: at("timer_list", "function")?,
             timer_list_flags: at("timer_list", "flags")?,
             task_pid: at("task_struct", "pid")?,
+            task_tgid: at("task_struct", "tgid")?,
             itimerspec_value_sec: at("itimerspec64", "it_value.tv_sec")?,
             itimerspec_value_nsec: at("itimerspec64", "it_value.tv_nsec")?,
             itimerspec_interval_sec: at("itimerspec64", "it_interval.tv_sec")?,
             itimerspec_interval_nsec: at("itimerspec64", "it_interval.tv_nsec")?,
             pid_nr: at("pid", "numbers.nr")?,
+            _pad: 0,
         })
     }
 }
