@@ -399,14 +399,7 @@ impl Probes {
             // load; without handing the freed heap back, a long-running daemon keeps ~15 MB
             // more resident than on the classic path.
             drop(btf);
-            // glibc only: musl (the image's static build) has no malloc_trim, and its
-            // allocator returns large frees to the kernel by itself.
-            #[cfg(target_env = "gnu")]
-            // SAFETY: malloc_trim only releases free memory of glibc's heap; it has no
-            // preconditions and touches no live allocation.
-            unsafe {
-                libc::malloc_trim(0)
-            };
+            crate::heap::trim();
         }
         Ok(Self {
             ebpf,
