@@ -34,6 +34,18 @@ pub struct LifetimeSample {
     pub arrivals_total: u64,
 }
 
+impl LifetimeSample {
+    /// From a source's `lifetime_s()` (mean, longest) and its lives begun, rounded as the
+    /// report rounds them, so a sample judges what the report will show.
+    pub fn of(lifetime_s: Option<(f64, f64)>, arrivals_total: u64) -> Option<Self> {
+        lifetime_s.map(|(mean, max)| Self {
+            mean_s: round_ms(mean),
+            max_s: round_ms(max),
+            arrivals_total,
+        })
+    }
+}
+
 /// One process's sample: its callsites from every source, in the report's order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessSample {
@@ -93,11 +105,7 @@ pub fn kernel(table: &Table) -> Vec<ProcessSample> {
                     id: c.identity(),
                     live: c.live,
                     armed_total: c.armed_total,
-                    lifetime: c.lifetime_s().map(|(mean, max)| LifetimeSample {
-                        mean_s: round_ms(mean),
-                        max_s: round_ms(max),
-                        arrivals_total: c.lives_total,
-                    }),
+                    lifetime: LifetimeSample::of(c.lifetime_s(), c.lives_total),
                     signature_only: false,
                 })
                 .collect(),

@@ -5,9 +5,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    report::{
-        round_ms, Attribution, CallsiteId, CallsiteReport, LifetimeReport, Source, SourceRow,
-    },
+    report::{Attribution, CallsiteId, CallsiteReport, LifetimeReport, Source, SourceRow},
     sample::{CallsiteSample, LifetimeSample},
 };
 
@@ -105,11 +103,7 @@ pub(super) fn samples(procs: &HashMap<u32, GoProcess>) -> Vec<(u32, Vec<Callsite
                         ),
                         live: live.by_callsite.get(&i).map_or(0, |&(n, _)| n),
                         armed_total: c.armed_total,
-                        lifetime: c.lifetime_s().map(|(mean, max)| LifetimeSample {
-                            mean_s: round_ms(mean),
-                            max_s: round_ms(max),
-                            arrivals_total: c.lives_total,
-                        }),
+                        lifetime: LifetimeSample::of(c.lifetime_s(), c.lives_total),
                         signature_only: false,
                     })
                     .collect()
