@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{build_forker, http_get, status_field, Daemon, Forker, Sample};
+use common::daemon::{build_forker, http_get, status_field, Daemon, Forker, RssWindows, Sample};
 use common::go::{self, Running};
 
 /// Seconds the churn runs: TIMERWATCH_CHURN_SECS (600 for the figures in BENCHMARKS.md), else
@@ -98,9 +98,8 @@ fn process_churn_with_the_go_census_keeps_memory_flat_and_scrapes_fast() {
     // only after that: the two halves of the rest are compared.
     let settled = &rss[WARM_UP_S.min(rss.len() / 2)..];
     let half = settled.len() / 2;
-    let first = *settled[..half].iter().max().unwrap();
-    let last = *settled[half..].iter().max().unwrap();
-    let allowed = first + (first / 5).max(10 * 1024);
+    let memory = RssWindows::of(&settled[..half], &settled[half..]);
+    let (first, last, allowed) = (memory.first, memory.last, memory.allowed);
     let mut sorted = scrapes.clone();
     sorted.sort_unstable();
     eprintln!(
@@ -128,14 +127,7 @@ fn process_churn_with_the_go_census_keeps_memory_flat_and_scrapes_fast() {
         scrapes.iter().all(|&ms| ms < 1000),
         "a scrape took over 1 s under the churn; all (ms): {scrapes:?}"
     );
-    assert!(
-        forked as f64 >= 0.8 * f64::from(rate) * secs as f64,
-        "the churn reached only {forked} processes in {secs}s: the load was not applied"
-    );
-    assert!(
-        last <= allowed,
-        "daemon RSS grew from {first} KiB to {last} KiB (bound {allowed} KiB): {rss:?}"
-    );
+    memory.assert_flat_under_load(forked, rate, secs, &rss);
     // The long-lived Go leak, 50 a second: walked whole through the storm.
     assert_eq!(report_status, 200, "/report: {report}");
     let report: serde_json::Value = serde_json::from_str(&report).expect("/report JSON");

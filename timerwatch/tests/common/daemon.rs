@@ -573,3 +573,42 @@ pub fn manifest_capabilities() -> Vec<String> {
     );
     caps
 }
+
+/// A long run's daemon memory, as the soak and the churn judge it: the highest VmRSS sample
+/// (KiB) of an early and of a late window, and how far the late one may rise above the early
+/// one before it counts as growth (a fifth, or 10 MiB, allocator noise on a small daemon).
+pub struct RssWindows {
+    pub first: u64,
+    pub last: u64,
+    pub allowed: u64,
+}
+
+impl RssWindows {
+    pub fn of(early: &[u64], late: &[u64]) -> Self {
+        let first = *early.iter().max().expect("RSS samples in the early window");
+        let last = *late.iter().max().expect("RSS samples in the late window");
+        Self {
+            first,
+            last,
+            allowed: first + (first / 5).max(10 * 1024),
+        }
+    }
+
+    /// Fails unless the load ran at 80% of `rate` processes a second over `secs`, and the
+    /// late window stayed within the bound; `rss` is every sample, for the message.
+    pub fn assert_flat_under_load(&self, forked: u64, rate: u32, secs: u64, rss: &[u64]) {
+        let Self {
+            first,
+            last,
+            allowed,
+        } = *self;
+        assert!(
+            forked as f64 >= 0.8 * f64::from(rate) * secs as f64,
+            "the load reached only {forked} processes in {secs}s: it was not applied"
+        );
+        assert!(
+            last <= allowed,
+            "daemon RSS grew from {first} KiB to {last} KiB (bound {allowed} KiB): {rss:?}"
+        );
+    }
+}
