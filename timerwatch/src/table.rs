@@ -70,6 +70,75 @@ struct Timer {
     life_end: Option<u64>,
 }
 
+impl Timer {
+    fn set_live(&mut self, c: Option<&mut Callsite>, live: bool, now: u64) {
+        if self.live_since.is_some() == live {
+            return;
+        }
+        self.live_since = live.then_some(now);
+        if let Some(c) = c {
+            if live {
+                c.live += 1;
+            } else {
+                c.live = c.live.saturating_sub(1);
+            }
+        }
+    }
+
+    /// An arm at `now`, to end at `end`: a new life, or a live one re-armed.
+    fn arm(&mut self, mut c: Option<&mut Callsite>, now: u64, end: Option<u64>) {
+        self.armed = true;
+        if let Some(c) = c.as_deref_mut() {
+            c.armed_total += 1;
+        }
+        if self.live_since.is_some() {
+            self.extend_life(c, end);
+        } else {
+            self.set_live(c.as_deref_mut(), true, now);
+            self.begin_life(c, now, end);
+        }
+    }
+
+    fn begin_life(&mut self, c: Option<&mut Callsite>, now: u64, end: Option<u64>) {
+        if self.object {
+            return;
+        }
+        self.life_end = end;
+        if let Some(c) = c {
+            c.lives_total += 1;
+            match end {
+                Some(end) => {
+                    let d = end.saturating_sub(now);
+                    c.armed_for.record(d);
+                    c.life_ns_total += i128::from(d);
+                }
+                None => c.lives_unknown += 1,
+            }
+        }
+    }
+
+    /// A live timer re-armed to end at `end`: its life's expected length moves by as much.
+    fn extend_life(&mut self, c: Option<&mut Callsite>, end: Option<u64>) {
+        let (Some(old), Some(new)) = (self.life_end, end) else {
+            return;
+        };
+        self.life_end = Some(new);
+        if let Some(c) = c {
+            c.life_ns_total += i128::from(new) - i128::from(old);
+        }
+    }
+
+    /// A life that ended at `now`, before its expected end (a cancel): shorten it.
+    fn end_life_early(&mut self, c: Option<&mut Callsite>, now: u64) {
+        let Some(end) = self.life_end.take() else {
+            return;
+        };
+        if let Some(c) = c {
+            c.life_ns_total -= i128::from(end.saturating_sub(now));
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Callsite {
     pub tgid: u32,
@@ -406,21 +475,17 @@ impl Table {
     }
 
     fn set_live(&mut self, key: TimerKey, live: bool, now: u64) {
-        let Some(t) = self.timers.get_mut(&key) else {
-            return;
-        };
-        let was = t.live_since.is_some();
-        if was == live {
-            return;
+        if let Some((t, c)) = self.entry(key) {
+            t.set_live(c, live, now);
         }
-        t.live_since = live.then_some(now);
-        if let Some(c) = self.callsites.get_mut(&t.callsite) {
-            if live {
-                c.live += 1;
-            } else {
-                c.live = c.live.saturating_sub(1);
-            }
-        }
+    }
+
+    /// A timer and its callsite, found once: the per-record path ran up to nine hash lookups
+    /// per record through helpers that each looked both up again, most of the node agent's time.
+    fn entry(&mut self, key: TimerKey) -> Option<(&mut Timer, Option<&mut Callsite>)> {
+        let t = self.timers.get_mut(&key)?;
+        let c = self.callsites.get_mut(&t.callsite);
+        Some((t, c))
     }
 
     fn remove_timer(&mut self, key: TimerKey) {
@@ -571,31 +636,21 @@ impl Table {
             return;
         }
         let key = TimerKey::Addr(r.timer);
-        let known = self.timers.get(&key).is_some_and(|t| t.tgid == r.tgid);
-        if r.new_owner || !known {
-            if !r.new_owner {
-                // A re-arm of a timer whose first arm we missed (lost record, or armed before we
-                // attached and owned elsewhere): count it, without a callsite.
-                self.unmatched += 1;
-            }
-            self.remove_timer(key);
-            let cs = self.callsite_for(r.tgid, kind, r.function, r.stack.as_ref(), res);
-            self.create(key, r.tgid, cs, false);
-        }
-        if let Some(t) = self.timers.get_mut(&key) {
-            t.armed = true;
-        }
-        self.bump(key, |c| c.armed_total += 1);
-        let was_live = self
-            .timers
-            .get(&key)
-            .is_some_and(|t| t.live_since.is_some());
-        self.set_live(key, true, r.ts_ns);
         let end = self.armed_ns(r).map(|d| r.ts_ns.saturating_add(d));
-        if was_live {
-            self.extend_life(key, end);
-        } else {
-            self.begin_life(key, r.ts_ns, end);
+        if !r.new_owner {
+            if let Some((t, c)) = self.entry(key).filter(|(t, _)| t.tgid == r.tgid) {
+                t.arm(c, r.ts_ns, end);
+                return;
+            }
+            // A re-arm of a timer whose first arm we missed (lost record, or armed before we
+            // attached and owned elsewhere): count it, without a callsite.
+            self.unmatched += 1;
+        }
+        self.remove_timer(key);
+        let cs = self.callsite_for(r.tgid, kind, r.function, r.stack.as_ref(), res);
+        self.create(key, r.tgid, cs, false);
+        if let Some((t, c)) = self.entry(key) {
+            t.arm(c, r.ts_ns, end);
         }
     }
 
@@ -621,57 +676,6 @@ impl Table {
         (d > -1_000_000_000 && d <= MAX_ARMED_NS as i64).then_some(d.max(0) as u64)
     }
 
-    fn begin_life(&mut self, key: TimerKey, now: u64, end: Option<u64>) {
-        let Some(t) = self.timers.get_mut(&key) else {
-            return;
-        };
-        if t.object {
-            return;
-        }
-        t.life_end = end;
-        let cs = t.callsite;
-        if let Some(c) = self.callsites.get_mut(&cs) {
-            c.lives_total += 1;
-            match end {
-                Some(end) => {
-                    let d = end.saturating_sub(now);
-                    c.armed_for.record(d);
-                    c.life_ns_total += i128::from(d);
-                }
-                None => c.lives_unknown += 1,
-            }
-        }
-    }
-
-    /// A live timer re-armed to end at `end`: its life's expected length moves by as much.
-    fn extend_life(&mut self, key: TimerKey, end: Option<u64>) {
-        let Some(t) = self.timers.get_mut(&key) else {
-            return;
-        };
-        let (Some(old), Some(new)) = (t.life_end, end) else {
-            return;
-        };
-        t.life_end = Some(new);
-        let cs = t.callsite;
-        if let Some(c) = self.callsites.get_mut(&cs) {
-            c.life_ns_total += i128::from(new) - i128::from(old);
-        }
-    }
-
-    /// A life that ended at `now`, before its expected end (a cancel): shorten it.
-    fn end_life_early(&mut self, key: TimerKey, now: u64) {
-        let Some(t) = self.timers.get_mut(&key) else {
-            return;
-        };
-        let Some(end) = t.life_end.take() else {
-            return;
-        };
-        let cs = t.callsite;
-        if let Some(c) = self.callsites.get_mut(&cs) {
-            c.life_ns_total -= i128::from(end.saturating_sub(now));
-        }
-    }
-
     /// The timer a kernel address stands for: a POSIX timer's hrtimer counts for the POSIX timer.
     fn key_of(&self, addr: u64) -> TimerKey {
         match self.posix_by_hrtimer.get(&addr) {
@@ -682,32 +686,33 @@ impl Table {
 
     fn on_stop(&mut self, r: &Record) {
         let key = self.key_of(r.timer);
-        let Some(t) = self.timers.get_mut(&key) else {
+        let Some((t, mut c)) = self.entry(key) else {
             if !self.expected_cancels.remove(&r.timer) {
                 self.unmatched += 1;
             }
             return;
         };
         let was_armed = std::mem::replace(&mut t.armed, false);
-        let object = t.object;
-        match r.kind {
-            EventKind::Expire => self.bump(key, |c| {
-                c.expired_total += 1;
-                if let Some(slack) = r.slack_ns {
-                    c.slack.record(slack);
+        if let Some(c) = c.as_deref_mut() {
+            match r.kind {
+                EventKind::Expire => {
+                    c.expired_total += 1;
+                    if let Some(slack) = r.slack_ns {
+                        c.slack.record(slack);
+                    }
                 }
-            }),
-            // hrtimer_start on an armed timer emits a cancel first; only real disarms count.
-            _ if was_armed => self.bump(key, |c| c.cancelled_total += 1),
-            _ => {}
+                // hrtimer_start on an armed timer emits a cancel first; only real disarms count.
+                _ if was_armed => c.cancelled_total += 1,
+                _ => {}
+            }
         }
-        if !object {
+        if !t.object {
             if r.kind == EventKind::Cancel && was_armed {
-                self.end_life_early(key, r.ts_ns);
-            } else if let Some(t) = self.timers.get_mut(&key) {
+                t.end_life_early(c.as_deref_mut(), r.ts_ns);
+            } else {
                 t.life_end = None;
             }
-            self.set_live(key, false, r.ts_ns);
+            t.set_live(c, false, r.ts_ns);
         }
     }
 
@@ -716,7 +721,7 @@ impl Table {
     /// overtook a later one harmless.
     fn on_rearms(&mut self, r: &Record) {
         let key = self.key_of(r.timer);
-        let Some(t) = self.timers.get_mut(&key).filter(|t| t.tgid == r.tgid) else {
+        let Some((t, mut c)) = self.entry(key).filter(|(t, _)| t.tgid == r.tgid) else {
             self.unmatched += 1;
             return;
         };
@@ -726,15 +731,14 @@ impl Table {
             return;
         }
         t.rearms_seen = total;
-        let timer_list = r.timer_list;
-        self.bump(key, |c| {
+        if let Some(c) = c.as_deref_mut() {
             c.armed_total += u64::from(n);
             c.cancelled_total += u64::from(n);
-        });
+        }
         // The record carries the last re-arm's expiry: for hrtimers an absolute CLOCK_MONOTONIC
         // time (timer_list ones are in jiffies without the jiffies of the arm: left as they were).
-        if !timer_list && r.expires.abs_diff(r.ts_ns) <= MAX_ARMED_NS {
-            self.extend_life(key, Some(r.expires));
+        if !r.timer_list && r.expires.abs_diff(r.ts_ns) <= MAX_ARMED_NS {
+            t.extend_life(c, Some(r.expires));
         }
     }
 
