@@ -55,9 +55,13 @@ impl Resolver for Env {
     }
 }
 
-/// How often the ring buffer is drained when no wake-up came: the kernel side only wakes us for
-/// large batches, so this bounds how stale the table can be.
-const DRAIN_PERIOD: Duration = Duration::from_millis(50);
+/// How often the ring buffer is drained when no wake-up came, while Go probes follow execs or a
+/// creation-stack window is open (`GoTracer::needs_prompt_drain`). Otherwise records wait for
+/// the once-a-second sample, a report or the kernel's wake-up (a quarter of the ring queued):
+/// each drain first brings the table's working set (every busy timer, callsite and histogram)
+/// back into the cache, so on a node agent twenty drains a second cost twice what the records
+/// themselves do (BENCHMARKS.md, "The node agent's own share").
+const PROMPT_DRAIN: Duration = Duration::from_millis(50);
 
 /// Records applied between two chances for other tasks to run (a few ms of work).
 const DRAIN_BATCH: usize = 16_384;
@@ -418,7 +422,7 @@ impl Tracer {
         mut on_tick: impl FnMut(&Report) -> bool,
         mut on_event: impl FnMut(E) -> bool,
     ) -> Result<(Report, Option<T>)> {
-        let mut drain_timer = interval(DRAIN_PERIOD);
+        let mut drain_timer = interval(PROMPT_DRAIN);
         drain_timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut tick_timer = interval(tick.unwrap_or(Duration::from_secs(3600)));
         tick_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -440,7 +444,7 @@ impl Tracer {
                     drop(guard);
                     self.drain_yielding().await;
                 }
-                _ = drain_timer.tick() => self.drain_yielding().await,
+                _ = drain_timer.tick(), if self.go.needs_prompt_drain() => self.drain_yielding().await,
                 _ = sample_timer.tick() => {
                     self.drain_yielding().await;
                     self.sample();

@@ -419,7 +419,13 @@ impl GoTracer {
                     self.execed.push(r.tgid);
                 }
             }
-            _ => {
+            // Only the probes' own records: every kernel record of the host passes here, and a
+            // window's hits count probe hits.
+            EventKind::GoCreate
+            | EventKind::GoModify
+            | EventKind::GoStop
+            | EventKind::GoFire
+            | EventKind::GoSleep => {
                 if let Some(p) = self.procs.get_mut(&r.tgid) {
                     if let Some(w) = &mut p.window {
                         w.hits += 1;
@@ -427,7 +433,17 @@ impl GoTracer {
                     p.state.apply(r, &mut p.target);
                 }
             }
+            _ => {}
         }
+    }
+
+    /// Whether records should be applied within `session::PROMPT_DRAIN`: uprobes are
+    /// attached to Go processes as they exec (the later, the more of their first timers are
+    /// missed), or a creation-stack window is open (its hit budget is checked as records are
+    /// applied, and every hit is a trap in the target).
+    pub fn needs_prompt_drain(&self) -> bool {
+        (self.mode == Mode::Probes && (self.follow || self.discovery.is_some()))
+            || self.procs.values().any(|p| p.window.is_some())
     }
 
     /// Attach to the Go binaries exec'd since the last call (when following). Timers such a
