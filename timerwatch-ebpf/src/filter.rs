@@ -1,6 +1,7 @@
 //! Which tasks we trace: everything but ourselves and the idle task, narrowed by `-p`/`--comm`.
 
 use aya_ebpf::{
+    bindings::task_struct,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_task_btf,
     },
@@ -45,23 +46,49 @@ pub fn volatile<T: Copy>(field: &T) -> T {
     unsafe { core::ptr::read_volatile(field) }
 }
 
-/// (tgid, tid) of `current`. Where the loader has the kernel's BTF, two plain loads from the
-/// current task (the verifier inlines `bpf_get_current_task_btf` to a per-CPU read), not the
-/// `bpf_get_current_pid_tgid` helper call: every program asks, several per re-arm. `CONFIG`
-/// is frozen, so the verifier sees which branch runs and checks only that one.
+/// `current`: its ids and, where the loader has the kernel's BTF, the BTF-typed task pointer
+/// they were read through (null otherwise), which an arm hands on to
+/// [`crate::user_stack::user_regs_of`]: the helper that returns it is a call the verifier does
+/// not inline, and the re-arm path would otherwise make it twice.
+#[derive(Clone, Copy)]
+pub struct Current {
+    pub tgid: u32,
+    pub tid: u32,
+    pub task: *mut task_struct,
+}
+
+/// (tgid, tid) of `current`; see [`current_task`].
 #[inline(always)]
 pub fn current() -> (u32, u32) {
+    let c = current_task();
+    (c.tgid, c.tid)
+}
+
+/// `current`'s ids. Where the loader has the kernel's BTF, two plain loads from the current task
+/// (through `bpf_get_current_task_btf`), not the `bpf_get_current_pid_tgid` helper call: every
+/// program asks, several per re-arm. `CONFIG` is frozen, so the verifier sees which branch runs
+/// and checks only that one.
+#[inline(always)]
+pub fn current_task() -> Current {
     let tgid_at = setting!(kernel.task_tgid);
     if tgid_at != 0 {
         // SAFETY: the helper has no preconditions; it returns a BTF-typed, trusted pointer to
         // the current task.
-        let task = unsafe { bpf_get_current_task_btf() } as u64;
-        let tgid: i32 = crate::kernel::field(task, tgid_at);
-        let pid: i32 = crate::kernel::field(task, setting!(kernel.task_pid));
-        return (tgid as u32, pid as u32);
+        let task = unsafe { bpf_get_current_task_btf() };
+        let tgid: i32 = crate::kernel::field(task as u64, tgid_at);
+        let pid: i32 = crate::kernel::field(task as u64, setting!(kernel.task_pid));
+        return Current {
+            tgid: tgid as u32,
+            tid: pid as u32,
+            task,
+        };
     }
     let id = bpf_get_current_pid_tgid();
-    ((id >> 32) as u32, id as u32)
+    Current {
+        tgid: (id >> 32) as u32,
+        tid: id as u32,
+        task: core::ptr::null_mut(),
+    }
 }
 
 /// Whether a process is one we trace, judged by tgid alone (for events that name a process other

@@ -31,9 +31,9 @@ use aya_ebpf::{
 use timerwatch_common::{flags, Event, EventKind, IrqRanges, Owner, IRQ_RANGES, IRQ_STACK_DEPTH};
 
 use crate::{
-    filter::{current, current_traced, setting},
+    filter::{current, current_task, current_traced, setting},
     output::{emit, emit_at, emit_with_stack},
-    user_stack::user_regs,
+    user_stack::user_regs_of,
 };
 
 /// Counted re-arms are sent at least every this many…
@@ -79,21 +79,23 @@ const NONE_HELD: Held = Held {
 static HELD_CANCEL: PerCpuArray<Held> = PerCpuArray::with_max_entries(1, 0);
 
 /// Send the cancel this CPU holds back, unless it is `keep`'s (its start may follow); then
-/// return the slot if it holds `keep`'s (else one holding nothing). Every program calls this
-/// (or [`release_held`]) first, so records leave in the order things happened on this CPU.
-/// Programs of one CPU never nest, so the slot needs no atomics.
+/// return this CPU's slot (null if the lookup failed) and what it holds if that is `keep`'s
+/// (else a copy holding nothing). Every program calls this (or [`release_held`]) first, so
+/// records leave in the order things happened on this CPU; callers that go on to change the
+/// slot do so through the pointer returned, not a second lookup. Programs of one CPU never
+/// nest, so the slot needs no atomics.
 #[inline(always)]
-pub fn release_held_except(keep: u64) -> Held {
+pub fn release_held_except(keep: u64) -> (*mut Held, Held) {
     let Some(slot) = HELD_CANCEL.get_ptr_mut(0) else {
-        return NONE_HELD;
+        return (core::ptr::null_mut(), NONE_HELD);
     };
     // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
     let held = unsafe { *slot };
     if held.addr == 0 {
-        return NONE_HELD;
+        return (slot, NONE_HELD);
     }
     if held.addr == keep {
-        return held;
+        return (slot, held);
     }
     // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
     unsafe { (*slot).addr = 0 };
@@ -102,20 +104,21 @@ pub fn release_held_except(keep: u64) -> Held {
         // each access, so a concurrent remove can at worst alias another entry, not fault.
         send_cancel(held.addr, unsafe { &mut *o });
     }
-    NONE_HELD
+    (slot, NONE_HELD)
 }
 
+/// [`release_held_except`] keeping nothing; returns this CPU's slot (null if the lookup failed).
 #[inline(always)]
-pub fn release_held() {
-    release_held_except(0);
+pub fn release_held() -> *mut Held {
+    release_held_except(0).0
 }
 
-/// The start of the held timer consumed the slot: it is free. Only `addr` is cleared (0 says
+/// The start of the held timer consumed `slot`: it is free. Only `addr` is cleared (0 says
 /// the rest is stale): a whole-struct store of zeros compiles to a call of the BPF build's
 /// `memset`, a byte loop, which cost every re-arm ~16 iterations of it.
 #[inline(always)]
-fn clear_held() {
-    if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
+fn clear_held(slot: *mut Held) {
+    if !slot.is_null() {
         // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
         unsafe { (*slot).addr = 0 };
     }
@@ -123,8 +126,8 @@ fn clear_held() {
 
 /// The held timer's owner set it up again.
 #[inline(always)]
-fn mark_held_set_up() {
-    if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
+fn mark_held_set_up(slot: *mut Held) {
+    if !slot.is_null() {
         // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
         unsafe { (*slot).set_up = 1 };
     }
@@ -213,7 +216,7 @@ fn send_rearms(addr: u64, o: &mut Owner, now: u64, cur_tgid: u32) {
 #[inline(always)]
 pub fn on_init(addr: u64, timer_list: bool) -> bool {
     // timerfd_settime: cancel, set-up, start; the cancel stays held for the start.
-    let held = release_held_except(addr);
+    let (slot, held) = release_held_except(addr);
     let (tgid, tid) = current();
     // Its owner setting it up again (a held cancel: an armed timer re-armed; none: a disarmed
     // timerfd re-armed, a new sleep on a reused stack slot) keeps what is known, and marks the
@@ -223,7 +226,7 @@ pub fn on_init(addr: u64, timer_list: bool) -> bool {
     // follows inside the same locked section on this CPU). Memory reused for the other kind of
     // timer is a new timer: the owner's kind flags every record sent on its behalf.
     if held.addr == addr && held.tgid == tgid && tgid != 0 {
-        mark_held_set_up();
+        mark_held_set_up(slot);
         return false;
     }
     let mut known = None;
@@ -275,14 +278,15 @@ pub fn on_start<C: EbpfContext>(
     pinned: bool,
     soft_expires: u64,
 ) {
-    let held = release_held_except(addr);
+    let (slot, held) = release_held_except(addr);
     // This start consumes the slot: a cancel held for it is counted below (or sent, if the
     // callsite changed), and so is the set-up noted there.
     let set_up_here = held.addr == addr && held.set_up != 0;
     if held.addr == addr {
-        clear_held();
+        clear_held(slot);
     }
-    let (tgid, tid) = current();
+    let cur = current_task();
+    let (tgid, tid) = (cur.tgid, cur.tid);
     let mut ev = Event {
         timer: addr,
         function,
@@ -316,7 +320,7 @@ pub fn on_start<C: EbpfContext>(
                 // socket's slab reused for a TIME_WAIT socket) is another timer, even when the same
                 // user context arms it. The exact registers first: equal ones are taken for the
                 // same call path without reading user memory (see `UserRegs::key`).
-                let regs = user_regs();
+                let regs = user_regs_of(cur.task);
                 let key = regs.key() ^ function;
                 if o.has_callsite != 0 && o.regs_key == key {
                     true
@@ -367,7 +371,7 @@ pub fn on_start<C: EbpfContext>(
     if pinned || !current_traced(tgid) || in_interrupt(ctx) {
         return;
     }
-    let regs = user_regs();
+    let regs = user_regs_of(cur.task);
     let owner = Owner {
         has_callsite: 1,
         timer_list: timer_list as u8,
@@ -432,7 +436,7 @@ fn in_interrupt<C: EbpfContext>(ctx: &C) -> bool {
 /// A cancel of a timer we own: held back (see the module comment).
 #[inline(always)]
 pub fn on_cancel(addr: u64) {
-    release_held();
+    let slot = release_held();
     let Some(owner) = OWNERS.get_ptr_mut(addr) else {
         return;
     };
@@ -448,7 +452,7 @@ pub fn on_cancel(addr: u64) {
     }
     o.cancel_held = held_cancel_mark();
     o.cancel_cur_tgid = cur_tgid;
-    if let Some(slot) = HELD_CANCEL.get_ptr_mut(0) {
+    if !slot.is_null() {
         // SAFETY: this CPU's slot from a successful lookup; programs on one CPU never nest here.
         unsafe {
             *slot = Held {

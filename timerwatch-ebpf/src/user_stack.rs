@@ -65,14 +65,26 @@ pub(crate) struct UserRegs {
 /// The current task's user registers.
 #[inline(always)]
 pub(crate) fn user_regs() -> UserRegs {
+    user_regs_of(core::ptr::null_mut())
+}
+
+/// The current task's user registers, through `task` where the caller already has the current
+/// task's BTF pointer (`filter::Current::task`; null: ask for it).
+#[inline(always)]
+pub(crate) fn user_regs_of(task: *mut aya_ebpf::bindings::task_struct) -> UserRegs {
     #[cfg(bpf_target_arch = "x86_64")]
     // SAFETY: the helpers return a BTF-typed pointer that the verifier lets us load from directly;
     // loads through it are fault-checked.
     unsafe {
         use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
+        let task = if task.is_null() {
+            bpf_get_current_task_btf()
+        } else {
+            task
+        };
         // The helper returns a BTF-typed `struct pt_regs *`: the verifier lets us load its
         // fields directly (as faulting-safe loads), three helper calls fewer per arm.
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        let regs = bpf_task_pt_regs(task) as *const u8;
         if regs.is_null() {
             return UserRegs::default();
         }
@@ -84,5 +96,8 @@ pub(crate) fn user_regs() -> UserRegs {
         }
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
-    UserRegs::default()
+    {
+        let _ = task;
+        UserRegs::default()
+    }
 }
