@@ -11,8 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{
-    build_forker, cgroup_mounts, child_of, fake_kubelet_pod, free_port, manifest_capabilities,
-    status_field, Daemon, FakeCgroup, Forker, Prometheus, RssWindows, Sample,
+    anon_rss_kib, build_forker, cgroup_mounts, child_of, fake_kubelet_pod, free_port,
+    manifest_capabilities, status_field, Daemon, FakeCgroup, Forker, Prometheus, RssWindows,
+    Sample,
 };
 use common::{wait_until, Target, Tool, BIN};
 
@@ -584,8 +585,7 @@ fn memory_stays_bounded_under_a_fork_storm() {
     let mut scrapes = 0;
     while start.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(1));
-        let kib = status_field(daemon_pid, "VmRSS:")
-            .and_then(|v| v.parse().ok())
+        let kib = anon_rss_kib(daemon_pid)
             .unwrap_or_else(|| panic!("daemon gone; stderr:\n{}", daemon.tool.stderr()));
         rss.push(kib);
         if rss.len().is_multiple_of(5) {
@@ -607,7 +607,7 @@ fn memory_stays_bounded_under_a_fork_storm() {
     let (first, last, allowed) = (memory.first, memory.last, memory.allowed);
     eprintln!(
         "soak: {secs}s, {forked} processes forked ({:.0}/s), {scrapes} scrapes, {lost} lost events; \
-         daemon VmRSS KiB: first third max {first}, last third max {last}, min {}, bound {allowed}",
+         daemon RssAnon KiB: first third max {first}, last third max {last}, min {}, bound {allowed}",
         forked as f64 / secs as f64,
         rss.iter().min().unwrap()
     );

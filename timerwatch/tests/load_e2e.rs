@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{build_forker, http_get, status_field, Daemon, Forker, RssWindows, Sample};
+use common::daemon::{anon_rss_kib, build_forker, http_get, Daemon, Forker, RssWindows, Sample};
 use common::go::{self, Running};
 
 /// Seconds the churn runs: TIMERWATCH_CHURN_SECS (600 for the figures in BENCHMARKS.md), else
@@ -72,8 +72,7 @@ fn process_churn_with_the_go_census_keeps_memory_flat_and_scrapes_fast() {
     let mut health: Vec<u16> = Vec::new();
     while start.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_secs(1));
-        let kib = status_field(daemon_pid, "VmRSS:")
-            .and_then(|v| v.parse().ok())
+        let kib = anon_rss_kib(daemon_pid)
             .unwrap_or_else(|| panic!("daemon gone; stderr:\n{}", daemon.tool.stderr()));
         rss.push(kib);
         let asked = Instant::now();
@@ -105,7 +104,7 @@ fn process_churn_with_the_go_census_keeps_memory_flat_and_scrapes_fast() {
     eprintln!(
         "churn: {secs}s, {forked} processes forked ({:.0}/s), {go_forked} of them Go; \
          {lost} lost events, {cut} Go walks cut, {analyses} Go analyses; \
-         daemon VmRSS KiB after {WARM_UP_S} s: first half max {first}, second half max {last}, \
+         daemon RssAnon KiB after {WARM_UP_S} s: first half max {first}, second half max {last}, \
          min {}, bound {allowed}; \
          {} scrapes, median {} ms, max {} ms; /healthz every 10 s: {health:?}",
         forked as f64 / secs as f64,

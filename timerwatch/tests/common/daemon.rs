@@ -574,8 +574,17 @@ pub fn manifest_capabilities() -> Vec<String> {
     caps
 }
 
-/// A long run's daemon memory, as the soak and the churn judge it: the highest VmRSS sample
-/// (KiB) of an early and of a late window, and how far the late one may rise above the early
+/// The daemon's memory as the soak and the churn sample it, KiB: its anonymous resident memory,
+/// where a leak would show. Not VmRSS: that also counts the file pages of binaries the daemon
+/// maps while it names a new callsite's stack (the test harness's own debug build, traced like
+/// every process, adds 10-15 MiB of them for the fraction of a second until they are let go),
+/// which a once-a-second sample catches or misses by chance.
+pub fn anon_rss_kib(pid: u32) -> Option<u64> {
+    status_field(pid, "RssAnon:").and_then(|v| v.parse().ok())
+}
+
+/// A long run's daemon memory, as the soak and the churn judge it: the highest sample of
+/// [`anon_rss_kib`] of an early and of a late window, and how far the late one may rise above the early
 /// one before it counts as growth (a fifth, or 10 MiB, allocator noise on a small daemon).
 pub struct RssWindows {
     pub first: u64,
