@@ -496,11 +496,7 @@ impl Table {
     }
 
     fn bump(&mut self, key: TimerKey, f: impl FnOnce(&mut Callsite)) {
-        if let Some(c) = self
-            .timers
-            .get(&key)
-            .and_then(|t| self.callsites.get_mut(&t.callsite))
-        {
+        if let Some((_, Some(c))) = self.entry(key) {
             f(c);
         }
     }
